@@ -1,0 +1,51 @@
+# The one entry point. `make demo` and `make test` work on a fresh clone with only python3.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   ?= manifests/all-providers.yaml
+OUT    ?= results
+
+.PHONY: install test lint format typecheck pytest validate demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check runner tests
+	$(BIN)/ruff format --check runner tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format runner tests
+	$(BIN)/ruff check --fix runner tests
+
+# pytest exits 5 when it collected nothing: that is neither a pass nor an ordinary failure,
+# so it is named and turned into a failure of its own.
+pytest: $(STAMP)
+	@rc=0; $(BIN)/python -m pytest -n 2 $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5); failing" >&2; exit 1; fi; \
+	exit $$rc
+
+test: lint typecheck pytest
+
+validate: $(STAMP)
+	$(BIN)/runner validate manifests/*.yaml
+
+demo: $(STAMP)
+	$(BIN)/runner validate $(DEMO)
+	$(BIN)/runner plan $(DEMO)
+	$(BIN)/runner run $(DEMO) --sandbox --out $(OUT)
+
+bench: $(STAMP)
+	@set -e; for b in tests/bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Subcommands of the `runner` CLI, one module each."""

@@ -1,0 +1,17 @@
+"""`runner resume` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+import argparse
+
+from runner.errors import UsageError
+
+HELP = "resume (not built yet)"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def execute(args: argparse.Namespace) -> int:
+    raise UsageError("'resume' is not built yet")

@@ -1,0 +1,128 @@
+"""The job lifecycle: normalized states, the events that move them, and the one table.
+
+Nothing outside this module assigns a state: callers ask `advance(state, event)` and get the
+next state or an IllegalTransitionError. The table is data, like h11's state machine.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from runner.errors import RunnerError
+
+
+class State(StrEnum):
+    PLANNED = "planned"
+    SUBMITTING = "submitting"
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    FETCHING = "fetching"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    TIMED_OUT = "timed_out"
+    SUBMIT_UNKNOWN = "submit_unknown"
+    SKIPPED = "skipped"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def remote(self) -> bool:
+        """A remote job exists and is not finished: it counts against the in-flight cap."""
+        return self in REMOTE_ACTIVE
+
+
+TERMINAL = frozenset(
+    {
+        State.SUCCEEDED,
+        State.FAILED,
+        State.CANCELLED,
+        State.EXPIRED,
+        State.TIMED_OUT,
+        State.SUBMIT_UNKNOWN,
+        State.SKIPPED,
+    }
+)
+REMOTE_ACTIVE = frozenset({State.QUEUED, State.RUNNING, State.PAUSED})
+
+
+class Event(StrEnum):
+    SUBMIT = "submit"  # a submit request is about to be sent
+    DEFERRED = "deferred"  # the provider provably did not accept it (429, refused): try later
+    REJECTED = "rejected"  # the provider refused this job for good (validation error)
+    AMBIGUOUS = "ambiguous"  # it may have been accepted: never re-send blindly
+    RECONCILED = "reconciled"  # an ambiguous submit was found on the provider's side
+    RESUBMIT = "resubmit"  # the user asked to re-send an ambiguous submit
+    QUEUED = "observed_queued"  # the provider reports: waiting
+    RUNNING = "observed_running"  # ... working
+    PAUSED = "observed_paused"  # ... paused (Lobstr), with its own maximum wait
+    FINISHED = "observed_finished"  # ... finished successfully: fetch the results now
+    FAILED = "observed_failed"  # ... failed
+    CANCELLED = "observed_cancelled"  # ... cancelled (by us or anyone)
+    EXPIRED = "observed_expired"  # ... results purged (Pulse `expired`)
+    FETCHED = "fetched"  # every result is on disk
+    GONE = "gone"  # a result could not be fetched again (Pulse 410)
+    ERROR = "error"  # this job cannot go on (malformed response, not found, fetch error)
+    TIMEOUT = "timeout"  # the job outlived its timeout
+    CANCEL = "cancel"  # we cancelled the remote job (interrupt or `runner cancel`)
+    SKIP = "skip"  # never submitted: its provider stopped (bad key, no credits) or filtered
+
+
+class IllegalTransitionError(RunnerError):
+    def __init__(self, state: State, event: Event) -> None:
+        super().__init__(f"no transition from {state.value!r} on {event.value!r}")
+        self.state = state
+        self.event = event
+
+
+_OBSERVED = {
+    Event.QUEUED: State.QUEUED,
+    Event.RUNNING: State.RUNNING,
+    Event.PAUSED: State.PAUSED,
+    Event.FINISHED: State.FETCHING,
+    Event.FAILED: State.FAILED,
+    Event.CANCELLED: State.CANCELLED,
+    Event.EXPIRED: State.EXPIRED,
+}
+
+
+def _table() -> dict[tuple[State, Event], State]:
+    table: dict[tuple[State, Event], State] = {
+        (State.PLANNED, Event.SUBMIT): State.SUBMITTING,
+        (State.PLANNED, Event.SKIP): State.SKIPPED,
+        (State.SUBMITTING, Event.DEFERRED): State.PLANNED,
+        (State.SUBMITTING, Event.REJECTED): State.FAILED,
+        (State.SUBMITTING, Event.AMBIGUOUS): State.SUBMIT_UNKNOWN,
+        (State.SUBMITTING, Event.SKIP): State.SKIPPED,
+        (State.SUBMIT_UNKNOWN, Event.RECONCILED): State.QUEUED,
+        (State.SUBMIT_UNKNOWN, Event.RESUBMIT): State.PLANNED,
+        (State.FETCHING, Event.FETCHED): State.SUCCEEDED,
+        (State.FETCHING, Event.GONE): State.EXPIRED,
+        (State.FETCHING, Event.ERROR): State.FAILED,
+        (State.FETCHING, Event.TIMEOUT): State.TIMED_OUT,
+    }
+    # A submit's reply, or any later poll, reports the remote state.
+    for source in (State.SUBMITTING, State.QUEUED, State.RUNNING, State.PAUSED):
+        for event, target in _OBSERVED.items():
+            table[(source, event)] = target
+    for source in (State.QUEUED, State.RUNNING, State.PAUSED):
+        table[(source, Event.ERROR)] = State.FAILED
+        table[(source, Event.TIMEOUT)] = State.TIMED_OUT
+        table[(source, Event.CANCEL)] = State.CANCELLED
+    table[(State.SUBMITTING, Event.ERROR)] = State.FAILED
+    return table
+
+
+TRANSITIONS: dict[tuple[State, Event], State] = _table()
+
+
+def advance(state: State, event: Event) -> State:
+    """The state after `event`, or IllegalTransitionError."""
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise IllegalTransitionError(state, event) from None

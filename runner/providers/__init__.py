@@ -1,0 +1,14 @@
+"""The provider registry: one module per provider, one line each here."""
+
+from __future__ import annotations
+
+from runner.providers import bulkgrid, lobstr, pulse, skop, spidra
+from runner.providers.base import ProviderInfo
+
+PROVIDERS: dict[str, ProviderInfo] = {
+    "bulkgrid": bulkgrid.INFO,
+    "lobstr": lobstr.INFO,
+    "spidra": spidra.INFO,
+    "skop": skop.INFO,
+    "pulse": pulse.INFO,
+}

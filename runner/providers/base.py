@@ -1,0 +1,214 @@
+"""What every provider adapter is: static facts (ProviderInfo) plus one small Protocol.
+
+Adapters own the wire format and nothing else. They build requests and parse replies in
+pure functions, and their async methods only compose those with `http.send(...)`. They
+never sleep, retry, or count: the engine and the ProviderHttp it passes in own time and
+limits. Every request an adapter makes goes through that ProviderHttp, so it is gated.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from runner.plan import EndpointClass, JobSpec, Limits, PollPolicy
+
+# -- static facts ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    name: str  # registry key and manifest key: "spidra"
+    title: str  # "Spidra"
+    default_base_url: str
+    api_key_env: str  # conventional variable, e.g. SPIDRA_API_KEY
+    job_types: tuple[str, ...]
+    default_limits: Limits  # the published limits (reference/provider-docs.md)
+    default_poll: PollPolicy  # provider-docs.md §6.5
+
+
+# -- normalized status (provider-docs.md §6) -------------------------------------------------
+
+
+class RemoteState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"  # a status we do not know: non-terminal, logged once
+
+    @property
+    def terminal(self) -> bool:
+        return self in {
+            RemoteState.SUCCEEDED,
+            RemoteState.FAILED,
+            RemoteState.CANCELLED,
+            RemoteState.EXPIRED,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    state: RemoteState
+    raw: str  # the provider's own status string, as sent
+    reason: str | None = None  # done_reason / error_code / error
+    progress: float | None = None  # 0..1 when the provider gives one
+    partial: bool = False  # succeeded with failed items
+    results_ready: bool = True  # e.g. Lobstr export_done
+    phase: str | None = None  # free text: Lobstr uploading, Skop extracting
+    payload: Mapping[str, Any] = field(default_factory=dict, repr=False)  # the raw body
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteRef:
+    """Everything needed to find a remote job again; JSON-serializable for the journal."""
+
+    id: str
+    extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. Lobstr squid, Pulse kind
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "extra": dict(self.extra)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RemoteRef:
+        return cls(id=str(data["id"]), extra=dict(data.get("extra") or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    ref: RemoteRef
+    status: Status | None = None  # when the submit reply already says something useful
+
+
+# -- the wire seam ---------------------------------------------------------------------------
+
+Expect = Literal["json", "text", "bytes"]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str  # relative to the provider's base URL (or absolute for out-of-band URLs)
+    endpoint: EndpointClass
+    params: Mapping[str, Any] | None = None
+    json: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    expect: Expect = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status_code: int
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes = field(repr=False)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def excerpt(self, limit: int = 200) -> str:
+        text = self.text.strip().replace("\n", " ")
+        return text if len(text) <= limit else text[:limit] + "..."
+
+
+class ErrorKind(StrEnum):
+    """What a non-2xx reply means, whatever the provider's spelling."""
+
+    AUTH = "auth"  # bad or missing key: stop the provider
+    CREDITS = "credits"  # out of credits / plan limit: stop submitting
+    RATE_LIMITED = "rate_limited"  # slow down; not accepted
+    BUSY = "busy"  # capacity (503 + retry hint, QUEUE_UNAVAILABLE, too many pending): not accepted
+    TRANSIENT = "transient"  # 5xx without a hint: may or may not have been accepted
+    NOT_FOUND = "not_found"
+    GONE = "gone"  # 410: a single-use result already fetched or expired
+    INVALID = "invalid"  # the request itself is wrong: do not retry unchanged
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiError:
+    kind: ErrorKind
+    message: str  # the provider's message, for the user (never contains the key)
+    code: str | None = None  # the provider's error code, e.g. TOO_MANY_PENDING_JOBS
+    retry_after: float | None = None  # from the body (Spidra/Lobstr retry_after), seconds
+
+
+class ProviderHttp(Protocol):
+    """The engine's gated, retrying client for one provider, passed to every adapter call."""
+
+    async def send(self, request: Request) -> Reply:
+        """Send through the provider's gate. Non-2xx replies raise (classified via the
+        adapter's `classify_error`); retries happen here only where they are safe."""
+        ...
+
+    async def download(
+        self, url: str, dest: Path, *, send_key: bool, max_bytes: int | None = None
+    ) -> int:
+        """Stream `url` to `dest` (atomically), returning the byte count. `send_key=False`
+        for URLs off the provider's API host (signed URLs): no key ever leaves for them."""
+        ...
+
+
+class ResultSink(Protocol):
+    """Where an adapter puts what it fetched: the job's directory, written atomically."""
+
+    def write_result(self, obj: Any) -> None:
+        """The single result document (result.json)."""
+        ...
+
+    def append_item(self, obj: Any) -> None:
+        """One result item, streamed to results.jsonl in order."""
+        ...
+
+    def file_path(self, name: str) -> Path:
+        """A fresh path under files/ for `name`, sanitized and numbered on collision."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FetchReport:
+    items: int = 0  # result items written
+    files: int = 0  # files downloaded
+    partial: bool = False  # some items failed or were skipped
+    notes: tuple[str, ...] = ()  # human-readable remarks for job.json
+    outcome: Mapping[str, Any] = field(default_factory=dict)  # extra fields for job.json
+
+
+class Adapter(Protocol):
+    info: ProviderInfo
+
+    def auth_headers(self, api_key: str) -> dict[str, str]: ...
+
+    def classify_error(self, reply: Reply) -> ApiError:
+        """Pure: what a non-2xx reply from this provider means."""
+        ...
+
+    async def submit(self, http: ProviderHttp, job: JobSpec) -> Submitted: ...
+
+    async def poll(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> Status: ...
+
+    async def fetch(
+        self,
+        http: ProviderHttp,
+        job: JobSpec,
+        ref: RemoteRef,
+        status: Status,
+        sink: ResultSink,
+    ) -> FetchReport: ...
+
+    async def cancel(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> None: ...
+
+    async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
+        """After an ambiguous submit: find the job on the provider's side if it can list
+        jobs (submitted at or after unix time `since`), else return None."""
+        ...

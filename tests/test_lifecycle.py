@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+
+from runner.lifecycle import TERMINAL, TRANSITIONS, Event, IllegalTransitionError, State, advance
+
+
+def test_happy_path_reaches_succeeded() -> None:
+    state = State.PLANNED
+    for event in (Event.SUBMIT, Event.QUEUED, Event.RUNNING, Event.FINISHED, Event.FETCHED):
+        state = advance(state, event)
+    assert state is State.SUCCEEDED
+
+
+def test_terminal_states_have_no_way_out_except_reconciling_unknown_submits() -> None:
+    exits = {(s, e) for (s, e) in TRANSITIONS if s in TERMINAL}
+    assert exits == {
+        (State.SUBMIT_UNKNOWN, Event.RECONCILED),
+        (State.SUBMIT_UNKNOWN, Event.RESUBMIT),
+    }
+
+
+def test_illegal_transition_names_state_and_event() -> None:
+    with pytest.raises(IllegalTransitionError, match="no transition from 'succeeded' on 'submit'"):
+        advance(State.SUCCEEDED, Event.SUBMIT)
+
+
+def test_every_state_is_reachable_from_planned() -> None:
+    seen = {State.PLANNED}
+    frontier = [State.PLANNED]
+    while frontier:
+        state = frontier.pop()
+        for (source, _event), target in TRANSITIONS.items():
+            if source is state and target not in seen:
+                seen.add(target)
+                frontier.append(target)
+    assert seen == set(State)
