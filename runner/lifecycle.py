@@ -6,9 +6,13 @@ next state or an IllegalTransitionError. The table is data, like h11's state mac
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from runner.errors import RunnerError
+from runner.plan import JobSpec
+from runner.providers.base import RemoteRef, Status
 
 
 class State(StrEnum):
@@ -126,3 +130,38 @@ def advance(state: State, event: Event) -> State:
         return TRANSITIONS[(state, event)]
     except KeyError:
         raise IllegalTransitionError(state, event) from None
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """One job's runtime record: what the engine drives and the journal stores.
+
+    Mutable on purpose (one per job, changed in place); only `transition` in the engine
+    changes `state`, through `advance`.
+    """
+
+    spec: JobSpec
+    state: State = State.PLANNED
+    remote: RemoteRef | None = None
+    attempts: int = 0  # submit attempts sent
+    polls: int = 0
+    submitted_at: float | None = None  # unix time the remote id was recorded
+    finished_at: float | None = None  # unix time it became terminal
+    next_poll_at: float | None = None  # unix time of the next poll
+    raw_status: str | None = None  # the provider's last status string
+    reason: str | None = None  # provider reason / error code
+    progress: float | None = None
+    partial: bool = False
+    results_ready: bool = True
+    error: str | None = None  # our message when it did not succeed
+
+
+class Recorder(Protocol):
+    """Told of every change to a job, synchronously, before the engine goes on.
+
+    The journal (durability), the log and the console are recorders.
+    """
+
+    def transition(self, job: JobRecord, event: Event, previous: State) -> None: ...
+
+    def polled(self, job: JobRecord, status: Status) -> None: ...
