@@ -174,6 +174,10 @@ class ResultSink(Protocol):
         """A fresh path under files/ for `name`, sanitized and numbered on collision."""
         ...
 
+    def write_file(self, name: str, data: bytes) -> Path:
+        """Write `data` atomically to a fresh path under files/ (as `file_path`)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class FetchReport:
