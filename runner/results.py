@@ -1,0 +1,449 @@
+"""The results directory of one batch: atomic files, canonical JSON, SHA256SUMS, `latest`.
+
+Layout (design.md §"Results directory"): manifest.yaml, batch.json, journal.sqlite,
+log.jsonl, jobs/<id>/{job.json, status.json, result.json | results.jsonl, files/}, SHA256SUMS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any
+
+from runner import __version__
+from runner.errors import RunnerError, UsageError
+from runner.jsonio import atomic_write, canonical_json, json_line
+from runner.lifecycle import JobRecord, State
+from runner.plan import Plan
+from runner.providers.base import FetchReport
+from runner.sanitize import safe_name
+
+MANIFEST = "manifest.yaml"
+BATCH = "batch.json"
+JOURNAL = "journal.sqlite"
+LOG = "log.jsonl"
+JOBS = "jobs"
+SUMS = "SHA256SUMS"
+LATEST = "latest"
+
+RESULT = "result.json"
+ITEMS = "results.jsonl"
+STATUS = "status.json"
+OUTCOME = "job.json"
+FILES = "files"
+_PART = ".part"  # suffix of a results.jsonl still being streamed
+
+_BATCH_ID_FORMAT = "%Y%m%dT%H%M%SZ"
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class StoreError(RunnerError):
+    """A results file could not be written (disk full, I/O error); names the path."""
+
+
+class NotABatchDirError(UsageError):
+    """The path given is not a batch directory (exit 2)."""
+
+
+def _store_error(path: Path, exc: OSError) -> StoreError:
+    reason = exc.strerror or str(exc)
+    return StoreError(f"cannot write {path}: {reason}")
+
+
+def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
+    """Write `data` to `path` via a temporary name; the old file stays intact on failure."""
+    try:
+        atomic_write(path, data, fsync=fsync)
+    except OSError as exc:
+        raise _store_error(path, exc) from exc
+
+
+def format_batch_id(moment: datetime) -> str:
+    """The batch id for a UTC start time: `20261122T030000Z`."""
+    if moment.tzinfo is None:
+        raise ValueError("batch start time must be timezone-aware")
+    return moment.astimezone(UTC).strftime(_BATCH_ID_FORMAT)
+
+
+def iso_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """`text` with every occurrence of every non-empty secret replaced by `***`."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+# -- one job's directory ---------------------------------------------------------------------
+
+
+class JobDir:
+    """One job's results directory; implements `runner.providers.base.ResultSink`.
+
+    Every file is written to a temporary name and renamed into place. `results.jsonl` is
+    streamed to `results.jsonl.part` and renamed on `commit()` (called by `write_outcome`
+    for a succeeded job), so a half-written stream never looks complete. Files placed at
+    `file_path()` must be written atomically by the caller (download to a temporary name
+    and rename, as `ProviderHttp.download` does) or through `write_file()`.
+    """
+
+    def __init__(self, path: Path, job_id: str) -> None:
+        self.path = path
+        self.job_id = job_id
+        self.files_dir = path / FILES
+        self._taken: set[str] = set()
+        self._stream: IO[bytes] | None = None
+        self._items = 0
+        self._files = 0
+        if self.files_dir.is_dir():  # resume: never hand out a name already on disk
+            for existing in self.files_dir.iterdir():
+                self._taken.add(existing.name.casefold())
+                self._files += 1
+
+    # ResultSink -----------------------------------------------------------------------------
+
+    def write_result(self, obj: Any) -> None:
+        """The single result document, `result.json` (canonical JSON)."""
+        write_atomic(self.path / RESULT, canonical_json(obj))
+
+    def append_item(self, obj: Any) -> None:
+        """One result item, appended to the `results.jsonl` stream in order."""
+        part = self.path / (ITEMS + _PART)
+        try:
+            if self._stream is None:
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._stream = part.open("wb")
+            self._stream.write(json_line(obj))
+        except OSError as exc:
+            raise _store_error(part, exc) from exc
+        self._items += 1
+
+    def file_path(self, name: str) -> Path:
+        """A fresh path under `files/` for `name` (sanitized, numbered on collision)."""
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self._files += 1
+        return self.files_dir / safe_name(name, self._taken)
+
+    # the engine's side ---------------------------------------------------------------------
+
+    def write_file(self, name: str, data: bytes) -> Path:
+        """Write `data` atomically to a fresh `files/` path for `name`; returns the path."""
+        path = self.file_path(name)
+        write_atomic(path, data)
+        return path
+
+    def write_status(self, payload: Any) -> None:
+        """The provider's final status payload, `status.json`."""
+        write_atomic(self.path / STATUS, canonical_json(payload))
+
+    @property
+    def items(self) -> int:
+        """Result items appended since this JobDir was made (or reset)."""
+        return self._items
+
+    @property
+    def files(self) -> int:
+        """Files under `files/` (found on disk at open, plus those handed out since)."""
+        return self._files
+
+    def commit(self) -> None:
+        """Close the item stream and rename `results.jsonl.part` to `results.jsonl`."""
+        if self._stream is None:
+            return
+        part = self.path / (ITEMS + _PART)
+        stream, self._stream = self._stream, None
+        try:
+            stream.close()
+            os.replace(part, self.path / ITEMS)
+        except OSError as exc:
+            part.unlink(missing_ok=True)
+            raise _store_error(self.path / ITEMS, exc) from exc
+
+    close = commit
+
+    def abort(self) -> None:
+        """Drop a half-written item stream (the fetch failed): nothing masquerades as done."""
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            with contextlib.suppress(OSError):  # its contents are being thrown away anyway
+                stream.close()
+        (self.path / (ITEMS + _PART)).unlink(missing_ok=True)
+
+    def reset(self) -> None:
+        """Remove everything fetched so far, for a re-fetch after resume."""
+        self.abort()
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self._taken.clear()
+        self._items = 0
+        self._files = 0
+
+    def write_outcome(self, record: JobRecord, report: FetchReport | None = None) -> None:
+        """`job.json`: the normalized outcome. Commits the item stream of a succeeded job
+        (and drops that of any other). Holds nothing that differs between two runs with the
+        same answers: no remote ids, timestamps, timings or attempt counts."""
+        if record.state is State.SUCCEEDED:
+            self.commit()
+        else:
+            self.abort()
+        write_atomic(self.path / OUTCOME, canonical_json(outcome_document(record, report, self)))
+
+
+def outcome_document(
+    record: JobRecord, report: FetchReport | None, job_dir: JobDir | None = None
+) -> dict[str, Any]:
+    """The job.json content. Provider extras (`report.outcome`, e.g. cost) never override
+    the normalized fields."""
+    spec = record.spec
+    items = report.items if report is not None else (job_dir.items if job_dir else 0)
+    files = report.files if report is not None else (job_dir.files if job_dir else 0)
+    document: dict[str, Any] = dict(report.outcome) if report is not None else {}
+    document.update(
+        {
+            "id": spec.id,
+            "provider": spec.provider,
+            "type": spec.type,
+            "tags": list(spec.tags),
+            "state": record.state.value,
+            "provider_status": record.raw_status,
+            "reason": record.reason,
+            "progress": record.progress,
+            "partial": record.partial or (report.partial if report is not None else False),
+            "results_ready": record.results_ready,
+            "counts": {"items": items, "files": files},
+            "notes": list(report.notes) if report is not None else [],
+            "error": record.error,
+        }
+    )
+    return document
+
+
+# -- the batch directory ---------------------------------------------------------------------
+
+
+class BatchDir:
+    """`<root>/<manifest name>/<batch id>/`: made by `create`, found again by `open`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.batch_id = path.name
+        self._jobs: dict[str, JobDir] = {}
+
+    @classmethod
+    def create(
+        cls,
+        root: Path,
+        plan: Plan,
+        *,
+        batch_id: str | None = None,
+        now: datetime | None = None,
+    ) -> BatchDir:
+        """Make a new batch directory (suffix `-2`, `-3`... if the id is taken) and copy the
+        manifest into it byte for byte."""
+        base = batch_id or format_batch_id(now or datetime.now(UTC))
+        parent = root / plan.name
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _store_error(parent, exc) from exc
+        number = 1
+        while True:
+            candidate = parent / (base if number == 1 else f"{base}-{number}")
+            try:
+                candidate.mkdir()
+                break
+            except FileExistsError:
+                number += 1
+            except OSError as exc:
+                raise _store_error(candidate, exc) from exc
+        write_atomic(candidate / MANIFEST, plan.manifest_bytes)
+        (candidate / JOBS).mkdir()
+        return cls(candidate)
+
+    @classmethod
+    def open(cls, path: Path) -> BatchDir:
+        """An existing batch directory (for resume, status, verify)."""
+        if not (path / MANIFEST).is_file():
+            raise NotABatchDirError(f"{path} is not a batch directory (no {MANIFEST})")
+        return cls(path)
+
+    @property
+    def name(self) -> str:
+        """The manifest name (the parent directory's name)."""
+        return self.path.parent.name
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def journal_path(self) -> Path:
+        return self.path / JOURNAL
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / LOG
+
+    @property
+    def jobs_path(self) -> Path:
+        return self.path / JOBS
+
+    def job_dir(self, job_id: str) -> JobDir:
+        """The (one, cached) JobDir of `job_id`."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            if not _JOB_ID.match(job_id):
+                raise ValueError(f"job id {job_id!r} cannot name a directory")
+            job = JobDir(self.path / JOBS / job_id, job_id)
+            self._jobs[job_id] = job
+        return job
+
+    def finish(
+        self,
+        *,
+        counts: Mapping[str, int],
+        exit_code: int,
+        started: datetime,
+        ended: datetime,
+        argv: list[str],
+        secrets: Sequence[str],
+        remote_ids: Mapping[str, str] | None = None,
+    ) -> None:
+        """Seal the batch: SHA256SUMS over jobs/, batch.json, then point `latest` here."""
+        for job in self._jobs.values():
+            job.abort()  # an outcome was written for every finished job; the rest is debris
+        _sweep(self.path / JOBS)
+        write_atomic(self.path / SUMS, render_sums(self.path), fsync=True)
+        document = {
+            "batch_id": self.batch_id,
+            "name": self.name,
+            "manifest_sha256": hashlib.sha256(self.manifest_path.read_bytes()).hexdigest(),
+            "runner_version": __version__,
+            "python": sys.version.split()[0],
+            "dependencies": dependency_versions(),
+            "argv": [redact(arg, secrets) for arg in argv],
+            "started": iso_utc(started),
+            "ended": iso_utc(ended),
+            "counts": dict(counts),
+            "exit_code": int(exit_code),
+            "remote_ids": dict(remote_ids or {}),
+        }
+        write_atomic(self.path / BATCH, canonical_json(document), fsync=True)
+        point_latest(self.path)
+
+
+def point_latest(batch_path: Path) -> None:
+    """Atomically make `<parent>/latest` a relative symlink to `batch_path`."""
+    link = batch_path.parent / LATEST
+    tmp = batch_path.parent / f".{LATEST}.{os.getpid()}.tmp"
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(batch_path.name, tmp)
+        os.replace(tmp, link)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _store_error(link, exc) from exc
+
+
+def dependency_versions() -> dict[str, str]:
+    """Installed versions of runner's core dependencies (from its own metadata)."""
+    try:
+        requires = metadata.requires("runner") or []
+    except metadata.PackageNotFoundError:
+        return {}
+    versions: dict[str, str] = {}
+    for requirement in requires:
+        if "extra ==" in requirement:
+            continue
+        match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+        if match is None:
+            continue
+        try:
+            versions[match.group(0).lower()] = metadata.version(match.group(0))
+        except metadata.PackageNotFoundError:
+            versions[match.group(0).lower()] = "missing"
+    return versions
+
+
+# -- SHA256SUMS ------------------------------------------------------------------------------
+
+
+def _is_debris(path: Path) -> bool:
+    """Temporary files of an interrupted write: `.name.xxx.tmp` or `results.jsonl.part`."""
+    return (path.name.startswith(".") and path.name.endswith(".tmp")) or path.name.endswith(_PART)
+
+
+def _sweep(jobs: Path) -> None:
+    for path in _walk(jobs):
+        if _is_debris(path):
+            path.unlink(missing_ok=True)
+
+
+def _walk(directory: Path) -> Iterator[Path]:
+    if not directory.is_dir():
+        return
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames.sort()
+        for filename in filenames:
+            yield Path(dirpath) / filename
+
+
+def _digest(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _listed(batch_path: Path) -> list[str]:
+    """Relative posix paths of every file under jobs/, sorted."""
+    return sorted(p.relative_to(batch_path).as_posix() for p in _walk(batch_path / JOBS))
+
+
+def render_sums(batch_path: Path) -> bytes:
+    """`sha256sum` format (`HEX  jobs/x/y`), one line per file under jobs/, sorted by path."""
+    lines = [f"{_digest(batch_path / rel)}  {rel}\n" for rel in _listed(batch_path)]
+    return "".join(lines).encode("utf-8")
+
+
+_SUM_LINE = re.compile(r"^([0-9a-f]{64})  (.+)$")
+
+
+def check(path: Path) -> tuple[int, list[str]]:
+    """(files listed, problems) for the batch at `path`; NotABatchDirError if it is none."""
+    BatchDir.open(path)
+    sums = path / SUMS
+    if not sums.is_file():
+        return 0, [f"{SUMS}: missing (the batch has not finished)"]
+    expected: dict[str, str] = {}
+    problems: list[str] = []
+    for number, line in enumerate(sums.read_text("utf-8").splitlines(), start=1):
+        match = _SUM_LINE.match(line)
+        rel = match.group(2) if match else ""
+        parts = rel.split("/")
+        if match is None or parts[0] != JOBS or ".." in parts or "" in parts:
+            problems.append(f"{SUMS}:{number}: not a line for a file under {JOBS}/")
+            continue
+        expected[rel] = match.group(1)
+    actual = set(_listed(path))
+    for rel in sorted(expected.keys() | actual):
+        if rel not in actual:
+            problems.append(f"{rel}: missing")
+        elif rel not in expected:
+            problems.append(f"{rel}: not listed in {SUMS}")
+        elif _digest(path / rel) != expected[rel]:
+            problems.append(f"{rel}: changed (sha256 differs)")
+    return len(expected), problems
+
+
+def verify(path: Path) -> list[str]:
+    """Problems with the batch at `path` against its SHA256SUMS; empty means intact."""
+    return check(path)[1]
