@@ -1,0 +1,456 @@
+"""The journal: one SQLite database per batch (WAL), the source of truth for resume.
+
+A `Recorder`: every transition is committed before `transition()` returns, so a remote id is
+durable the moment the engine knows it. Poll updates are cheap and committed in batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.errors import RunnerError
+from runner.lifecycle import Event, JobRecord, State
+from runner.plan import Plan
+from runner.providers.base import RemoteRef, Status
+from runner.results import redact
+
+SCHEMA_VERSION = 1
+POLL_COMMIT_EVERY = 256  # pending poll updates before a commit ...
+POLL_COMMIT_SECONDS = 1.0  # ... or seconds since the last commit, whichever comes first
+
+# synchronous=NORMAL in WAL mode: a commit is in the WAL file (the OS page cache) when
+# COMMIT returns, so it survives the *process* dying at any moment (SIGKILL, OOM, crash);
+# only a power loss or kernel crash can roll back the last transactions. FULL would add an
+# fsync per commit (~0.2-3 ms, performance.md §7) for that case alone.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    position INTEGER NOT NULL,
+    provider TEXT NOT NULL,
+    type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    remote TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    polls INTEGER NOT NULL DEFAULT 0,
+    next_poll_at REAL,
+    submitted_at REAL,
+    finished_at REAL,
+    raw_status TEXT,
+    reason TEXT,
+    progress REAL,
+    partial INTEGER NOT NULL DEFAULT 0,
+    results_ready INTEGER NOT NULL DEFAULT 1,
+    error TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    job_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    from_state TEXT NOT NULL,
+    to_state TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_job ON events (job_id, seq);
+"""
+
+_UPDATE_JOB = """
+UPDATE jobs SET state = ?, remote = ?, attempts = ?, polls = ?, next_poll_at = ?,
+    submitted_at = ?, finished_at = ?, raw_status = ?, reason = ?, progress = ?,
+    partial = ?, results_ready = ?, error = ?, updated_at = ?
+WHERE job_id = ?
+"""
+_UPDATE_POLL = """
+UPDATE jobs SET polls = ?, next_poll_at = ?, raw_status = ?, reason = ?, progress = ?,
+    partial = ?, results_ready = ?, updated_at = ?
+WHERE job_id = ?
+"""
+_INSERT_JOB = """
+INSERT OR IGNORE INTO jobs (job_id, position, provider, type, state, updated_at)
+VALUES (?, ?, ?, ?, ?, ?)
+"""
+_COLUMNS = (
+    "job_id, position, provider, type, state, remote, attempts, polls, next_poll_at, "
+    "submitted_at, finished_at, raw_status, reason, progress, partial, results_ready, error, "
+    "updated_at"
+)
+
+
+class JournalError(RunnerError):
+    """The journal is missing, unreadable or of another schema version."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """One job as the journal has it (what `runner status` shows)."""
+
+    job_id: str
+    position: int
+    provider: str
+    type: str
+    state: State
+    remote: RemoteRef | None
+    attempts: int
+    polls: int
+    next_poll_at: float | None
+    submitted_at: float | None
+    finished_at: float | None
+    raw_status: str | None
+    reason: str | None
+    progress: float | None
+    partial: bool
+    results_ready: bool
+    error: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    seq: int
+    time: float
+    job_id: str
+    event: str
+    from_state: str
+    to_state: str
+    detail: dict[str, Any]
+
+
+def _row(values: Sequence[Any]) -> JobRow:
+    remote = RemoteRef.from_dict(json.loads(values[5])) if values[5] else None
+    return JobRow(
+        job_id=values[0],
+        position=values[1],
+        provider=values[2],
+        type=values[3],
+        state=State(values[4]),
+        remote=remote,
+        attempts=values[6],
+        polls=values[7],
+        next_poll_at=values[8],
+        submitted_at=values[9],
+        finished_at=values[10],
+        raw_status=values[11],
+        reason=values[12],
+        progress=values[13],
+        partial=bool(values[14]),
+        results_ready=bool(values[15]),
+        error=values[16],
+        updated_at=values[17],
+    )
+
+
+def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    if readonly:
+        # mode=ro still reads the WAL, so `runner status` sees a live run's commits.
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+    else:
+        conn = sqlite3.connect(path, timeout=5.0)
+    conn.isolation_level = None  # transactions are explicit: BEGIN ... COMMIT below
+    if not readonly:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+class Journal:
+    """The batch journal. Not thread-safe: the engine's one thread owns it."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        *,
+        secrets: Sequence[str] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._conn = conn
+        self.path = path
+        self._secrets = tuple(s for s in secrets if s)
+        self._clock = clock
+        self._pending_polls = 0
+        self._last_commit = clock()
+
+    # -- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        plan: Plan,
+        batch_id: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> Journal:
+        """A new journal at `path` with every job of `plan` planned (one transaction)."""
+        if path.exists():
+            raise JournalError(f"{path} already exists")
+        try:
+            conn = _connect(path, readonly=False)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot create the journal {path}: {exc}") from exc
+        journal = cls(conn, path, secrets=plan.secrets, clock=clock)
+        with journal._transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("batch_id", batch_id),
+                    ("name", plan.name),
+                    ("manifest_sha256", plan.manifest_sha256),
+                ],
+            )
+            journal._insert_planned(plan)
+        return journal
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        readonly: bool = False,
+        secrets: Sequence[str] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> Journal:
+        """An existing journal (resume; `readonly=True` for status while a run is live)."""
+        if not path.is_file():
+            raise JournalError(f"no journal at {path}")
+        try:
+            conn = _connect(path, readonly=readonly)
+            version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot read the journal {path}: {exc}") from exc
+        if version is None or int(version[0]) != SCHEMA_VERSION:
+            conn.close()
+            found = version[0] if version else "none"
+            raise JournalError(
+                f"{path}: schema version {found}, this runner reads {SCHEMA_VERSION}"
+            )
+        return cls(conn, path, secrets=secrets, clock=clock)
+
+    def close(self) -> None:
+        """Commit pending poll updates and close (checkpoints the WAL when last out)."""
+        self.flush()
+        self._conn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the Recorder ------------------------------------------------------------------------
+
+    def transition(self, job: JobRecord, event: Event, previous: State) -> None:
+        """Write the job row and the event, and COMMIT before returning."""
+        now = self._clock()
+        detail: dict[str, Any] = {}
+        if job.remote is not None and previous in (State.SUBMITTING, State.SUBMIT_UNKNOWN):
+            detail["remote"] = job.remote.as_dict()
+        for key in ("raw_status", "reason", "error"):
+            value = getattr(job, key)
+            if value is not None:
+                detail[key] = self._redact(value)
+        if not self._conn.in_transaction:
+            self._conn.execute("BEGIN")
+        try:
+            self._conn.execute(_UPDATE_JOB, (*self._job_values(job), now, job.spec.id))
+            self._conn.execute(
+                "INSERT INTO events (time, job_id, event, from_state, to_state, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    now,
+                    job.spec.id,
+                    event.value,
+                    previous.value,
+                    job.state.value,
+                    json.dumps(detail, sort_keys=True),
+                ),
+            )
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self._pending_polls = 0
+        self._last_commit = now
+
+    def polled(self, job: JobRecord, status: Status) -> None:
+        """Record a poll. Committed with the next transition, or every POLL_COMMIT_EVERY
+        polls / POLL_COMMIT_SECONDS seconds: losing the last few is harmless (the job is
+        polled again after a resume)."""
+        now = self._clock()
+        if not self._conn.in_transaction:
+            self._conn.execute("BEGIN")
+        self._conn.execute(
+            _UPDATE_POLL,
+            (
+                job.polls,
+                job.next_poll_at,
+                job.raw_status,
+                self._redact(job.reason),
+                job.progress,
+                int(job.partial),
+                int(job.results_ready),
+                now,
+                job.spec.id,
+            ),
+        )
+        self._pending_polls += 1
+        if (
+            self._pending_polls >= POLL_COMMIT_EVERY
+            or now - self._last_commit >= POLL_COMMIT_SECONDS
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit whatever poll updates are pending."""
+        if self._conn.in_transaction:
+            self._conn.execute("COMMIT")
+        self._pending_polls = 0
+        self._last_commit = self._clock()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def meta(self) -> dict[str, str]:
+        return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def rows(self) -> list[JobRow]:
+        """Every job, in plan order."""
+        cursor = self._conn.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY position, job_id")
+        return [_row(values) for values in cursor]
+
+    def row(self, job_id: str) -> JobRow | None:
+        values = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        return _row(values) if values else None
+
+    def events(self, job_id: str | None = None) -> list[EventRow]:
+        query = "SELECT seq, time, job_id, event, from_state, to_state, detail FROM events"
+        args: tuple[str, ...] = ()
+        if job_id is not None:
+            query += " WHERE job_id = ?"
+            args = (job_id,)
+        cursor = self._conn.execute(query + " ORDER BY seq", args)
+        return [
+            EventRow(
+                seq=seq,
+                time=moment,
+                job_id=job_id,
+                event=event,
+                from_state=from_state,
+                to_state=to_state,
+                detail=json.loads(detail),
+            )
+            for seq, moment, job_id, event, from_state, to_state, detail in cursor
+        ]
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per state (only states that have jobs), in lifecycle order."""
+        found = dict(self._conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"))
+        return {state.value: found[state.value] for state in State if state.value in found}
+
+    def remote_ids(self) -> dict[str, str]:
+        """job id → remote id, for every job that has one (batch.json)."""
+        cursor = self._conn.execute(
+            "SELECT job_id, remote FROM jobs WHERE remote IS NOT NULL ORDER BY position"
+        )
+        return {job_id: json.loads(remote)["id"] for job_id, remote in cursor}
+
+    def load_records(self, plan: Plan) -> list[JobRecord]:
+        """JobRecords for every job of `plan` in plan order, as the journal left them
+        (jobs it does not know yet are added as planned)."""
+        self._insert_missing(plan)
+        rows = {row.job_id: row for row in self.rows()}
+        records = []
+        for spec in plan.jobs:
+            row = rows[spec.id]
+            records.append(
+                JobRecord(
+                    spec=spec,
+                    state=row.state,
+                    remote=row.remote,
+                    attempts=row.attempts,
+                    polls=row.polls,
+                    submitted_at=row.submitted_at,
+                    finished_at=row.finished_at,
+                    next_poll_at=row.next_poll_at,
+                    raw_status=row.raw_status,
+                    reason=row.reason,
+                    progress=row.progress,
+                    partial=row.partial,
+                    results_ready=row.results_ready,
+                    error=row.error,
+                )
+            )
+        return records
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _redact(self, text: str | None) -> str | None:
+        if text is None or not self._secrets:
+            return text
+        return redact(text, self._secrets)
+
+    def _job_values(self, job: JobRecord) -> tuple[Any, ...]:
+        remote = json.dumps(job.remote.as_dict(), sort_keys=True) if job.remote else None
+        return (
+            job.state.value,
+            remote,
+            job.attempts,
+            job.polls,
+            job.next_poll_at,
+            job.submitted_at,
+            job.finished_at,
+            job.raw_status,
+            self._redact(job.reason),
+            job.progress,
+            int(job.partial),
+            int(job.results_ready),
+            self._redact(job.error),
+        )
+
+    def _insert_planned(self, plan: Plan) -> None:
+        now = self._clock()
+        self._conn.executemany(
+            _INSERT_JOB,
+            (
+                (spec.id, position, spec.provider, spec.type, State.PLANNED.value, now)
+                for position, spec in enumerate(plan.jobs)
+            ),
+        )
+
+    def _insert_missing(self, plan: Plan) -> None:
+        known = {job_id for (job_id,) in self._conn.execute("SELECT job_id FROM jobs")}
+        if all(spec.id in known for spec in plan.jobs):
+            return
+        with self._transaction():
+            self._insert_planned(plan)  # INSERT OR IGNORE: known rows stay as they are
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+        self._pending_polls = 0
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT (ROLLBACK on error), folding in any pending poll updates."""
+        if not self._conn.in_transaction:
+            self._conn.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._rollback()
+            raise
+        self.flush()
