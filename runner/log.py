@@ -1,0 +1,189 @@
+"""The structured log of one batch: structlog JSON lines in log.jsonl, secrets redacted.
+
+One pipeline per batch built with `structlog.wrap_logger` (no global configuration), and a
+`LogRecorder` that turns lifecycle transitions and polls into dotted events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
+
+from runner.lifecycle import Event, JobRecord, State
+from runner.providers.base import Status
+
+REDACTED = "***"
+
+
+# -- processors (pure functions of the event, structlog style) -------------------------------
+
+
+def timestamper(clock: Callable[[], float]) -> Callable[[WrappedLogger, str, EventDict], EventDict]:
+    """Adds `timestamp`: UTC ISO 8601 with milliseconds, from the injected clock."""
+
+    def add_timestamp(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+        moment = datetime.fromtimestamp(clock(), UTC)
+        event["timestamp"] = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return event
+
+    return add_timestamp
+
+
+class Redactor:
+    """Replaces every configured secret, wherever it occurs in any string of the event
+    (nested dicts and lists too, keys included), with `***`. Values that are not plain JSON
+    become their `str()` first, so a secret cannot hide in an object's repr."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        # Longest first, so a secret containing another is replaced whole.
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def __call__(self, _: WrappedLogger, __: str, event: EventDict) -> EventDict:
+        if not self._secrets:
+            return event
+        return {self._text(str(k)): self._value(v) for k, v in event.items()}
+
+    def _text(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def _value(self, value: Any) -> Any:
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, str):
+            return self._text(value)
+        if isinstance(value, Mapping):
+            return {self._text(str(k)): self._value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self._value(v) for v in value]
+        return self._text(str(value))
+
+
+# -- the per-batch log -----------------------------------------------------------------------
+
+
+class BatchLog:
+    """log.jsonl of one batch. `logger` is a structlog bound logger with `batch_id` bound.
+
+    Flush policy: every line is written and flushed at once (structlog's WriteLogger), so a
+    killed process loses no line; that costs one write(2) per event, not an fsync.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        batch_id: str,
+        secrets: Sequence[str] = (),
+        clock: Callable[[], float] = time.time,
+        level: str = "debug",
+    ) -> None:
+        self.path = path
+        self._file: IO[str] = path.open("a", encoding="utf-8")
+        processors: list[Any] = [
+            structlog.processors.add_log_level,
+            timestamper(clock),
+            structlog.processors.format_exc_info,
+            Redactor(secrets),
+            structlog.processors.JSONRenderer(sort_keys=True, ensure_ascii=False),
+        ]
+        logger: FilteringBoundLogger = structlog.wrap_logger(
+            structlog.WriteLogger(self._file),
+            processors=processors,
+            wrapper_class=structlog.make_filtering_bound_logger(level),
+            cache_logger_on_first_use=True,
+        )
+        self.logger = logger.bind(batch_id=batch_id)
+
+    def job(self, job: JobRecord) -> FilteringBoundLogger:
+        """The logger with `job_id` and `provider` bound."""
+        return self.logger.bind(job_id=job.spec.id, provider=job.spec.provider)
+
+    def provider(self, name: str) -> FilteringBoundLogger:
+        return self.logger.bind(provider=name)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> BatchLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- the Recorder ----------------------------------------------------------------------------
+
+_FAILURES = {
+    State.FAILED,
+    State.CANCELLED,
+    State.EXPIRED,
+    State.TIMED_OUT,
+    State.SUBMIT_UNKNOWN,
+}
+_SPECIAL_EVENTS = {
+    Event.SUBMIT: "job.submitting",
+    Event.DEFERRED: "job.deferred",
+    Event.RECONCILED: "job.reconciled",
+    Event.RESUBMIT: "job.resubmitted",
+}
+
+
+def event_name(event: Event, previous: State, state: State) -> str:
+    """The log event for a transition: `job.submitted` when a submit is answered with a
+    remote job, `job.<new state>` otherwise (`job.succeeded`, `job.failed`, ...)."""
+    special = _SPECIAL_EVENTS.get(event)
+    if special is not None:
+        return special
+    accepted = state not in {State.FAILED, State.SKIPPED, State.SUBMIT_UNKNOWN}
+    if previous is State.SUBMITTING and accepted:
+        return "job.submitted"
+    return f"job.{state.value}"
+
+
+class LogRecorder:
+    """A `runner.lifecycle.Recorder` that writes one event per transition and per poll."""
+
+    def __init__(self, log: BatchLog) -> None:
+        self._log = log
+
+    def transition(self, job: JobRecord, event: Event, previous: State) -> None:
+        name = event_name(event, previous, job.state)
+        fields: dict[str, Any] = {
+            "trigger": event.value,
+            "from_state": previous.value,
+            "state": job.state.value,
+        }
+        if job.remote is not None:
+            fields["remote_id"] = job.remote.id
+        if event is Event.SUBMIT:
+            fields["attempt"] = job.attempts
+        for key in ("raw_status", "reason", "error", "progress"):
+            value = getattr(job, key)
+            if value is not None:
+                fields[key] = value
+        if job.partial:
+            fields["partial"] = True
+        logger = self._log.job(job)
+        if job.state in _FAILURES:
+            logger.warning(name, **fields)
+        else:
+            logger.info(name, **fields)
+
+    def polled(self, job: JobRecord, status: Status) -> None:
+        fields: dict[str, Any] = {"raw_status": status.raw, "remote_state": status.state.value}
+        if status.progress is not None:
+            fields["progress"] = status.progress
+        if status.phase is not None:
+            fields["phase"] = status.phase
+        if job.next_poll_at is not None:
+            fields["next_poll_at"] = job.next_poll_at
+        self._log.job(job).debug("job.polled", polls=job.polls, **fields)
