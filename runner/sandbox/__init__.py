@@ -1,0 +1,1 @@
+"""The sandbox: all five providers' APIs as one deterministic local ASGI service."""
