@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from runner.providers import bulkgrid, lobstr, pulse, skop, spidra
-from runner.providers.base import ProviderInfo
+from runner.providers.base import Adapter, ProviderInfo
 
 PROVIDERS: dict[str, ProviderInfo] = {
     "bulkgrid": bulkgrid.INFO,
@@ -11,4 +11,10 @@ PROVIDERS: dict[str, ProviderInfo] = {
     "spidra": spidra.INFO,
     "skop": skop.INFO,
     "pulse": pulse.INFO,
+}
+
+# Providers whose adapter is built; a plan naming another provider cannot run yet.
+ADAPTERS: dict[str, Adapter] = {
+    "spidra": spidra.ADAPTER,
+    "pulse": pulse.ADAPTER,
 }

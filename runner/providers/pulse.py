@@ -1,12 +1,35 @@
-"""Pulse adapter.
+"""Pulse adapter (job type `extract`; wire-contracts.md §4, provider-docs.md §5).
 
-Published limits: rate numbers undocumented (provider-docs.md §5.4); exponential polling advised.
+Endpoints: `POST /extract` with `async: true` → `job_id` (any 2xx; a reply without an id,
+or one already terminal, is a synchronous answer); `GET /job/{job_id}` → status with
+`result` inline, or `{is_url: true, url}` pointing at a large result that is single-use and
+expires (410 Gone) and is therefore downloaded at once; `DELETE /job/{job_id}` cancels
+(best effort). No list endpoint, so an ambiguous submit cannot be reconciled.
+Auth: `x-api-key`. Published limits: none documented (rate, headers); 429 and 503 exist;
+polling with exponential backoff is the vendor's advice (provider-docs.md §5.4).
 """
 
 from __future__ import annotations
 
-from runner.plan import Limits, PollPolicy, Rate
-from runner.providers.base import ProviderInfo
+from collections.abc import Mapping
+from typing import Any
+
+from runner.errors import ProviderResponseError
+from runner.plan import JobSpec, Limits, PollPolicy, Rate
+from runner.providers.base import (
+    ApiError,
+    ErrorKind,
+    FetchReport,
+    ProviderHttp,
+    ProviderInfo,
+    RemoteRef,
+    RemoteState,
+    Reply,
+    Request,
+    ResultSink,
+    Status,
+    Submitted,
+)
 
 INFO = ProviderInfo(
     name="pulse",
@@ -17,3 +40,204 @@ INFO = ProviderInfo(
     default_limits=Limits(requests=Rate(10, 1.0), in_flight=20),
     default_poll=PollPolicy(2.0, 30.0, 1.5),
 )
+
+# provider-docs.md §5.3 / §6.2. Job status says `canceled`; older docs say `cancelled`.
+_STATES: dict[str, RemoteState] = {
+    "pending": RemoteState.QUEUED,
+    "queued": RemoteState.QUEUED,
+    "processing": RemoteState.RUNNING,
+    "completed": RemoteState.SUCCEEDED,
+    "failed": RemoteState.FAILED,
+    "canceled": RemoteState.CANCELLED,
+    "cancelled": RemoteState.CANCELLED,
+    "expired": RemoteState.EXPIRED,
+}
+
+LARGE_RESULT_FILE = "result.json"  # the downloaded {is_url} payload, under files/
+SYNC_REF = "sync"  # the remote id of a job the engine answered synchronously
+
+
+def state_of(raw: str) -> RemoteState:
+    """After strip and lower case, like the CLI; anything unknown is UNKNOWN."""
+    return _STATES.get(raw.strip().lower(), RemoteState.UNKNOWN)
+
+
+def _object(reply: Reply, what: str) -> Mapping[str, Any]:
+    try:
+        body = reply.json()
+    except ValueError:
+        raise ProviderResponseError(f"pulse: {what} is not JSON", reply.excerpt()) from None
+    if not isinstance(body, dict):
+        raise ProviderResponseError(f"pulse: {what} is not a JSON object", reply.excerpt())
+    return body
+
+
+# -- pure request builders and parsers --------------------------------------------------------
+
+
+def auth_headers(api_key: str) -> dict[str, str]:
+    return {"x-api-key": api_key}
+
+
+def build_submit(job: JobSpec) -> Request:
+    return Request("POST", "/extract", "submit", json={**job.params, "async": True})
+
+
+def parse_submit(reply: Reply) -> Submitted:
+    body = _object(reply, "the submit reply")
+    job_id = body.get("job_id", body.get("tables_id"))
+    if job_id is None:
+        # A synchronous answer: the body is the result itself (provider-docs §5.2).
+        payload = {"status": "completed", "result": dict(body)}
+        answer = Status(RemoteState.SUCCEEDED, raw="completed", payload=payload)
+        return Submitted(RemoteRef(SYNC_REF, {"sync": True}), answer)
+    if not isinstance(job_id, str | int) or isinstance(job_id, bool) or job_id == "":
+        raise ProviderResponseError(
+            "pulse: the submit reply has an unusable job_id", reply.excerpt()
+        )
+    raw = body.get("status")
+    observed = _status(body, raw, reply) if isinstance(raw, str) else None
+    return Submitted(RemoteRef(str(job_id)), observed)
+
+
+def build_poll(ref: RemoteRef) -> Request:
+    return Request("GET", f"/job/{ref.id}", "status")
+
+
+def build_cancel(ref: RemoteRef) -> Request:
+    return Request("DELETE", f"/job/{ref.id}", "status")
+
+
+def parse_status(reply: Reply) -> Status:
+    body = _object(reply, "the status reply")
+    raw = body.get("status")
+    if not isinstance(raw, str):
+        raise ProviderResponseError("pulse: the status reply has no status", reply.excerpt())
+    return _status(body, raw, reply)
+
+
+def _status(body: Mapping[str, Any], raw: str, reply: Reply) -> Status:
+    state = state_of(raw)
+    error = body.get("error")
+    reason = error if isinstance(error, str) else None
+    if isinstance(error, dict):
+        reason = str(error.get("message") or error.get("code") or "") or None
+    results_ready = True
+    if state is RemoteState.SUCCEEDED:
+        result = body.get("result")
+        if not isinstance(result, dict):
+            raise ProviderResponseError(
+                "pulse: a completed job has no result object", reply.excerpt()
+            )
+        if result.get("is_url") is True and not isinstance(result.get("url"), str):
+            raise ProviderResponseError("pulse: a large result has no url", reply.excerpt())
+    elif state is RemoteState.EXPIRED:
+        results_ready = False  # the result is only a retention stub
+    return Status(state, raw=raw, reason=reason, results_ready=results_ready, payload=body)
+
+
+def error_parts(body: Any) -> tuple[str | None, str | None]:
+    """(code, message) from any of the three error envelopes (wire-contracts §4.4)."""
+    if not isinstance(body, dict):
+        return None, None
+    error = body.get("error")
+    if isinstance(error, dict):
+        code = error.get("code")
+        message = error.get("message")
+        return (str(code) if code else None, str(message) if message else None)
+    if isinstance(error, str):
+        return None, error
+    detail = body.get("detail")
+    if detail is not None:
+        return None, detail if isinstance(detail, str) else str(detail)
+    message = body.get("message")
+    return None, str(message) if message else None
+
+
+def classify_error(reply: Reply) -> ApiError:
+    try:
+        body = reply.json()
+    except ValueError:
+        body = None
+    code, message = error_parts(body)
+    text = message or reply.excerpt() or f"HTTP {reply.status_code}"
+    status = reply.status_code
+    code_upper = (code or "").upper()
+    kind: ErrorKind
+    if status == 401 or (code_upper.startswith("AUTH_00") and code_upper != "AUTH_004"):
+        kind = ErrorKind.AUTH
+    elif status == 402 or code_upper.startswith("BILLING_"):
+        kind = ErrorKind.CREDITS
+    elif status == 403:
+        kind = ErrorKind.AUTH if code_upper == "AUTH_004" or not code_upper else ErrorKind.INVALID
+    elif status == 429 or code_upper in ("RATE_001", "GENERAL_004"):
+        kind = ErrorKind.RATE_LIMITED
+    elif status == 503 and "retry-after" in reply.headers:
+        kind = ErrorKind.BUSY
+    elif status == 404:
+        kind = ErrorKind.NOT_FOUND
+    elif status == 410:
+        kind = ErrorKind.GONE
+    elif status >= 500:
+        kind = ErrorKind.TRANSIENT
+    elif status in (400, 413, 422):
+        kind = ErrorKind.INVALID
+    else:
+        kind = ErrorKind.OTHER
+    return ApiError(kind, text, code)
+
+
+# -- the adapter ------------------------------------------------------------------------------
+
+
+class PulseAdapter:
+    info = INFO
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return auth_headers(api_key)
+
+    def classify_error(self, reply: Reply) -> ApiError:
+        return classify_error(reply)
+
+    async def submit(self, http: ProviderHttp, job: JobSpec) -> Submitted:
+        return parse_submit(await http.send(build_submit(job)))
+
+    async def poll(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> Status:
+        return parse_status(await http.send(build_poll(ref)))
+
+    async def fetch(
+        self,
+        http: ProviderHttp,
+        job: JobSpec,
+        ref: RemoteRef,
+        status: Status,
+        sink: ResultSink,
+    ) -> FetchReport:
+        result = status.payload.get("result")
+        if not isinstance(result, dict):
+            raise ProviderResponseError("pulse: a completed job has no result object")
+        if result.get("is_url") is True:
+            # Single-use and short-lived (provider-docs §5.4): download now, into files/.
+            # The key goes along only to the provider's own API host; http enforces that.
+            dest = sink.file_path(LARGE_RESULT_FILE)
+            size = await http.download(str(result["url"]), dest, send_key=True)
+            return FetchReport(
+                files=1,
+                notes=(f"large result downloaded to files/{dest.name}",),
+                outcome={"result_bytes": size},
+            )
+        sink.write_result(result)
+        pages = result.get("page_count")
+        outcome = {"pages": pages} if isinstance(pages, int) else {}
+        return FetchReport(items=1, outcome=outcome)
+
+    async def cancel(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> None:
+        if ref.extra.get("sync"):
+            return
+        await http.send(build_cancel(ref))
+
+    async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
+        return None  # no list endpoint (provider-docs §6.4)
+
+
+ADAPTER = PulseAdapter()

@@ -1,0 +1,264 @@
+"""Per-provider request limits: a GCRA pacer, AIMD after 429s, and the Gate that combines them.
+
+A request takes its in-flight slot first and is paced last, right before it is sent
+(performance.md §3.2, §9 S3): a delay after the pacer would turn into a burst. The pacer
+checks real release times too (the stall guard), so an event-loop stall never releases
+overdue requests back to back. Only `Clock.sleep` waits; the decisions are pure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+
+from runner.plan import EndpointClass, Limits, Rate
+from runner.ratelimit_headers import RateLimitInfo
+
+# Pace at this fraction of the declared rate: a provider counting a sliding window of
+# `per` seconds then sees N requests spread over per/0.95, leaving 5 % of the window for
+# network jitter (performance.md §3.2 recommends 0.95-0.98 R).
+SAFETY = 0.95
+# After a 429 the rate halves (at most once per round of requests in flight) and climbs
+# back linearly to the ceiling over this many seconds.
+DECREASE = 0.5
+RECOVERY_SECONDS = 30.0
+MIN_FRACTION = 1 / 64  # the rate never drops below this fraction of its ceiling
+DEFAULT_PAUSE = 1.0  # a 429 without any hint pauses the provider this long
+
+
+class Clock(Protocol):
+    """Monotonic seconds and the one way to wait; tests inject a fake."""
+
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class AnyioClock:
+    """The event loop's monotonic clock."""
+
+    def now(self) -> float:
+        return anyio.current_time()
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+
+class Pacer:
+    """GCRA ("virtual scheduling") pacer: at most `burst` back to back, then one per 1/rate.
+
+    `reserve` books the next slot in FIFO order before the caller waits; `admit` is the stall
+    guard: it checks the *real* release time against a second GCRA state and the pause, so
+    releases conform to (rate, burst) however late the waiters wake.
+    """
+
+    __slots__ = ("_atat", "_interval", "_tat", "_tau", "burst", "paused_until", "released")
+
+    def __init__(self, rate: float, burst: int = 1) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("a pacer needs rate > 0 and burst >= 1")
+        self.burst = burst
+        self._interval = 1.0 / rate
+        self._tau = (burst - 1) * self._interval
+        self._tat = -math.inf  # theoretical arrival time of the next reservation
+        self._atat = -math.inf  # the same for actual releases (stall guard)
+        self.paused_until = -math.inf
+        self.released = 0
+
+    @property
+    def rate(self) -> float:
+        return 1.0 / self._interval
+
+    def set_rate(self, rate: float) -> None:
+        self._interval = 1.0 / rate
+        self._tau = (self.burst - 1) * self._interval
+
+    def reserve(self, now: float) -> float:
+        """Book a slot; seconds to wait before trying `admit`."""
+        start = max(now, self._tat - self._tau, self.paused_until)
+        self._tat = max(self._tat, now, self.paused_until) + self._interval
+        return start - now
+
+    def admit(self, now: float) -> float:
+        """0.0 and the release is recorded, or the seconds to wait before asking again."""
+        earliest = max(self.paused_until, self._atat - self._tau)
+        if now < earliest:
+            return earliest - now
+        self._atat = max(self._atat, now) + self._interval
+        self.released += 1
+        return 0.0
+
+    def pause(self, until: float) -> None:
+        """Release nothing before `until`; later reservations queue behind it."""
+        self.paused_until = max(self.paused_until, until)
+
+    async def acquire(self, clock: Clock) -> None:
+        wait = self.reserve(clock.now())
+        while True:
+            if wait > 0:
+                await clock.sleep(wait)
+            wait = self.admit(clock.now())
+            if wait <= 0:
+                return
+
+
+class Aimd:
+    """Additive-increase, multiplicative-decrease rate: halves on a 429, then recovers.
+
+    A decrease happens at most once per round: a 429 for a request sent before the last
+    decrease says nothing new (the requests in flight together all see the same limit).
+    """
+
+    __slots__ = ("_base", "_since", "ceiling", "decreases", "floor", "recovery")
+
+    def __init__(self, ceiling: float, recovery: float = RECOVERY_SECONDS) -> None:
+        self.ceiling = ceiling
+        self.floor = ceiling * MIN_FRACTION
+        self.recovery = recovery
+        self._base = ceiling
+        self._since = -math.inf
+        self.decreases = 0
+
+    def rate(self, now: float) -> float:
+        grown = self._base + (now - self._since) * self.ceiling / self.recovery
+        return min(self.ceiling, grown)
+
+    def throttled(self, sent_at: float, now: float) -> bool:
+        """Record a 429 for a request sent at `sent_at`; True if the rate was cut."""
+        if sent_at < self._since:
+            return False
+        self._base = max(self.floor, self.rate(now) * DECREASE)
+        self._since = now
+        self.decreases += 1
+        return True
+
+    def lower_ceiling(self, rate: float) -> None:
+        """The provider told us its real policy (RateLimit-Policy): never aim above it."""
+        if rate < self.ceiling:
+            self.ceiling = rate
+            self.floor = rate * MIN_FRACTION
+            self._base = min(self._base, rate)
+
+
+@dataclass(slots=True)
+class Bucket:
+    """One request budget: a pacer driven by an AIMD rate (declared rate x SAFETY at most)."""
+
+    pacer: Pacer
+    aimd: Aimd
+
+    @classmethod
+    def for_rate(cls, rate: Rate, recovery: float = RECOVERY_SECONDS) -> Bucket:
+        ceiling = rate.per_second * SAFETY
+        return cls(Pacer(ceiling, rate.burst), Aimd(ceiling, recovery))
+
+    async def acquire(self, clock: Clock) -> None:
+        self.pacer.set_rate(self.aimd.rate(clock.now()))
+        await self.pacer.acquire(clock)
+
+
+class Gate:
+    """Everything that limits one provider: request slots, budgets, pause, remote-job cap.
+
+    `request(endpoint)` is the only way a request is sent; the engine asks
+    `can_submit()` before starting a remote job and keeps `jobs_in_flight` up to date.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        limits: Limits,
+        *,
+        pool_size: int,
+        clock: Clock | None = None,
+        recovery: float = RECOVERY_SECONDS,
+    ) -> None:
+        self.provider = provider
+        self.clock: Clock = clock or AnyioClock()
+        self.pool_size = pool_size
+        self.requests = Bucket.for_rate(limits.requests, recovery) if limits.requests else None
+        self.endpoints: dict[EndpointClass, Bucket] = {
+            name: Bucket.for_rate(rate, recovery) for name, rate in limits.endpoints.items()
+        }
+        self._slots = anyio.Semaphore(pool_size, fast_acquire=True)
+        self.in_flight_cap = limits.in_flight
+        self.jobs_in_flight = 0
+        self.paused_until = -math.inf
+        self.sent = 0
+        self.throttles = 0
+
+    def _buckets(self, endpoint: EndpointClass) -> list[Bucket]:
+        found = [self.endpoints[endpoint]] if endpoint in self.endpoints else []
+        if self.requests is not None:
+            found.append(self.requests)  # the provider-wide budget is paced last
+        return found
+
+    @asynccontextmanager
+    async def request(self, endpoint: EndpointClass) -> AsyncIterator[float]:
+        """Hold a request slot, wait for every budget, yield the (monotonic) send time."""
+        async with self._slots:
+            buckets = self._buckets(endpoint)
+            for bucket in buckets:
+                await bucket.acquire(self.clock)
+            if not buckets:  # no budget declared: the pause still holds
+                while (wait := self.paused_until - self.clock.now()) > 0:
+                    await self.clock.sleep(wait)
+            self.sent += 1
+            yield self.clock.now()
+
+    def pause(self, seconds: float) -> float:
+        """Pause every request to this provider for `seconds`; returns the unpause time."""
+        until = self.clock.now() + seconds
+        self.paused_until = max(self.paused_until, until)
+        for bucket in self._all_buckets():
+            bucket.pacer.pause(until)
+        return self.paused_until
+
+    def throttled(self, endpoint: EndpointClass, sent_at: float, wait: float | None) -> None:
+        """A 429 (or 503 with a hint): pause the whole provider and cut its rate."""
+        self.throttles += 1
+        now = self.clock.now()
+        for bucket in self._buckets(endpoint):
+            bucket.aimd.throttled(sent_at, now)
+        self.pause(DEFAULT_PAUSE if wait is None else wait)
+
+    def observe(self, info: RateLimitInfo | None) -> None:
+        """Feed the quota headers of any reply: learn the policy, pause on an empty quota."""
+        if info is None:
+            return
+        policy = info.policy_rate
+        if policy is not None:
+            for bucket in self._all_buckets():
+                bucket.aimd.lower_ceiling(policy * SAFETY)
+        if info.remaining == 0 and info.reset:
+            self.pause(info.reset)
+
+    def _all_buckets(self) -> list[Bucket]:
+        found = list(self.endpoints.values())
+        if self.requests is not None:
+            found.append(self.requests)
+        return found
+
+    # -- remote jobs in flight ------------------------------------------------------------
+
+    def can_submit(self) -> bool:
+        return self.in_flight_cap is None or self.jobs_in_flight < self.in_flight_cap
+
+    def status_rate(self) -> float | None:
+        """Requests per second polls may use (the status budget, else the provider's)."""
+        now = self.clock.now()
+        bucket = self.endpoints.get("status") or self.requests
+        return None if bucket is None else bucket.aimd.rate(now)
+
+
+def pool_size_for(limits: Limits, *, latency: float = 0.25, low: int = 4, high: int = 16) -> int:
+    """Connections needed ≈ rate x request latency (Little's law), kept small (§1.3)."""
+    rate = limits.requests.per_second if limits.requests else None
+    if rate is None:
+        return high
+    return max(low, min(high, math.ceil(rate * latency)))
