@@ -1,17 +1,27 @@
-"""`runner verify` (placeholder until its issue lands)."""
+"""`runner verify DIR`: check a batch directory's files against its SHA256SUMS."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from runner.errors import UsageError
+from runner.exits import ExitCode
+from runner.results import check
 
-HELP = "verify (not built yet)"
+HELP = "check a batch directory's files against its SHA256SUMS"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("dir", metavar="DIR", type=Path, help="a batch directory")
 
 
 def execute(args: argparse.Namespace) -> int:
-    raise UsageError("'verify' is not built yet")
+    files, problems = check(args.dir)  # NotABatchDirError: exit 2
+    if not problems:
+        print(f"{args.dir}: OK ({files} files)")
+        return ExitCode.OK
+    count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
+    print(f"{args.dir}: {count}")
+    for problem in problems:
+        print(f"  {problem}")
+    return ExitCode.JOBS_FAILED
