@@ -8,12 +8,21 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from runner.sandbox.bulkgrid import BulkgridApi
 from runner.sandbox.core import Clock, ProviderApi, Sandbox, default_clock, json_response
+from runner.sandbox.lobstr import LobstrApi
 from runner.sandbox.pulse import PulseApi
 from runner.sandbox.scenario import Scenario
+from runner.sandbox.skop import SkopApi
 from runner.sandbox.spidra import SpidraApi
 
-PROVIDER_APIS: tuple[type[ProviderApi], ...] = (SpidraApi, PulseApi)
+PROVIDER_APIS: tuple[type[ProviderApi], ...] = (
+    BulkgridApi,
+    LobstrApi,
+    SpidraApi,
+    SkopApi,
+    PulseApi,
+)
 
 
 class SandboxApp(Starlette):

@@ -170,6 +170,15 @@ class Job:
         return self.at(self.total_s, **kw)
 
 
+def item_failed(job: Job, index: int, count: int) -> bool:
+    """Which items of a partial job failed: every third, and always at least the last one."""
+    if job.outcome is Phase.FAILED:
+        return True
+    if job.outcome is not Phase.PARTIAL:
+        return False
+    return index % 3 == 2 or (index == count - 1 and count < 3)
+
+
 class Sandbox:
     """All mutable state of one sandbox app: jobs, books, files, occurrence counters."""
 
@@ -195,16 +204,13 @@ class Sandbox:
         knobs_kind: str | None = None,
     ) -> Job:
         """A new job whose id and future derive from (seed, provider, kind, body, n)."""
-        key = det.body_key(body)
-        slot = (provider, kind, key)
-        occurrence = self._occurrences.get(slot, 0) + 1
-        self._occurrences[slot] = occurrence
+        key, labels = self.labels(provider, kind, body)
         job = Job(
             provider=provider,
             kind=kind,
             body=body,
             key=key,
-            labels=(self.seed, provider, kind, key, occurrence),
+            labels=labels,
             knobs=self.knobs(provider, knobs_kind or kind),
             created=self.clock(),
             scale=self.scenario.time_scale,
@@ -213,6 +219,15 @@ class Sandbox:
         self.jobs[provider][job.id] = job
         self.books.providers[provider].record_submit(key)
         return job
+
+    def labels(self, provider: str, kind: str, body: Any) -> tuple[str, tuple[object, ...]]:
+        """(body key, seed labels) for the next occurrence of `body`: ids of non-job objects
+        (Lobstr squids, tasks) derive from these too."""
+        key = det.body_key(body)
+        slot = (provider, kind, key)
+        occurrence = self._occurrences.get(slot, 0) + 1
+        self._occurrences[slot] = occurrence
+        return key, (self.seed, provider, kind, key, occurrence)
 
     def job(self, provider: str, job_id: str) -> Job | None:
         return self.jobs[provider].get(job_id)

@@ -22,6 +22,7 @@ from runner.sandbox.core import (
     ProviderApi,
     View,
     int_param,
+    item_failed,
     json_response,
     origin_of,
     read_json,
@@ -328,7 +329,7 @@ class SpidraApi(ProviderApi):
         r = job.rng("page", index)
         base = str(job.body["baseUrl"]).rstrip("/")
         url = base if index == 0 else f"{base}/{det.words(r, 2).replace(' ', '-')}-{index}"
-        failed = job.outcome is Phase.PARTIAL and index % 4 == 3
+        failed = job.outcome is Phase.PARTIAL and item_failed(job, index, job.n_results)
         title = det.words(r, 3).title()
         markdown = det.text_of_size(r, job.knobs.result_bytes, heading=title)
         data = None if failed else {"title": title, "summary": markdown[:120]}
@@ -458,13 +459,7 @@ def _item_schedule(job: Job, index: int, count: int) -> tuple[float, float, bool
     end = job.queue_s + span * (index + 1) * r.uniform(0.8, 1.0)
     if index == count - 1:
         end = job.total_s
-    if job.outcome is Phase.FAILED:
-        failed = True
-    elif job.outcome is Phase.PARTIAL:
-        failed = index % 3 == 2 or count == 1
-    else:
-        failed = False
-    return start, min(end, job.total_s), failed
+    return start, min(end, job.total_s), item_failed(job, index, count)
 
 
 def batch_status(job: Job, view: View) -> dict[str, Any]:
