@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console as RichConsole
 from rich.progress import (
@@ -22,7 +22,7 @@ from rich.progress import (
 )
 
 from runner.durations import format_duration
-from runner.lifecycle import Event, JobRecord, State
+from runner.lifecycle import Event, JobRecord, Recorder, State
 from runner.log import event_name
 from runner.providers.base import Status
 
@@ -175,3 +175,9 @@ class Console:
             requests=self.requests,
             throttled=self.throttled,
         )
+
+
+if TYPE_CHECKING:  # mypy proves Console is a Recorder
+
+    def _is_recorder(recorder: Console) -> Recorder:
+        return recorder

@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import RunnerError
-from runner.lifecycle import Event, JobRecord, State
+from runner.lifecycle import Event, JobRecord, Recorder, State
 from runner.plan import Plan
 from runner.providers.base import RemoteRef, Status
 from runner.results import redact
@@ -454,3 +454,9 @@ class Journal:
             self._rollback()
             raise
         self.flush()
+
+
+if TYPE_CHECKING:  # mypy proves Journal is a Recorder
+
+    def _is_recorder(recorder: Journal) -> Recorder:
+        return recorder

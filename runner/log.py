@@ -10,12 +10,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
-from runner.lifecycle import Event, JobRecord, State
+from runner.lifecycle import Event, JobRecord, Recorder, State
 from runner.providers.base import Status
 
 REDACTED = "***"
@@ -187,3 +187,9 @@ class LogRecorder:
         if job.next_poll_at is not None:
             fields["next_poll_at"] = job.next_poll_at
         self._log.job(job).debug("job.polled", polls=job.polls, **fields)
+
+
+if TYPE_CHECKING:  # mypy proves LogRecorder is a Recorder
+
+    def _is_recorder(recorder: LogRecorder) -> Recorder:
+        return recorder

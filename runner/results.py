@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import re
 import shutil
@@ -16,14 +17,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from runner import __version__
 from runner.errors import RunnerError, UsageError
 from runner.jsonio import atomic_write, canonical_json, json_line
 from runner.lifecycle import JobRecord, State
 from runner.plan import Plan
-from runner.providers.base import FetchReport
+from runner.providers.base import FetchReport, ResultSink
 from runner.sanitize import safe_name
 
 MANIFEST = "manifest.yaml"
@@ -43,6 +44,7 @@ _PART = ".part"  # suffix of a results.jsonl still being streamed
 
 _BATCH_ID_FORMAT = "%Y%m%dT%H%M%SZ"
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TEMP_NUMBERS = itertools.count(1)
 
 
 class StoreError(RunnerError):
@@ -97,9 +99,10 @@ class JobDir:
     and rename, as `ProviderHttp.download` does) or through `write_file()`.
     """
 
-    def __init__(self, path: Path, job_id: str) -> None:
+    def __init__(self, path: Path, job_id: str, *, secrets: Sequence[str] = ()) -> None:
         self.path = path
         self.job_id = job_id
+        self._secrets = tuple(secrets)
         self.files_dir = path / FILES
         self._taken: set[str] = set()
         self._stream: IO[bytes] | None = None
@@ -135,6 +138,12 @@ class JobDir:
         return self.files_dir / safe_name(name, self._taken)
 
     # the engine's side ---------------------------------------------------------------------
+
+    @staticmethod
+    def temp_for(path: Path) -> Path:
+        """A temporary name beside `path` to download into before renaming it into place;
+        `BatchDir.finish` sweeps any such leftovers of an interrupted download."""
+        return path.with_name(f".{path.name}.{os.getpid()}.{next(_TEMP_NUMBERS)}.tmp")
 
     def write_file(self, name: str, data: bytes) -> Path:
         """Write `data` atomically to a fresh `files/` path for `name`; returns the path."""
@@ -196,7 +205,12 @@ class JobDir:
             self.commit()
         else:
             self.abort()
-        write_atomic(self.path / OUTCOME, canonical_json(outcome_document(record, report, self)))
+        document = outcome_document(record, report, self)
+        for key in ("error", "reason", "provider_status"):
+            if isinstance(document[key], str):
+                document[key] = redact(document[key], self._secrets)
+        document["notes"] = [redact(note, self._secrets) for note in document["notes"]]
+        write_atomic(self.path / OUTCOME, canonical_json(document))
 
 
 def outcome_document(
@@ -234,9 +248,10 @@ def outcome_document(
 class BatchDir:
     """`<root>/<manifest name>/<batch id>/`: made by `create`, found again by `open`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, secrets: Sequence[str] = ()) -> None:
         self.path = path
         self.batch_id = path.name
+        self.secrets = tuple(s for s in secrets if s)  # redacted from job.json texts
         self._jobs: dict[str, JobDir] = {}
 
     @classmethod
@@ -268,14 +283,14 @@ class BatchDir:
                 raise _store_error(candidate, exc) from exc
         write_atomic(candidate / MANIFEST, plan.manifest_bytes)
         (candidate / JOBS).mkdir()
-        return cls(candidate)
+        return cls(candidate, secrets=plan.secrets)
 
     @classmethod
-    def open(cls, path: Path) -> BatchDir:
+    def open(cls, path: Path, *, secrets: Sequence[str] = ()) -> BatchDir:
         """An existing batch directory (for resume, status, verify)."""
         if not (path / MANIFEST).is_file():
             raise NotABatchDirError(f"{path} is not a batch directory (no {MANIFEST})")
-        return cls(path)
+        return cls(path, secrets=secrets)
 
     @property
     def name(self) -> str:
@@ -304,7 +319,7 @@ class BatchDir:
         if job is None:
             if not _JOB_ID.match(job_id):
                 raise ValueError(f"job id {job_id!r} cannot name a directory")
-            job = JobDir(self.path / JOBS / job_id, job_id)
+            job = JobDir(self.path / JOBS / job_id, job_id, secrets=self.secrets)
             self._jobs[job_id] = job
         return job
 
@@ -447,3 +462,9 @@ def check(path: Path) -> tuple[int, list[str]]:
 def verify(path: Path) -> list[str]:
     """Problems with the batch at `path` against its SHA256SUMS; empty means intact."""
     return check(path)[1]
+
+
+if TYPE_CHECKING:  # mypy proves JobDir is a ResultSink
+
+    def _is_sink(job: JobDir) -> ResultSink:
+        return job

@@ -400,3 +400,31 @@ def test_latest_points_at_the_newest_finished_batch(tmp_path: Path) -> None:
     assert os.readlink(latest) == "20261123T030000Z"
     assert latest.resolve() == second.path.resolve()
     assert not [p for p in (tmp_path / "nightly").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_secrets_never_reach_job_json(tmp_path: Path) -> None:
+    plan = make_plan(1, key="sk-live-SECRET")
+    batch = BatchDir.create(tmp_path, plan, now=START)
+    record = JobRecord(spec=plan.jobs[0], state=State.FAILED, reason="key sk-live-SECRET")
+    record.error = "401 for key sk-live-SECRET"
+    report = FetchReport(notes=("retried with sk-live-SECRET",))
+    batch.job_dir("job-0").write_outcome(record, report)
+    document = json.loads((batch.path / "jobs/job-0/job.json").read_text())
+    assert (document["error"], document["reason"], document["notes"]) == (
+        "401 for key ***",
+        "key ***",
+        ["retried with ***"],
+    )
+
+
+def test_download_temp_names_are_swept_by_finish(tmp_path: Path) -> None:
+    plan = make_plan(1)
+    batch = BatchDir.create(tmp_path, plan, now=START)
+    job = batch.job_dir("job-0")
+    final = job.file_path("big.bin")
+    temp = job.temp_for(final)
+    assert temp.parent == final.parent
+    assert temp.name.startswith(".big.bin.")
+    temp.write_bytes(b"half a download")  # the process died before the rename
+    batch.finish(counts={}, exit_code=1, started=START, ended=END, argv=[], secrets=())
+    assert list(job.files_dir.iterdir()) == []
