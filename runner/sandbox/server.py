@@ -3,6 +3,7 @@ the foreground (`runner sandbox`)."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -110,7 +111,21 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterato
         sock.close()
 
 
+class _ForegroundServer(uvicorn.Server):
+    """uvicorn re-raises the signal that stopped it once it has shut down; a sandbox asked to
+    stop has done what it was asked, so it keeps the handlers and lets the caller exit 0."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        handled = (signal.SIGINT, signal.SIGTERM)
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+
 def serve_forever(app: Any, sock: socket.socket) -> None:
-    """Serve in the foreground until SIGINT/SIGTERM (uvicorn installs the handlers)."""
-    server = uvicorn.Server(_config(app, sock))
-    server.run(sockets=[sock])
+    """Serve in the foreground (main thread) until SIGINT or SIGTERM, then shut down cleanly."""
+    _ForegroundServer(_config(app, sock)).run(sockets=[sock])
