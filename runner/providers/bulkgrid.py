@@ -1,13 +1,43 @@
-"""Bulkgrid adapter.
+"""Bulkgrid adapter: extract, crawl, deep_crawl and map runs (wire-contracts.md §1).
 
-Published limits: no fixed public host is documented (provider-docs.md §1.1); numbers
-undocumented (§1.4): conservative defaults.
+Endpoints (paths carry `/api/v1`, the base URL is an origin; auth `x-api-key`):
+  POST /api/v1/{extract,crawl,deep-crawl,map}           submit, body + `type` → Run (`id`)
+  GET  /api/v1/runs/{id}                                poll → Run + `statistics`
+  GET  /api/v1/runs?type=&page=&limit=                  list runs (reconcile)
+  GET  /api/v1/runs/{id}/results?page=&limit=           result pages `{results, page, limit, total}`
+  GET  /api/v1/runs/{id}/results/{rid}/content?type=    content as text (4 formats)
+  GET  /api/v1/runs/{id}/results/{rid}/screenshot       `{signedUrl}` (or `?download=true` bytes)
+  POST /api/v1/runs/{id}/retry  `{urls}`                re-run the failed URLs (once)
+  POST /api/v1/runs/{id}/cancel (no body)               cancel
+Published limits: no numbers, no rate-limit headers documented (provider-docs.md §1.4): the
+defaults below are conservative. Query values go out as the SDK sends them (booleans as
+`true`/`false`) and never as lists (the SDK's list params are a Python repr, §1.1).
 """
 
 from __future__ import annotations
 
-from runner.plan import Limits, PollPolicy, Rate
-from runner.providers.base import ProviderInfo
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from runner.errors import JobFailedError, ProviderResponseError, RunnerError
+from runner.plan import JobSpec, Limits, PollPolicy, Rate
+from runner.providers import replies
+from runner.providers.base import (
+    ApiError,
+    ErrorKind,
+    FetchReport,
+    ProviderHttp,
+    ProviderInfo,
+    RemoteRef,
+    RemoteState,
+    Reply,
+    Request,
+    ResultSink,
+    Status,
+    Submitted,
+)
 
 INFO = ProviderInfo(
     name="bulkgrid",
@@ -18,3 +48,429 @@ INFO = ProviderInfo(
     default_limits=Limits(requests=Rate(5, 1.0), in_flight=10),
     default_poll=PollPolicy(3.0, 15.0, 1.5),
 )
+
+API = "/api/v1"
+SUBMIT_PATHS = {
+    "extract": f"{API}/extract",
+    "crawl": f"{API}/crawl",
+    "deep_crawl": f"{API}/deep-crawl",
+    "map": f"{API}/map",
+}
+PAGE_SIZE = 100  # results and runs per page
+RECONCILE_PAGES = 10  # newest runs examined when reconciling (at most 1,000)
+DEFAULT_CONTENT = ("markdown",)  # the schema's default for fetch.content
+CONTENT_FORMATS = {"markdown": "md", "cleanHtml": "html", "rawHtml": "html", "links": "txt"}
+_STATES = {
+    "pending": RemoteState.QUEUED,
+    "processing": RemoteState.RUNNING,
+    "completed": RemoteState.SUCCEEDED,
+    "failed": RemoteState.FAILED,
+    "cancelled": RemoteState.CANCELLED,
+    "canceled": RemoteState.CANCELLED,
+}
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+
+def run_path(run_id: str, *rest: str) -> str:
+    """`/api/v1/runs/{id}/...` with every id percent-encoded as the SDK does (`safe=""`)."""
+    parts = [run_id, *rest]
+    for part in parts:
+        if part in {"", ".", ".."}:
+            raise ProviderResponseError(f"bulkgrid: refusing the path segment {part!r}")
+    return f"{API}/runs/" + "/".join(quote(part, safe="") for part in parts)
+
+
+def build_submit(job: JobSpec) -> Request:
+    """The submit request: the job's params with `type` added, as the SDK does."""
+    body = {**job.params, "type": job.type}
+    return Request("POST", SUBMIT_PATHS[job.type], "submit", json=body)
+
+
+def build_poll(run_id: str) -> Request:
+    return Request("GET", run_path(run_id), "status")
+
+
+def build_results_page(run_id: str, page: int) -> Request:
+    params = {"page": str(page), "limit": str(PAGE_SIZE)}
+    return Request("GET", run_path(run_id, "results"), "results", params=params)
+
+
+def build_content(run_id: str, result_id: str, fmt: str) -> Request:
+    return Request(
+        "GET",
+        run_path(run_id, "results", result_id, "content"),
+        "download",
+        params={"type": fmt},
+        expect="text",
+    )
+
+
+def build_screenshot(run_id: str, result_id: str, *, download: bool = False) -> Request:
+    path = run_path(run_id, "results", result_id, "screenshot")
+    if download:
+        return Request("GET", path, "download", params={"download": "true"}, expect="bytes")
+    return Request("GET", path, "download")
+
+
+def build_retry(run_id: str, urls: Sequence[str]) -> Request:
+    return Request("POST", run_path(run_id, "retry"), "submit", json={"urls": list(urls)})
+
+
+def build_cancel(run_id: str) -> Request:
+    return Request("POST", run_path(run_id, "cancel"), "submit")  # no body (SDK)
+
+
+def build_list_runs(job_type: str, page: int) -> Request:
+    params = {"type": job_type, "page": str(page), "limit": str(PAGE_SIZE)}
+    return Request("GET", f"{API}/runs", "status", params=params)
+
+
+# -- replies ----------------------------------------------------------------------------------
+
+
+def parse_run_id(body: Any) -> str:
+    run = replies.require_object(body, "bulkgrid run")
+    run_id = run.get("id")
+    if not isinstance(run_id, str) or not run_id:
+        raise ProviderResponseError("bulkgrid: the run has no id", replies.excerpt(body))
+    return run_id
+
+
+def failed_count(run: Mapping[str, Any]) -> int:
+    """URLs that failed: the larger of the run's `failed` counter and statistics.error_count."""
+    stats = run.get("statistics")
+    errors = replies.count(stats.get("error_count")) if isinstance(stats, Mapping) else 0
+    return max(replies.count(run.get("failed")), errors)
+
+
+def parse_status(body: Any) -> Status:
+    """A Run object (submit, poll or retry reply) as a normalized Status (provider-docs §1.3)."""
+    run = replies.require_object(body, "bulkgrid run")
+    raw = run.get("status")
+    if not isinstance(raw, str):
+        raise ProviderResponseError("bulkgrid: the run has no status", replies.excerpt(body))
+    state = _STATES.get(raw.strip().lower(), RemoteState.UNKNOWN)
+    counters = [replies.count(run.get(k)) for k in ("queued", "in_progress", "done", "failed")]
+    total = sum(counters)
+    progress = (counters[2] + counters[3]) / total if total else None
+    if state is RemoteState.SUCCEEDED:
+        progress = 1.0
+    reason = None
+    if state is RemoteState.FAILED:
+        code, message = run.get("error_code"), run.get("last_error")
+        parts = [str(p) for p in (code, message) if p]
+        reason = ": ".join(parts) or None
+    failures = failed_count(run)
+    return Status(
+        state=state,
+        raw=raw,
+        reason=reason,
+        progress=progress,
+        partial=state is RemoteState.SUCCEEDED and failures > 0,
+        payload=run,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsPage:
+    results: tuple[Mapping[str, Any], ...]
+    page: int
+    total: int | None  # results in all pages, when the reply says
+
+    def is_last(self, limit: int = PAGE_SIZE) -> bool:
+        if not self.results:
+            return True
+        if self.total is None:
+            return len(self.results) < limit
+        return self.page * limit >= self.total
+
+
+def parse_results_page(body: Any, page: int, *, key: str = "results") -> ResultsPage:
+    envelope = replies.require_object(body, "bulkgrid page")
+    items = envelope.get(key)
+    if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+        raise ProviderResponseError(f"bulkgrid: the page has no {key} list", replies.excerpt(body))
+    total = envelope.get("total")
+    return ResultsPage(
+        results=tuple(items),
+        page=page,
+        total=total if isinstance(total, int) and not isinstance(total, bool) else None,
+    )
+
+
+def failed_urls(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    """URLs of results that failed (an `error_message`, or an HTTP status of 400 or more)."""
+    urls = []
+    for result in results:
+        code = result.get("status_code")
+        bad_code = isinstance(code, int) and code >= 400
+        url = result.get("url")
+        if (result.get("error_message") or bad_code) and isinstance(url, str):
+            urls.append(url)
+    return urls
+
+
+def content_formats(job: JobSpec) -> tuple[str, ...]:
+    """The `fetch.content` formats (default markdown), checked (the schema refuses others)."""
+    formats = job.fetch.get("content", DEFAULT_CONTENT)
+    unknown = [f for f in formats if f not in CONTENT_FORMATS]
+    if unknown:
+        raise ProviderResponseError(f"bulkgrid: unknown content format(s) {unknown}")
+    return tuple(dict.fromkeys(formats))
+
+
+def content_name(result_id: str, fmt: str) -> str:
+    """`<result-id>.<format>.<ext>`: deterministic, one file per result and format."""
+    return f"{result_id}.{fmt}.{CONTENT_FORMATS[fmt]}"
+
+
+def screenshot_name(result: Mapping[str, Any]) -> str:
+    fmt = result.get("screenshot_format")
+    ext = fmt.lower().lstrip(".") if isinstance(fmt, str) and fmt.strip() else "png"
+    return f"{result['id']}.screenshot.{'jpg' if ext == 'jpeg' else ext}"
+
+
+def parse_signed_url(body: Any) -> str | None:
+    if isinstance(body, Mapping):
+        url = body.get("signedUrl")
+        if isinstance(url, str) and url:
+            return url
+    return None
+
+
+def run_urls(run: Mapping[str, Any]) -> tuple[str, ...]:
+    urls = run.get("urls")
+    if isinstance(urls, list):
+        return tuple(u for u in urls if isinstance(u, str))
+    url = run.get("url")
+    return (url,) if isinstance(url, str) else ()
+
+
+def job_urls(job: JobSpec) -> tuple[str, ...]:
+    """The URLs a run made from this job lists: `urls` (extract, crawl) or `url`."""
+    urls = job.params.get("urls")
+    if isinstance(urls, list):
+        return tuple(str(u) for u in urls)
+    url = job.params.get("url")
+    return (str(url),) if url is not None else ()
+
+
+def match_run(
+    runs: Sequence[Mapping[str, Any]], job: JobSpec, since: float
+) -> Mapping[str, Any] | None:
+    """The earliest listed run of this job's type and URLs created at or after `since`."""
+    wanted = job_urls(job)
+    found: list[tuple[float, Mapping[str, Any]]] = []
+    for run in runs:
+        if run.get("type") != job.type or run_urls(run) != wanted:
+            continue
+        created = replies.parse_time(run.get("created_at"))
+        if created is not None and created >= since - replies.CLOCK_SKEW:
+            found.append((created, run))
+    return min(found, key=lambda pair: pair[0])[1] if found else None
+
+
+def classify_error(reply: Reply) -> ApiError:
+    """What a non-2xx Bulkgrid reply means (provider-docs.md §1.4, §6.4)."""
+    message, code = replies.error_text(reply)
+    status = reply.status_code
+    if status == 401:
+        kind = ErrorKind.AUTH
+    elif status == 402 or (status == 403 and (code or "").upper().startswith("LIMIT_")):
+        kind = ErrorKind.CREDITS  # plan gating (LIMIT_COLLECTIONS, ...)
+    elif status == 403:
+        kind = ErrorKind.AUTH
+    elif status == 404:
+        kind = ErrorKind.NOT_FOUND
+    elif status == 410:
+        kind = ErrorKind.GONE
+    elif status == 429:
+        kind = ErrorKind.RATE_LIMITED
+    elif status == 503 and "retry-after" in reply.headers:
+        kind = ErrorKind.BUSY
+    elif status >= 500:
+        kind = ErrorKind.TRANSIENT
+    elif status in {400, 409, 413, 422}:
+        kind = ErrorKind.INVALID
+    else:
+        kind = ErrorKind.OTHER
+    return ApiError(kind, message, code=code, retry_after=replies.body_retry_after(reply))
+
+
+# -- the adapter --------------------------------------------------------------------------------
+
+_SKIPPABLE = {ErrorKind.NOT_FOUND, ErrorKind.GONE, ErrorKind.INVALID}
+
+
+def _skippable(exc: RunnerError) -> bool:
+    """A per-result download that failed for that result only (not the provider, not the
+    network): note it, mark the job partial, go on with the next result."""
+    error = replies.api_error_of(exc)
+    return error.kind in _SKIPPABLE if error is not None else isinstance(exc, JobFailedError)
+
+
+def result_id(result: Mapping[str, Any]) -> str:
+    rid = result.get("id")
+    if not isinstance(rid, str) or not rid:
+        raise ProviderResponseError("bulkgrid: a result has no id", replies.excerpt(result))
+    return rid
+
+
+def map_links(run: Mapping[str, Any]) -> list[Any] | None:
+    """A map run's `result_data.links`, or None when the run object does not carry them."""
+    data = run.get("result_data")
+    links = data.get("links") if isinstance(data, Mapping) else None
+    return links if isinstance(links, list) else None
+
+
+class BulkgridAdapter:
+    """Composes the builders and parsers above with the engine's gated client."""
+
+    info = INFO
+
+    def __init__(self) -> None:
+        # Runs we sent /retry for, per client (one client per provider per batch): a
+        # `retry: failed` job is re-run once, however many polls follow.
+        self._retried: replies.PerClient[set[str]] = replies.PerClient(set)
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"x-api-key": api_key, "accept": "application/json"}
+
+    def classify_error(self, reply: Reply) -> ApiError:
+        return classify_error(reply)
+
+    async def submit(self, http: ProviderHttp, job: JobSpec) -> Submitted:
+        body = replies.reply_json(await http.send(build_submit(job)), "bulkgrid")
+        return Submitted(RemoteRef(parse_run_id(body)), parse_status(body))
+
+    async def poll(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> Status:
+        status = parse_status(replies.reply_json(await http.send(build_poll(ref.id)), "bulkgrid"))
+        retried = self._retried.of(http)
+        if job.retry != "failed" or not status.partial or ref.id in retried:
+            return status
+        urls = [url async for url in self._failed_urls(http, ref.id)]
+        if not urls:  # nothing to point /retry at: accept the partial success
+            return status
+        # Remember before sending: a lost reply must not lead to a second retry.
+        retried.add(ref.id)
+        body = replies.reply_json(await http.send(build_retry(ref.id, urls)), "bulkgrid")
+        after = parse_status(body)
+        # The run is being re-run even when the reply still shows the old terminal status.
+        state = RemoteState.RUNNING if after.state.terminal else after.state
+        return Status(
+            state, after.raw, progress=after.progress, phase="retrying", payload=after.payload
+        )
+
+    async def fetch(
+        self,
+        http: ProviderHttp,
+        job: JobSpec,
+        ref: RemoteRef,
+        status: Status,
+        sink: ResultSink,
+    ) -> FetchReport:
+        if job.type == "map":
+            return await self._fetch_links(http, ref, status, sink)
+        formats = content_formats(job)
+        screenshots = bool(job.fetch.get("screenshots"))
+        items = files = failed = 0
+        skipped: list[str] = []  # per-result downloads that failed for that result only
+        async for page in self._pages(http, ref.id):  # one page in memory at a time
+            for result in page.results:
+                sink.append_item(result)
+            items += len(page.results)
+            for result in page.results:
+                if failed_urls([result]):  # a failed URL has no content to fetch
+                    failed += 1
+                    continue
+                rid = result_id(result)
+                for fmt in formats:
+                    try:
+                        reply = await http.send(build_content(ref.id, rid, fmt))
+                    except RunnerError as exc:
+                        if not _skippable(exc):
+                            raise
+                        skipped.append(f"result {rid}: no {fmt} content ({exc})")
+                        continue
+                    sink.write_file(content_name(rid, fmt), reply.body)
+                    files += 1
+                if screenshots and result.get("screenshot"):
+                    try:
+                        await self._fetch_screenshot(http, ref.id, result, sink)
+                    except RunnerError as exc:
+                        if not _skippable(exc):
+                            raise
+                        skipped.append(f"result {rid}: no screenshot ({exc})")
+                        continue
+                    files += 1
+        notes = ([f"{failed} of {items} results failed"] if failed else []) + skipped
+        return FetchReport(
+            items=items,
+            files=files,
+            partial=status.partial or failed > 0 or bool(skipped),
+            notes=tuple(notes),
+            outcome={"failed_results": failed},
+        )
+
+    async def _fetch_screenshot(
+        self, http: ProviderHttp, run_id: str, result: Mapping[str, Any], sink: ResultSink
+    ) -> None:
+        rid = result_id(result)
+        reply = await http.send(build_screenshot(run_id, rid))
+        signed = parse_signed_url(replies.reply_json(reply, "bulkgrid"))
+        if signed is not None:
+            # A signed storage URL: the API key must never travel with it.
+            await http.download(signed, sink.file_path(screenshot_name(result)), send_key=False)
+            return
+        raw = await http.send(build_screenshot(run_id, rid, download=True))
+        sink.write_file(screenshot_name(result), raw.body)
+
+    async def _fetch_links(
+        self, http: ProviderHttp, ref: RemoteRef, status: Status, sink: ResultSink
+    ) -> FetchReport:
+        links = map_links(status.payload)
+        if links is None:  # the status we were handed lacks them: read the run once more
+            body = replies.reply_json(await http.send(build_poll(ref.id)), "bulkgrid")
+            links = map_links(replies.require_object(body, "bulkgrid run"))
+        if links is None:
+            raise ProviderResponseError(
+                "bulkgrid: the map run has no result_data.links",
+                replies.excerpt(status.payload),
+            )
+        for link in links:
+            sink.append_item(link)
+        return FetchReport(items=len(links), partial=status.partial)
+
+    async def cancel(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> None:
+        await http.send(build_cancel(ref.id))
+
+    async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
+        for page in range(1, RECONCILE_PAGES + 1):
+            body = replies.reply_json(await http.send(build_list_runs(job.type, page)), "bulkgrid")
+            listing = parse_results_page(body, page, key="runs")
+            run = match_run(listing.results, job, since)
+            if run is not None:
+                return RemoteRef(parse_run_id(run))
+            if listing.is_last():
+                return None
+        return None
+
+    async def _failed_urls(self, http: ProviderHttp, run_id: str) -> AsyncIterator[str]:
+        async for page in self._pages(http, run_id):
+            for url in failed_urls(page.results):
+                yield url
+
+    async def _pages(self, http: ProviderHttp, run_id: str) -> AsyncIterator[ResultsPage]:
+        page = 1
+        while True:
+            reply = await http.send(build_results_page(run_id, page))
+            parsed = parse_results_page(replies.reply_json(reply, "bulkgrid"), page)
+            yield parsed
+            if parsed.is_last():
+                return
+            page += 1
+
+
+ADAPTER = BulkgridAdapter()

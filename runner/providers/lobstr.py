@@ -1,13 +1,45 @@
-"""Lobstr.io adapter.
+"""Lobstr.io adapter: `run` jobs (squid + tasks → run; wire-contracts.md §2, provider-docs §2).
 
-Published limits: per-endpoint limits: /squids 120/min, /tasks 90/min, /runs 120/min, /results
-2/s (provider-docs.md §2.4).
+Endpoints (base `…/v1`; auth `Authorization: Token <key>`):
+  POST /squids {crawler, name?}            create a squid (only when the job names a crawler)
+  POST /squids/{id} {params, concurrency…} configure it (full replace)
+  POST /tasks {squid, tasks}               add tasks → `duplicated_count`
+  POST /runs {squid}                       start the run → `id` (the only step that creates
+                                           the remote job; one active run per squid)
+  GET  /runs/{id}                          poll: status, done_reason, export_done
+  GET  /runs/{id}/stats                    progress (`percent_done` "42%"), only while running
+  GET  /runs?squid=&page=&limit=           list a squid's runs (reconcile, RunInProgress)
+  GET  /results?run=&page=&page_size=&limit=   result pages, at most 100 rows each
+  GET  /runs/{id}/download → {s3}          CSV export (signed URL, fetched without the key)
+  POST /runs/{id}/abort (no body)          cancel
+Published limits (provider-docs.md §2.4): /squids 120/min, /tasks 90/min, /runs 120/min,
+/results 2 requests/second; `X-RateLimit-*` and `Retry-After` headers on 429.
 """
 
 from __future__ import annotations
 
-from runner.plan import Limits, PollPolicy, Rate
-from runner.providers.base import ProviderInfo
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from runner.errors import JobFailedError, ProviderResponseError, RunnerError
+from runner.plan import JobSpec, Limits, PollPolicy, Rate
+from runner.providers import replies
+from runner.providers.base import (
+    ApiError,
+    ErrorKind,
+    FetchReport,
+    ProviderHttp,
+    ProviderInfo,
+    RemoteRef,
+    RemoteState,
+    Reply,
+    Request,
+    ResultSink,
+    Status,
+    Submitted,
+)
 
 INFO = ProviderInfo(
     name="lobstr",
@@ -26,3 +58,431 @@ INFO = ProviderInfo(
     ),
     default_poll=PollPolicy(10.0, 60.0, 1.5),
 )
+
+PAGE_SIZE = 100  # the documented maximum rows per /results page
+RUNS_PAGE = 100  # runs per /runs listing page (documented maximum)
+RECONCILE_PAGES = 5
+EXPORT_NAME = "export.csv"  # deterministic: no remote id in the name
+# Keys of a job's params that configure the squid (POST /squids/{id}, full replace).
+SQUID_KEYS = (
+    "params",
+    "concurrency",
+    "export_unique_results",
+    "no_line_breaks",
+    "to_complete",
+    "accounts",
+)
+# A `done` run finished everything only with these reasons; any other is a partial result.
+COMPLETE_REASONS = frozenset({"tasks_done", "export_fix"})  # export_fix: re-exported fine
+ACTIVE = frozenset({"pending", "running", "uploading", "paused"})
+CREDIT_CODES = frozenset({"NotEnoughBalance", "NoActiveSubscription", "UsageLimitExceeded"})
+BUSY_CODES = frozenset({"SlotsLimitExceeded", "ConcurrencyLimitExceeded", "RunInProgress"})
+RUN_IN_PROGRESS = "RunInProgress"
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+
+def _id(value: str) -> str:
+    """A path id, percent-encoded (ids are 32-hex hashes; anything else cannot escape)."""
+    if value in {"", ".", ".."}:
+        raise ProviderResponseError(f"lobstr: refusing the id {value!r}")
+    return quote(value, safe="")
+
+
+def squid_body(job: JobSpec) -> dict[str, Any] | None:
+    """The configure body (only the keys the job sets), or None when it sets none."""
+    body = {key: job.params[key] for key in SQUID_KEYS if key in job.params}
+    return body or None
+
+
+def build_create_squid(job: JobSpec) -> Request:
+    body = {"crawler": job.params["crawler"]}
+    if job.params.get("name"):
+        body["name"] = job.params["name"]
+    return Request("POST", "/squids", "submit", json=body)
+
+
+def build_configure_squid(squid: str, body: Mapping[str, Any]) -> Request:
+    return Request("POST", f"/squids/{_id(squid)}", "submit", json=dict(body))
+
+
+def build_add_tasks(squid: str, tasks: Sequence[Mapping[str, Any]]) -> Request:
+    return Request("POST", "/tasks", "submit", json={"squid": squid, "tasks": list(tasks)})
+
+
+def build_start_run(squid: str) -> Request:
+    return Request("POST", "/runs", "submit", json={"squid": squid})
+
+
+def build_get_run(run_id: str) -> Request:
+    return Request("GET", f"/runs/{_id(run_id)}", "status")
+
+
+def build_stats(run_id: str) -> Request:
+    return Request("GET", f"/runs/{_id(run_id)}/stats", "status")
+
+
+def build_list_runs(squid: str, page: int) -> Request:
+    params = {"squid": squid, "page": str(page), "limit": str(RUNS_PAGE)}
+    return Request("GET", "/runs", "status", params=params)
+
+
+def build_results_page(run_id: str, page: int) -> Request:
+    # The SDK sends `page_size`, the docs `limit` (default 10 or 50): send both, at the
+    # documented maximum of 100 (provider-docs.md §2.4 "Always send limit explicitly").
+    params = {
+        "run": run_id,
+        "page": str(page),
+        "page_size": str(PAGE_SIZE),
+        "limit": str(PAGE_SIZE),
+    }
+    return Request("GET", "/results", "results", params=params)
+
+
+def build_export(run_id: str) -> Request:
+    return Request("GET", f"/runs/{_id(run_id)}/download", "download")
+
+
+def build_abort(run_id: str) -> Request:
+    return Request("POST", f"/runs/{_id(run_id)}/abort", "submit")  # no body (SDK)
+
+
+# -- replies ----------------------------------------------------------------------------------
+
+
+def parse_id(body: Any, what: str) -> str:
+    obj = replies.require_object(body, f"lobstr: the {what}")
+    value = obj.get("id")
+    if not isinstance(value, str) or not value:
+        raise ProviderResponseError(f"lobstr: the {what} has no id", replies.excerpt(body))
+    return value
+
+
+def parse_duplicated(body: Any) -> int:
+    obj = replies.require_object(body, "lobstr: the tasks reply")
+    return replies.count(obj.get("duplicated_count"))
+
+
+def parse_percent(value: Any) -> float | None:
+    """`percent_done` "42%" (or 42) → 0.42, clamped to 0..1."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip().rstrip("%"))
+        except ValueError:
+            return None
+    number = replies.number(value)
+    return None if number is None else min(max(number / 100.0, 0.0), 1.0)
+
+
+def parse_status(body: Any, stats: Any = None) -> Status:
+    """A Run (poll, start or abort reply), optionally with its /stats, as a Status."""
+    run = replies.require_object(body, "lobstr: the run")
+    raw = run.get("status")
+    if not isinstance(raw, str):
+        raise ProviderResponseError("lobstr: the run has no status", replies.excerpt(body))
+    status = raw.strip().lower()
+    reason = run.get("done_reason") if isinstance(run.get("done_reason"), str) else None
+    desc = run.get("done_reason_desc") if isinstance(run.get("done_reason_desc"), str) else None
+    progress = parse_percent(stats.get("percent_done")) if isinstance(stats, Mapping) else None
+    exporting = Status(
+        RemoteState.RUNNING,
+        raw,
+        reason=reason,
+        progress=progress,
+        results_ready=False,
+        phase="exporting",
+        payload=run,
+    )
+    if status == "pending":
+        return Status(RemoteState.QUEUED, raw, reason=reason, payload=run)
+    if status == "running":
+        return Status(RemoteState.RUNNING, raw, reason=reason, progress=progress, payload=run)
+    if status == "uploading":
+        return exporting
+    if status == "paused":  # the engine applies the provider's max_paused
+        return Status(RemoteState.PAUSED, raw, reason=reason, progress=progress, payload=run)
+    if status == "done":
+        if run.get("export_done") is not True:  # collected, export not ready yet
+            return exporting
+        partial = reason is not None and reason not in COMPLETE_REASONS
+        return Status(
+            RemoteState.SUCCEEDED, raw, reason=reason, progress=1.0, partial=partial, payload=run
+        )
+    if status == "aborted":
+        return Status(RemoteState.CANCELLED, raw, reason=reason, payload=run)
+    if status == "error":
+        text = ": ".join(p for p in (reason, desc) if p) or None
+        return Status(RemoteState.FAILED, raw, reason=text, payload=run)
+    return Status(RemoteState.UNKNOWN, raw, reason=reason, payload=run)
+
+
+def parse_listing(body: Any, what: str) -> tuple[list[Mapping[str, Any]], int | None]:
+    """(rows, total_pages) of a paged reply `{data: [...], total_pages}` or a bare list."""
+    rows: Any
+    total_pages: int | None = 1
+    if isinstance(body, list):
+        rows = body
+    else:
+        envelope = replies.require_object(body, f"lobstr: the {what} page")
+        rows = envelope.get("data")
+        pages = envelope.get("total_pages")
+        total_pages = pages if isinstance(pages, int) and not isinstance(pages, bool) else None
+    if not isinstance(rows, list) or not all(isinstance(r, Mapping) for r in rows):
+        raise ProviderResponseError(
+            f"lobstr: the {what} page has no data list", replies.excerpt(body)
+        )
+    return rows, total_pages
+
+
+def is_last_page(rows: Sequence[Any], page: int, total_pages: int | None, size: int) -> bool:
+    if not rows:
+        return True
+    if total_pages is None:
+        return len(rows) < size
+    return page >= total_pages
+
+
+def run_started(run: Mapping[str, Any]) -> float | None:
+    return replies.parse_time(run.get("created_at")) or replies.parse_time(run.get("started_at"))
+
+
+def pick_reconciled(
+    runs: Sequence[Mapping[str, Any]], since: float, known: set[str]
+) -> Mapping[str, Any] | None:
+    """The earliest run started at/after `since` that no other job of ours owns."""
+    found = []
+    for run in runs:
+        started = run_started(run)
+        run_id = run.get("id")
+        if not isinstance(run_id, str) or run_id in known or started is None:
+            continue
+        if started >= since - replies.CLOCK_SKEW:
+            found.append((started, run))
+    return min(found, key=lambda pair: pair[0])[1] if found else None
+
+
+def active_runs(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return [r for r in runs if replies.lower(r.get("status")) in ACTIVE]
+
+
+def parse_export_url(body: Any) -> str:
+    obj = replies.require_object(body, "lobstr: the export reply")
+    url = obj.get("s3")
+    if not isinstance(url, str) or not url:
+        raise ProviderResponseError("lobstr: the export reply has no s3 URL", replies.excerpt(body))
+    return url
+
+
+def classify_error(reply: Reply) -> ApiError:
+    """provider-docs.md §2.4 / §6.4: business errors are 400s told apart by their type."""
+    message, code = replies.error_text(reply)
+    status = reply.status_code
+    if status == 401:
+        kind = ErrorKind.AUTH
+    elif status == 429:
+        kind = ErrorKind.RATE_LIMITED
+    elif code in CREDIT_CODES:
+        kind = ErrorKind.CREDITS
+    elif code in BUSY_CODES:
+        kind = ErrorKind.BUSY
+    elif status == 404:
+        kind = ErrorKind.NOT_FOUND
+    elif status == 410:
+        kind = ErrorKind.GONE
+    elif status >= 500:
+        kind = ErrorKind.TRANSIENT
+    elif status in {400, 403, 422}:
+        kind = ErrorKind.INVALID
+        if code == "SquidNotReady" or "not ready" in message.lower():
+            # The SDK rewrites this one into a hint too (lobstrio-sdk RunsResource.start).
+            message += " (hint: set the crawler's required params under params.params)"
+    else:
+        kind = ErrorKind.OTHER
+    return ApiError(kind, message, code=code, retry_after=replies.body_retry_after(reply))
+
+
+# -- the adapter --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A job's squid, as far as its submit got (so a deferred submit does not redo it)."""
+
+    squid: str
+    created: bool
+    configured: bool = False
+    tasks_added: bool = False
+    duplicated_count: int = 0
+
+
+@dataclass(slots=True)
+class _Memory:
+    prepared: dict[str, _Prepared] = field(default_factory=dict)  # by job id
+    ours: set[str] = field(default_factory=set)  # run ids this batch started or polled
+
+
+class LobstrAdapter:
+    """Composes the builders and parsers above with the engine's gated client."""
+
+    info = INFO
+
+    def __init__(self) -> None:
+        self._memory: replies.PerClient[_Memory] = replies.PerClient(_Memory)
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"Authorization": f"Token {api_key}"}
+
+    def classify_error(self, reply: Reply) -> ApiError:
+        return classify_error(reply)
+
+    async def submit(self, http: ProviderHttp, job: JobSpec) -> Submitted:
+        memory = self._memory.of(http)
+        try:
+            prepared = await self._prepare(http, job, memory)
+        except RunnerError as exc:
+            # Squid and task calls start nothing: whatever became of them, no run exists,
+            # so even a lost reply here leaves the job safe to submit again later.
+            if replies.api_error_of(exc) is not None and hasattr(exc, "not_accepted"):
+                setattr(exc, "not_accepted", True)  # noqa: B010 (duck-typed engine error)
+            raise
+        try:
+            reply = await http.send(build_start_run(prepared.squid))
+        except RunnerError as exc:
+            await self._explain_conflict(http, exc, prepared.squid, memory)
+            raise
+        body = replies.reply_json(reply, "lobstr")
+        run_id = parse_id(body, "run")
+        memory.ours.add(run_id)
+        memory.prepared.pop(job.id, None)
+        extra = {"squid": prepared.squid, "duplicated_count": prepared.duplicated_count}
+        return Submitted(RemoteRef(run_id, extra), parse_status(body))
+
+    async def _prepare(self, http: ProviderHttp, job: JobSpec, memory: _Memory) -> _Prepared:
+        prepared = memory.prepared.get(job.id)
+        if prepared is None:
+            if isinstance(job.params.get("squid"), str):
+                prepared = _Prepared(job.params["squid"], created=False)
+            else:
+                body = replies.reply_json(await http.send(build_create_squid(job)), "lobstr")
+                prepared = _Prepared(parse_id(body, "squid"), created=True)
+            memory.prepared[job.id] = prepared
+        configure = squid_body(job)
+        if configure is not None and not prepared.configured:
+            await http.send(build_configure_squid(prepared.squid, configure))
+            prepared.configured = True
+        tasks = job.params.get("tasks")
+        if tasks and not prepared.tasks_added:
+            reply = await http.send(build_add_tasks(prepared.squid, tasks))
+            prepared.duplicated_count = parse_duplicated(replies.reply_json(reply, "lobstr"))
+            prepared.tasks_added = True
+        return prepared
+
+    async def _explain_conflict(
+        self, http: ProviderHttp, exc: BaseException, squid: str, memory: _Memory
+    ) -> None:
+        """One active run per squid (400 RunInProgress): a deferral while the active run is
+        one of ours, a clear failure when someone else's run holds the squid."""
+        error = replies.api_error_of(exc)
+        if error is None or error.code != RUN_IN_PROGRESS:
+            return
+        body = replies.reply_json(await http.send(build_list_runs(squid, 1)), "lobstr")
+        active = active_runs(parse_listing(body, "runs")[0])
+        foreign = [r for r in active if r.get("id") not in memory.ours]
+        if active and foreign == active:
+            run = foreign[0]
+            raise JobFailedError(
+                f"lobstr: squid {squid} already has an active run {run.get('id')} "
+                f"(status {run.get('status')}, origin {run.get('origin') or 'unknown'}) that "
+                "this batch did not start; only one run per squid can be active: wait for it "
+                "to finish or abort it, then run this job again"
+            ) from exc
+        # Otherwise the active run is ours (or just ended): the error stays as the client
+        # raised it (BUSY, not accepted), and the engine submits this job again later.
+
+    async def poll(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> Status:
+        self._memory.of(http).ours.add(ref.id)
+        body = replies.reply_json(await http.send(build_get_run(ref.id)), "lobstr")
+        # /stats costs a second request per poll: ask only while the run is collecting,
+        # the one phase whose progress moves (pending/uploading/paused/done have none).
+        if (
+            replies.lower(replies.require_object(body, "lobstr: the run").get("status"))
+            != "running"
+        ):
+            return parse_status(body)
+        stats = replies.reply_json(await http.send(build_stats(ref.id)), "lobstr")
+        return parse_status(body, stats)
+
+    async def fetch(
+        self,
+        http: ProviderHttp,
+        job: JobSpec,
+        ref: RemoteRef,
+        status: Status,
+        sink: ResultSink,
+    ) -> FetchReport:
+        items = files = 0
+        notes: list[str] = []
+        partial = status.partial
+        if job.fetch.get("results", True):
+            page = 1
+            while True:  # one page in memory at a time; the gate paces /results at 2/s
+                reply = await http.send(build_results_page(ref.id, page))
+                body = replies.reply_json(reply, "lobstr")
+                rows, total_pages = parse_listing(body, "results")
+                for row in rows:
+                    sink.append_item(row)
+                items += len(rows)
+                warning = body.get("warning") if isinstance(body, Mapping) else None
+                if isinstance(warning, str) and warning:  # free-plan cap (docs/pagination)
+                    notes.append(warning)
+                    partial = True
+                    break
+                if is_last_page(rows, page, total_pages, PAGE_SIZE):
+                    break
+                page += 1
+        if job.fetch.get("export", False):
+            body = replies.reply_json(await http.send(build_export(ref.id)), "lobstr")
+            # A signed storage URL: no API key travels with it.
+            await http.download(parse_export_url(body), sink.file_path(EXPORT_NAME), send_key=False)
+            files += 1
+        run = status.payload
+        reason = run.get("done_reason")
+        if partial and reason not in COMPLETE_REASONS and reason is not None:
+            notes.insert(0, f"the run ended with done_reason {reason}")
+        outcome = {
+            "done_reason": reason,
+            "done_reason_desc": run.get("done_reason_desc"),
+            "duplicated_count": ref.extra.get("duplicated_count"),
+            "credit_used": run.get("credit_used"),
+        }
+        return FetchReport(
+            items=items, files=files, partial=partial, notes=tuple(notes), outcome=outcome
+        )
+
+    async def cancel(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> None:
+        # Abort stops collecting and still exports what was gathered (docs/abort-run).
+        await http.send(build_abort(ref.id))
+
+    async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
+        memory = self._memory.of(http)
+        prepared = memory.prepared.get(job.id)
+        squid = prepared.squid if prepared is not None else job.params.get("squid")
+        if not isinstance(squid, str):
+            return None  # a squid created by a lost process cannot be found again
+        for page in range(1, RECONCILE_PAGES + 1):
+            body = replies.reply_json(await http.send(build_list_runs(squid, page)), "lobstr")
+            runs, total_pages = parse_listing(body, "runs")
+            run = pick_reconciled(runs, since, memory.ours)
+            if run is not None:
+                run_id = parse_id(run, "run")
+                memory.ours.add(run_id)
+                memory.prepared.pop(job.id, None)
+                duplicated = prepared.duplicated_count if prepared is not None else 0
+                return RemoteRef(run_id, {"squid": squid, "duplicated_count": duplicated})
+            if is_last_page(runs, page, total_pages, RUNS_PAGE):
+                return None
+        return None
+
+
+ADAPTER = LobstrAdapter()
