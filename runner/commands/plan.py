@@ -1,17 +1,195 @@
-"""`runner plan` (placeholder until its issue lands)."""
+"""`runner plan M [--json] [--all]`: the expanded jobs, each provider's effective limits,
+and an estimate of the requests and the shortest wall time those limits allow.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from runner.errors import UsageError
+from runner.durations import format_duration
+from runner.estimate import ASSUMPTIONS, PlanEstimate, estimate_plan
+from runner.jsonio import canonical_json
+from runner.manifest import describe_poll, load_manifest
+from runner.plan import Plan, ProviderSettings, Rate
 
-HELP = "plan (not built yet)"
+HELP = "show the expanded jobs, the effective limits and a request / time estimate"
+SHOWN_JOBS = 20
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("manifest", type=Path, metavar="MANIFEST")
+    parser.add_argument("--json", action="store_true", help="canonical JSON on stdout")
+    parser.add_argument(
+        "--all", action="store_true", help=f"list every job (default: the first {SHOWN_JOBS})"
+    )
 
 
 def execute(args: argparse.Namespace) -> int:
-    raise UsageError("'plan' is not built yet")
+    # Planning sends nothing, so unset key variables only earn a notice.
+    loaded = load_manifest(args.manifest, sandbox_keys=True)
+    for notice in loaded.notices:
+        print(notice, file=sys.stderr)
+    estimate = estimate_plan(loaded.plan)
+    if args.json:
+        sys.stdout.buffer.write(canonical_json(plan_dict(loaded.plan, estimate)))
+    else:
+        sys.stdout.write(render(loaded.plan, estimate, None if args.all else SHOWN_JOBS))
+    return 0
+
+
+# -- JSON ----------------------------------------------------------------------------------------
+
+
+def _rate(rate: Rate | None) -> dict[str, Any] | None:
+    if rate is None:
+        return None
+    return {"rate": rate.rate, "per_seconds": rate.per, "burst": rate.burst}
+
+
+def provider_dict(settings: ProviderSettings, jobs: int) -> dict[str, Any]:
+    limits = settings.limits
+    return {
+        "base_url": settings.base_url,
+        "api_key_var": settings.api_key_var,
+        "jobs": jobs,
+        "limits": {
+            "requests": _rate(limits.requests),
+            "endpoints": {name: _rate(rate) for name, rate in sorted(limits.endpoints.items())},
+            "in_flight": limits.in_flight,
+        },
+        "poll": {
+            "initial_seconds": settings.poll.initial,
+            "max_seconds": settings.poll.max,
+            "multiplier": settings.poll.multiplier,
+        },
+        "timeout_seconds": settings.timeout,
+        "on_interrupt": settings.on_interrupt,
+        "on_timeout": settings.on_timeout,
+        "max_paused_seconds": settings.max_paused,
+    }
+
+
+def plan_dict(plan: Plan, estimate: PlanEstimate) -> dict[str, Any]:
+    counts = {p.provider: p.jobs for p in estimate.providers}
+    return {
+        "name": plan.name,
+        "manifest": str(plan.source),
+        "manifest_sha256": plan.manifest_sha256,
+        "jobs": [
+            {"id": j.id, "provider": j.provider, "type": j.type, "tags": list(j.tags)}
+            for j in plan.jobs
+        ],
+        "providers": {
+            name: provider_dict(s, counts.get(name, 0)) for name, s in plan.providers.items()
+        },
+        "estimate": estimate.as_dict(),
+    }
+
+
+# -- the human table -----------------------------------------------------------------------------
+
+
+def table(rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        indent + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _show_rate(rate: Rate | None) -> str:
+    if rate is None:
+        return "-"
+    burst = f" burst {rate.burst}" if rate.burst > 1 else ""
+    return f"{rate.rate:g}/{format_duration(rate.per)}{burst}"
+
+
+def _seconds(value: float) -> str:
+    return format_duration(value) if value > 0 else "-"
+
+
+def render(plan: Plan, estimate: PlanEstimate, shown: int | None) -> str:
+    total = len(plan.jobs)
+    out = [
+        f"plan {plan.name} ({plan.source}): {total:,} job{'s' if total != 1 else ''}, "
+        f"{len(plan.providers)} provider{'s' if len(plan.providers) != 1 else ''}\n"
+    ]
+    listed = plan.jobs if shown is None else plan.jobs[:shown]
+    more = total - len(listed)
+    heading = "jobs" if not more else f"jobs (first {len(listed)} of {total:,}; --all lists all)"
+    rows = [["#", "id", "provider", "type", "tags"]]
+    rows += [[str(j.index + 1), j.id, j.provider, j.type, ",".join(j.tags) or "-"] for j in listed]
+    out += ["\n", heading + "\n", table(rows)]
+    if more:
+        out.append(f"  ... and {more:,} more\n")
+    rows = [["provider", "requests", "submit", "status", "results", "download", "in_flight"]]
+    for name, s in plan.providers.items():
+        ends = s.limits.endpoints
+        rows.append(
+            [
+                name,
+                _show_rate(s.limits.requests),
+                *(_show_rate(ends.get(c)) for c in ("submit", "status", "results", "download")),
+                str(s.limits.in_flight or "-"),
+            ]
+        )
+    out += ["\nlimits (per provider; rate/window)\n", table(rows)]
+    rows = [["provider", "poll", "timeout", "on_interrupt", "on_timeout", "base_url"]]
+    for name, s in plan.providers.items():
+        rows.append(
+            [
+                name,
+                describe_poll(s.poll),
+                format_duration(s.timeout),
+                s.on_interrupt,
+                s.on_timeout,
+                s.base_url,
+            ]
+        )
+    out += ["\nsettings\n", table(rows)]
+    rows = [
+        [
+            "provider",
+            "jobs",
+            "submits",
+            "polls min/exp",
+            "results",
+            "requests min/exp",
+            "shortest: limits/exp",
+            "bound",
+        ]
+    ]
+    for p in estimate.providers:
+        rows.append(
+            [
+                p.provider,
+                f"{p.jobs:,}",
+                f"{p.submits:,}",
+                f"{p.polls_min:,}/{p.polls_expected:,}",
+                f"{p.results:,}",
+                f"{p.requests_min:,}/{p.requests_expected:,}",
+                f"{_seconds(p.floor_seconds)}/{_seconds(p.expected_seconds)}",
+                p.bound if p.jobs else "-",
+            ]
+        )
+    rows.append(
+        [
+            "batch",
+            f"{total:,}",
+            f"{sum(p.submits for p in estimate.providers):,}",
+            "",
+            "",
+            f"{sum(p.requests_min for p in estimate.providers):,}/"
+            f"{sum(p.requests_expected for p in estimate.providers):,}",
+            f"{_seconds(estimate.floor_seconds)}/{_seconds(estimate.expected_seconds)}",
+            "",
+        ]
+    )
+    out += ["\nestimate\n", table(rows), "  assuming:\n"]
+    out += [f"  - {line}\n" for line in ASSUMPTIONS]
+    return "".join(out)

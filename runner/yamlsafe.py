@@ -1,0 +1,337 @@
+"""YAML with a position for every node, and limits that keep hostile input cheap.
+
+Events come from libyaml (CSafeLoader's parser, SafeLoader's as a fallback); one iterative
+pass turns them into plain JSON-like values plus a parallel tree of positions, enforcing
+caps on depth, nodes and alias expansion so that no input costs unbounded time or memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.events import (
+    AliasEvent,
+    DocumentStartEvent,
+    Event,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+)
+from yaml.nodes import ScalarNode
+from yaml.resolver import Resolver
+
+MAX_DEPTH = 64  # nesting levels; a manifest needs about 10
+MAX_NODES = 2_000_000  # values in the document, aliases expanded
+MAX_ALIAS_NODES = 100_000  # values produced by expanding aliases ("billion laughs" stops here)
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_RESOLVER = Resolver()
+_CONSTRUCTOR = SafeConstructor()
+_TAG = "tag:yaml.org,2002:"
+MERGE_KEY = "<<"
+
+
+class YamlError(Exception):
+    """A fatal problem reading the document, at a 1-based position."""
+
+    def __init__(self, line: int, column: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.column = column
+        self.message = message
+
+
+@dataclass(slots=True)
+class Pos:
+    """Where a value is (1-based), where its key is (for mapping values), and its children."""
+
+    line: int
+    column: int
+    key_line: int = 0
+    key_column: int = 0
+    children: dict[Any, Pos] | list[Pos] | None = None
+
+    def child(self, key: str | int) -> Pos | None:
+        kids = self.children
+        if isinstance(kids, dict):
+            return kids.get(key)
+        if isinstance(kids, list) and isinstance(key, int) and 0 <= key < len(kids):
+            return kids[key]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Warning_:
+    """A non-fatal problem found while reading (duplicate keys and the like)."""
+
+    line: int
+    column: int
+    path: tuple[str | int, ...]
+    message: str
+
+
+@dataclass(slots=True)
+class Document:
+    value: Any
+    pos: Pos
+    warnings: list[Warning_] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Frame:
+    kind: str  # "map" or "seq"
+    value: Any
+    pos: Pos
+    path: tuple[str | int, ...]
+    anchor: str | None
+    events: list[Event] | None  # recorded events when anchored (for aliases)
+    key: Any = None
+    key_pos: Pos | None = None
+    have_key: bool = False
+    merges: list[tuple[Any, Pos]] = field(default_factory=list)
+
+
+def _where(mark: Any) -> tuple[int, int]:
+    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+
+
+def _scalar(event: ScalarEvent) -> Any:
+    line, col = _where(event.start_mark)
+    tag = event.tag
+    if tag is None or tag == "!":
+        tag = _RESOLVER.resolve(ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
+    elif tag.startswith("!") and not tag.startswith("!!"):
+        raise YamlError(line, col, f"unsupported YAML tag {tag!r}")
+    name = tag[len(_TAG) :] if tag.startswith(_TAG) else tag
+    marks: Any = (event.start_mark, event.end_mark)
+    node = ScalarNode(tag, event.value, *marks)
+    try:
+        if name == "null":
+            return None
+        if name == "bool":
+            return _CONSTRUCTOR.construct_yaml_bool(node)
+        if name == "int":
+            return _CONSTRUCTOR.construct_yaml_int(node)
+        if name == "float":
+            value = _CONSTRUCTOR.construct_yaml_float(node)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise YamlError(line, col, f"{event.value!r} is not a finite number")
+            return value
+        if name in ("str", "timestamp", "binary", "merge", "value"):
+            return event.value  # dates stay text: the manifest is JSON-shaped
+    except (ConstructorError, ValueError) as exc:
+        raise YamlError(line, col, f"{event.value!r} is not a valid {name}") from exc
+    raise YamlError(line, col, f"unsupported YAML tag {event.tag or tag!r}")
+
+
+class _Builder:
+    """Turns an event stream into values + positions, iteratively, with caps."""
+
+    def __init__(self) -> None:
+        self.stack: list[_Frame] = []
+        self.anchors: dict[str, list[Event]] = {}
+        self.recording: list[list[Event]] = []
+        self.nodes = 0
+        self.alias_nodes = 0
+        self.alias_depth = 0  # > 0 while replaying an alias
+        self.alias_at = (1, 1)  # the outermost alias being replayed, for messages
+        self.warnings: list[Warning_] = []
+        self.root: tuple[Any, Pos] | None = None
+
+    def feed(self, event: Event) -> None:
+        if self.recording and not isinstance(event, AliasEvent):
+            for rec in self.recording:
+                rec.append(event)
+        if isinstance(event, AliasEvent):
+            self._alias(event)
+        elif isinstance(event, ScalarEvent):
+            line, col = _where(event.start_mark)
+            self._count(line, col)
+            self._add(_scalar(event), Pos(line, col))
+            if event.anchor is not None:
+                self.anchors[event.anchor] = [event]
+        elif isinstance(event, (MappingStartEvent, SequenceStartEvent)):
+            self._open(event)
+        elif isinstance(event, (MappingEndEvent, SequenceEndEvent)):
+            self._close()
+
+    def _count(self, line: int, col: int) -> None:
+        self.nodes += 1
+        if self.alias_depth:
+            self.alias_nodes += 1
+            if self.alias_nodes > MAX_ALIAS_NODES:
+                raise YamlError(
+                    *self.alias_at,
+                    f"aliases expand to more than {MAX_ALIAS_NODES:,} values "
+                    "(an alias bomb?); write the data out or use `each`",
+                )
+        if self.nodes > MAX_NODES:
+            raise YamlError(line, col, f"the document has more than {MAX_NODES:,} values")
+
+    def _open(self, event: MappingStartEvent | SequenceStartEvent) -> None:
+        line, col = _where(event.start_mark)
+        if event.tag is not None and event.tag not in (f"{_TAG}map", f"{_TAG}seq", "!"):
+            raise YamlError(line, col, f"unsupported YAML tag {event.tag!r}")
+        if len(self.stack) >= MAX_DEPTH:
+            raise YamlError(line, col, f"nesting is deeper than {MAX_DEPTH} levels")
+        self._count(line, col)
+        is_map = isinstance(event, MappingStartEvent)
+        parent = self.stack[-1] if self.stack else None
+        path: tuple[str | int, ...] = ()
+        if parent is not None:
+            step: str | int = len(parent.value)
+            if parent.kind == "map":
+                step = parent.key if isinstance(parent.key, str) else ""
+            path = (*parent.path, step)
+        events: list[Event] | None = None
+        if event.anchor is not None:
+            events = [event]
+            self.recording.append(events)
+        frame = _Frame(
+            kind="map" if is_map else "seq",
+            value={} if is_map else [],
+            pos=Pos(line, col, children={} if is_map else []),
+            path=path,
+            anchor=event.anchor,
+            events=events,
+        )
+        self.stack.append(frame)
+
+    def _close(self) -> None:
+        frame = self.stack.pop()
+        if frame.events is not None and frame.anchor is not None:
+            self.recording.remove(frame.events)
+            self.anchors[frame.anchor] = frame.events
+        if frame.kind == "map" and frame.merges:
+            self._merge(frame)
+        self._add(frame.value, frame.pos)
+
+    def _merge(self, frame: _Frame) -> None:
+        for value, pos in frame.merges:
+            sources = value if isinstance(value, list) else [value]
+            kids = pos.children if isinstance(value, list) else [pos]
+            for index, source in enumerate(sources):
+                if not isinstance(source, dict):
+                    raise YamlError(pos.line, pos.column, "'<<' merges only mappings")
+                source_pos = kids[index] if isinstance(kids, list) else pos
+                for key, item in source.items():
+                    if key not in frame.value:
+                        frame.value[key] = item
+                        child = source_pos.child(key)
+                        if child is not None and isinstance(frame.pos.children, dict):
+                            frame.pos.children[key] = child
+
+    def _alias(self, event: AliasEvent) -> None:
+        line, col = _where(event.start_mark)
+        recorded = self.anchors.get(event.anchor or "")
+        if recorded is None:
+            raise YamlError(line, col, f"unknown alias *{event.anchor}")
+        if not self.alias_depth:
+            self.alias_at = (line, col)
+        self.alias_depth += 1
+        try:
+            for replayed in recorded:
+                if isinstance(replayed, (MappingStartEvent, SequenceStartEvent, ScalarEvent)):
+                    # the copy must not re-register the anchor or nest recordings
+                    replayed = _without_anchor(replayed)
+                self.feed(replayed)
+        finally:
+            self.alias_depth -= 1
+
+    def _add(self, value: Any, pos: Pos) -> None:
+        if not self.stack:
+            self.root = (value, pos)
+            return
+        frame = self.stack[-1]
+        if frame.kind == "seq":
+            frame.value.append(value)
+            assert isinstance(frame.pos.children, list)
+            pos.key_line, pos.key_column = pos.line, pos.column
+            frame.pos.children.append(pos)
+            return
+        if not frame.have_key:
+            if not isinstance(value, str):
+                raise YamlError(
+                    pos.line, pos.column, f"mapping key {value!r} is not a string; quote it"
+                )
+            frame.key, frame.key_pos, frame.have_key = value, pos, True
+            return
+        key, key_pos = frame.key, frame.key_pos
+        assert key_pos is not None
+        frame.have_key, frame.key, frame.key_pos = False, None, None
+        if key == MERGE_KEY:
+            frame.merges.append((value, pos))
+            return
+        assert isinstance(frame.pos.children, dict)
+        if key in frame.value:
+            first = frame.pos.children[key]
+            self.warnings.append(
+                Warning_(
+                    key_pos.line,
+                    key_pos.column,
+                    (*frame.path, key),
+                    f"duplicate key {key!r} (first at line {first.key_line})",
+                )
+            )
+            return
+        pos.key_line, pos.key_column = key_pos.line, key_pos.column
+        frame.value[key] = value
+        frame.pos.children[key] = pos
+
+
+def _without_anchor(event: Event) -> Event:
+    copy = object.__new__(type(event))
+    copy.__dict__.update(event.__dict__)
+    copy.anchor = None  # type: ignore[attr-defined]
+    return copy
+
+
+def _events(text: str) -> Iterator[Event]:
+    loader = _Loader(text)
+    try:
+        while loader.check_event():
+            yield loader.get_event()
+    finally:
+        loader.dispose()
+
+
+def load_yaml(text: str) -> Document:
+    """Parse one YAML document into values and positions; YamlError on anything fatal."""
+    builder = _Builder()
+    documents = 0
+    try:
+        for event in _events(text):
+            if isinstance(event, DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    line, col = _where(event.start_mark)
+                    raise YamlError(line, col, "more than one YAML document; a manifest is one")
+                continue
+            builder.feed(event)
+    except yaml.MarkedYAMLError as exc:
+        line, col = _where(exc.problem_mark or exc.context_mark)
+        detail = exc.problem or "invalid YAML"
+        if exc.context:
+            detail = f"{detail} ({exc.context})"
+        raise YamlError(line, col, f"YAML syntax error: {detail}") from exc
+    except yaml.reader.ReaderError as exc:
+        line, col = _offset_position(text, exc.position)
+        raise YamlError(line, col, f"not YAML text: {exc.reason}") from exc
+    except yaml.YAMLError as exc:  # libyaml errors without a mark
+        raise YamlError(1, 1, f"YAML syntax error: {exc}") from exc
+    if builder.root is None:
+        return Document(None, Pos(1, 1), builder.warnings)
+    value, pos = builder.root
+    return Document(value, pos, builder.warnings)
+
+
+def _offset_position(text: str, offset: int) -> tuple[int, int]:
+    before = text[:offset]
+    line = before.count("\n") + 1
+    return line, offset - (before.rfind("\n") + 1) + 1
