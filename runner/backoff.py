@@ -70,6 +70,9 @@ class RetryPolicy:
     cap: float = 8.0  # ceiling of the jittered delay (a provider's own hint is not capped)
 
 
+DEFAULT_RETRY = RetryPolicy()
+
+
 def retry_delay(
     policy: RetryPolicy, attempt: int, rng: random.Random, hint: float | None = None
 ) -> float:

@@ -1,0 +1,547 @@
+"""The engine: drives every job from planned to a terminal state, inside every limit.
+
+Per provider a fixed pool of worker tasks (≈ its connection pool) pulls work from two
+queues: polls due in a heap ordered by due time (the most overdue first), and submits in
+plan order (deferred submits first). No task exists per job, so memory follows the jobs in
+flight (performance.md §2.4). Every state change goes through `Engine.transition`, which
+asks `lifecycle.advance` and then tells every Recorder synchronously, before anything else
+happens to the job (the journal commits a remote id the moment it is known).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+
+from runner.backoff import DEFAULT_RETRY, RetryPolicy, next_poll_delay, retry_delay
+from runner.durations import format_duration
+from runner.errors import JobFailedError, ProviderResponseError
+from runner.http import ProviderCallError, ProviderClient
+from runner.lifecycle import TERMINAL, Event, JobRecord, Recorder, State, advance
+from runner.limits import Gate
+from runner.plan import Plan, ProviderSettings
+from runner.providers.base import (
+    Adapter,
+    ErrorKind,
+    FetchReport,
+    RemoteState,
+    ResultSink,
+    Status,
+)
+
+MAX_SUBMIT_ATTEMPTS = 12  # sends of one submit that were provably not accepted, then fail
+MAX_POLL_ERRORS = 5  # consecutive failed polls (after http's own retries), then fail
+_IN_FLIGHT = frozenset({State.SUBMITTING, State.QUEUED, State.RUNNING, State.PAUSED})
+
+_EVENTS: dict[RemoteState, Event] = {
+    RemoteState.QUEUED: Event.QUEUED,
+    RemoteState.RUNNING: Event.RUNNING,
+    RemoteState.PAUSED: Event.PAUSED,
+    RemoteState.SUCCEEDED: Event.FINISHED,
+    RemoteState.FAILED: Event.FAILED,
+    RemoteState.CANCELLED: Event.CANCELLED,
+    RemoteState.EXPIRED: Event.EXPIRED,
+}
+
+
+class JobOutput(ResultSink, Protocol):
+    """A job's results directory (runner.results.JobDir)."""
+
+    def write_status(self, payload: Any) -> None: ...
+
+    def write_outcome(self, record: JobRecord, report: FetchReport | None = None) -> None: ...
+
+
+class Output(Protocol):
+    """The batch's results directory (runner.results.BatchDir)."""
+
+    def job_dir(self, job_id: str) -> JobOutput: ...
+
+
+Notify = Callable[[str, Mapping[str, Any]], None]
+
+
+@dataclass(slots=True)
+class Lane:
+    """One provider's share of the engine: its client, queues and stop flags."""
+
+    settings: ProviderSettings
+    adapter: Adapter
+    client: ProviderClient
+    pending: deque[JobRecord] = field(default_factory=deque)  # never sent, plan order
+    deferred: list[tuple[float, int, JobRecord]] = field(default_factory=list)  # not before
+    polls: list[tuple[float, int, JobRecord]] = field(default_factory=list)  # due heap
+    busy: int = 0
+    done: bool = False
+    stopped: str | None = None  # the key was refused: nothing more is sent
+    no_credits: str | None = None  # credits ran out: no more submits
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    unknown: set[str] = field(default_factory=set)  # raw statuses already reported
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def gate(self) -> Gate:
+        return self.client.gate
+
+    def may_submit(self) -> bool:
+        return self.stopped is None and self.no_credits is None
+
+    def notify_all(self) -> None:
+        self.wake.set()
+        self.wake = anyio.Event()
+
+
+@dataclass(frozen=True, slots=True)
+class EngineResult:
+    counts: Mapping[State, int]
+    notices: tuple[str, ...]  # one line per provider-level event (stopped, no credits)
+
+    @property
+    def succeeded(self) -> bool:
+        return all(state is State.SUCCEEDED for state, n in self.counts.items() if n)
+
+
+class Engine:
+    """Runs a plan's jobs. `records` continue an earlier batch (resume); default: all planned."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        clients: Mapping[str, ProviderClient],
+        adapters: Mapping[str, Adapter],
+        output: Output,
+        recorders: Sequence[Recorder] = (),
+        records: Iterable[JobRecord] | None = None,
+        rng: random.Random | None = None,
+        notify: Notify | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> None:
+        self.plan = plan
+        self.output = output
+        self.recorders = list(recorders)
+        self.rng = rng or random.Random(0)
+        self.retry = retry
+        self._notify = notify
+        self.notices: list[str] = []
+        self.records: dict[str, JobRecord] = {}
+        self.counts: Counter[State] = Counter()
+        self._deadlines: dict[str, float] = {}  # job id → monotonic timeout instant
+        self._poll_errors: dict[str, int] = {}
+        self._seq = 0
+        self.lanes: dict[str, Lane] = {}
+        for name, client in clients.items():
+            self.lanes[name] = Lane(plan.providers[name], adapters[name], client)
+        given = list(records) if records is not None else [JobRecord(s) for s in plan.jobs]
+        self._orphans: list[tuple[JobRecord, str]] = []
+        self._resumed: list[JobRecord] = []
+        for record in given:
+            self.records[record.spec.id] = record
+            self.counts[record.state] += 1
+            lane = self.lanes.get(record.spec.provider)
+            if lane is None:
+                self._orphans.append((record, record.spec.provider))
+            elif record.state is State.PLANNED:
+                lane.pending.append(record)
+            elif record.state in _IN_FLIGHT or record.state is State.FETCHING:
+                self._resumed.append(record)
+
+    # -- the one place a state changes -----------------------------------------------------
+
+    def transition(self, job: JobRecord, event: Event, **changes: Any) -> State:
+        """Move `job` by `event` (lifecycle.advance), apply `changes`, tell every Recorder."""
+        previous = job.state
+        state = advance(previous, event)
+        for name, value in changes.items():
+            setattr(job, name, value)
+        job.state = state
+        if state in TERMINAL and job.finished_at is None:
+            job.finished_at = time.time()
+        self.counts[previous] -= 1
+        self.counts[state] += 1
+        lane = self.lanes.get(job.spec.provider)
+        if lane is not None:
+            lane.gate.jobs_in_flight += (state in _IN_FLIGHT) - (previous in _IN_FLIGHT)
+        for recorder in self.recorders:
+            recorder.transition(job, event, previous)
+        return state
+
+    def notice(self, event: str, message: str, **fields: Any) -> None:
+        """A provider-level event for the user (one line) and the log."""
+        self.notices.append(message)
+        if self._notify is not None:
+            self._notify(event, {"message": message, **fields})
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self) -> EngineResult:
+        for record, provider in self._orphans:
+            self._finish(
+                record, Event.SKIP, error=f"runner has no adapter for provider {provider!r} yet"
+            )
+        for record in self._resumed:
+            lane = self.lanes[record.spec.provider]
+            if record.state is State.SUBMITTING:
+                # We crashed between sending and hearing back: it may exist remotely.
+                self._finish(record, Event.AMBIGUOUS, error=_AMBIGUOUS_RESUMED)
+                continue
+            left = record.spec.timeout
+            if record.submitted_at is not None:
+                left -= time.time() - record.submitted_at
+            self._deadlines[record.spec.id] = lane.gate.clock.now() + left
+            self._schedule(lane, record, 0.0)
+        async with anyio.create_task_group() as tg:
+            for lane in self.lanes.values():
+                for _ in range(max(1, lane.gate.pool_size)):
+                    tg.start_soon(self._worker, lane)
+        counts = {state: n for state, n in self.counts.items() if n}
+        return EngineResult(counts, tuple(self.notices))
+
+    async def _worker(self, lane: Lane) -> None:
+        while True:
+            work = await self._next(lane)
+            if work is None:
+                return
+            kind, job = work
+            lane.busy += 1
+            try:
+                if kind == "poll":
+                    await self._poll(lane, job)
+                else:
+                    await self._submit(lane, job)
+            finally:
+                lane.busy -= 1
+                lane.notify_all()
+
+    async def _next(self, lane: Lane) -> tuple[str, JobRecord] | None:
+        clock = lane.gate.clock
+        while True:
+            if lane.done:
+                return None
+            now = clock.now()
+            if lane.polls and lane.polls[0][0] <= now:
+                return "poll", heapq.heappop(lane.polls)[2]
+            wake_at = lane.polls[0][0] if lane.polls else math.inf
+            if lane.may_submit() and lane.gate.can_submit():
+                if lane.deferred and lane.deferred[0][0] <= now:
+                    return "submit", heapq.heappop(lane.deferred)[2]
+                if lane.pending and not lane.deferred:
+                    return "submit", lane.pending.popleft()
+            if lane.deferred and lane.may_submit():
+                wake_at = min(wake_at, lane.deferred[0][0])
+            if not lane.polls and lane.busy == 0 and not self._submittable(lane):
+                lane.done = True
+                lane.notify_all()
+                return None
+            event = lane.wake
+            with anyio.move_on_after(max(0.0, wake_at - now)):
+                await event.wait()
+
+    @staticmethod
+    def _submittable(lane: Lane) -> bool:
+        return lane.may_submit() and bool(lane.pending or lane.deferred)
+
+    def _schedule(self, lane: Lane, job: JobRecord, delay: float) -> None:
+        now = lane.gate.clock.now()
+        due = now + delay
+        deadline = self._deadlines.get(job.spec.id)
+        if deadline is not None:
+            due = min(due, deadline)
+        job.next_poll_at = time.time() + (due - now)
+        self._seq += 1
+        heapq.heappush(lane.polls, (due, self._seq, job))
+        lane.notify_all()
+
+    def _next_poll(self, lane: Lane, job: JobRecord) -> None:
+        delay = next_poll_delay(
+            job.spec.poll,
+            job.polls,
+            self.rng,
+            in_flight=lane.gate.jobs_in_flight,
+            status_rate=lane.gate.status_rate(),
+        )
+        self._schedule(lane, job, delay)
+
+    def _finish(self, job: JobRecord, event: Event, **changes: Any) -> None:
+        """A terminal transition, then job.json (and whatever the provider last said)."""
+        self.transition(job, event, **changes)
+        self.output.job_dir(job.spec.id).write_outcome(job, None)
+
+    # -- submit ----------------------------------------------------------------------------
+
+    async def _submit(self, lane: Lane, job: JobRecord) -> None:
+        spec = job.spec
+        self.transition(job, Event.SUBMIT, attempts=job.attempts + 1)
+        since = time.time()
+        try:
+            submitted = await lane.adapter.submit(lane.client.for_job(spec.id), spec)
+        except ProviderCallError as exc:
+            await self._submit_failed(lane, job, exc, since)
+            return
+        except ProviderResponseError as exc:  # a 2xx we cannot read: it may exist remotely
+            self._finish(job, Event.ERROR, error=str(exc))
+            return
+        except JobFailedError as exc:  # refused before sending (e.g. unsupported type)
+            self._finish(job, Event.REJECTED, error=str(exc))
+            return
+        self._deadlines[spec.id] = lane.gate.clock.now() + spec.timeout
+        status = submitted.status
+        event = _EVENTS.get(status.state, Event.QUEUED) if status else Event.QUEUED
+        self.transition(
+            job,
+            event,
+            remote=submitted.ref,
+            submitted_at=time.time(),
+            **(_status_fields(status) if status else {}),
+        )
+        if status is not None:
+            self._note_unknown(lane, status)
+        await self._after_status(lane, job, status)
+
+    async def _submit_failed(
+        self, lane: Lane, job: JobRecord, exc: ProviderCallError, since: float
+    ) -> None:
+        kind = exc.kind
+        if kind is ErrorKind.AUTH:
+            self._stop(lane, exc)
+            self._finish(job, Event.SKIP, error=lane.stopped)
+        elif kind is ErrorKind.CREDITS:
+            self._out_of_credits(lane, exc)
+            self._finish(job, Event.SKIP, error=lane.no_credits)
+        elif exc.not_accepted and kind in (
+            ErrorKind.RATE_LIMITED,
+            ErrorKind.BUSY,
+            ErrorKind.TRANSIENT,
+        ):
+            if job.attempts >= MAX_SUBMIT_ATTEMPTS:
+                error = f"not accepted after {job.attempts} attempts: {exc}"
+                self._finish(job, Event.REJECTED, error=error)
+                return
+            self.transition(job, Event.DEFERRED)
+            if exc.code == "TOO_MANY_PENDING_JOBS":
+                # The provider's pending-job cap is below what we allowed: learn it.
+                lane.gate.in_flight_cap = max(1, lane.gate.jobs_in_flight)
+                delay = 0.0 if lane.gate.jobs_in_flight else self._backoff(job)
+            elif kind is ErrorKind.RATE_LIMITED:
+                delay = 0.0  # the gate is paused already; keep this job's place
+            else:
+                delay = exc.retry_after if exc.retry_after is not None else self._backoff(job)
+            self._seq += 1
+            heapq.heappush(lane.deferred, (lane.gate.clock.now() + delay, self._seq, job))
+            lane.notify_all()
+        elif exc.not_accepted or kind in (ErrorKind.INVALID, ErrorKind.NOT_FOUND):
+            self._finish(job, Event.REJECTED, error=str(exc))
+        else:
+            # Sent, and no proof it was not accepted: never re-send blindly.
+            ref = None
+            try:
+                ref = await lane.adapter.reconcile(
+                    lane.client.for_job(job.spec.id), job.spec, since
+                )
+            except (ProviderCallError, ProviderResponseError):
+                ref = None
+            if ref is None:
+                self._finish(job, Event.AMBIGUOUS, error=f"{_AMBIGUOUS}: {exc}")
+                return
+            self.transition(job, Event.AMBIGUOUS, error=f"{_AMBIGUOUS}: {exc}")
+            self._deadlines[job.spec.id] = lane.gate.clock.now() + job.spec.timeout
+            self.transition(job, Event.RECONCILED, remote=ref, submitted_at=since, error=None)
+            self._next_poll(lane, job)
+
+    def _backoff(self, job: JobRecord) -> float:
+        return retry_delay(self.retry, job.attempts, self.rng)
+
+    # -- poll ------------------------------------------------------------------------------
+
+    async def _poll(self, lane: Lane, job: JobRecord) -> None:
+        spec = job.spec
+        if lane.stopped is not None or job.state not in _IN_FLIGHT | {State.FETCHING}:
+            return
+        if lane.gate.clock.now() >= self._deadlines.get(spec.id, math.inf):
+            await self._timed_out(lane, job)
+            return
+        assert job.remote is not None
+        try:
+            status = await lane.adapter.poll(lane.client.for_job(spec.id), spec, job.remote)
+        except ProviderCallError as exc:
+            self._poll_failed(lane, job, exc)
+            return
+        except ProviderResponseError as exc:
+            self._finish(job, Event.ERROR, error=str(exc))
+            return
+        self._poll_errors.pop(spec.id, None)
+        job.polls += 1
+        for recorder in self.recorders:
+            recorder.polled(job, status)
+        self._note_unknown(lane, status)
+        if job.state is State.FETCHING:  # resumed mid-fetch: fetch again from this status
+            await self._fetch(lane, job, status)
+            return
+        event = _EVENTS.get(status.state)
+        fields = _status_fields(status)
+        if event is not None and advance(job.state, event) is not job.state:
+            self.transition(job, event, **fields)
+        else:
+            for name, value in fields.items():
+                setattr(job, name, value)
+        await self._after_status(lane, job, status)
+
+    async def _after_status(self, lane: Lane, job: JobRecord, status: Status | None) -> None:
+        """Fetch a finished job, record a terminal one, schedule the next poll otherwise."""
+        if job.state is State.FETCHING:
+            assert status is not None
+            await self._fetch(lane, job, status)
+        elif job.state in TERMINAL:
+            out = self.output.job_dir(job.spec.id)
+            if status is not None:
+                out.write_status(dict(status.payload))
+            out.write_outcome(job, None)
+        else:
+            self._next_poll(lane, job)
+
+    def _poll_failed(self, lane: Lane, job: JobRecord, exc: ProviderCallError) -> None:
+        if exc.kind is ErrorKind.AUTH:
+            self._stop(lane, exc)
+            self._finish(job, Event.ERROR, error=lane.stopped)
+            return
+        if exc.kind in (ErrorKind.TRANSIENT, ErrorKind.RATE_LIMITED, ErrorKind.BUSY):
+            errors = self._poll_errors.get(job.spec.id, 0) + (exc.kind is ErrorKind.TRANSIENT)
+            self._poll_errors[job.spec.id] = errors
+            if errors < MAX_POLL_ERRORS:
+                self._schedule(lane, job, retry_delay(self.retry, errors + 1, self.rng))
+                return
+            self._finish(job, Event.ERROR, error=f"polling kept failing: {exc}")
+            return
+        self._finish(job, Event.ERROR, error=str(exc))
+
+    def _note_unknown(self, lane: Lane, status: Status) -> None:
+        if status.state is not RemoteState.UNKNOWN:
+            return
+        raw = status.raw.strip().lower()
+        if raw in lane.unknown:
+            return
+        lane.unknown.add(raw)
+        self.notice(
+            "provider.unknown_status",
+            f"{lane.name}: unknown status {status.raw!r}, treated as still running",
+            provider=lane.name,
+            status=status.raw,
+        )
+
+    async def _timed_out(self, lane: Lane, job: JobRecord) -> None:
+        spec = job.spec
+        settings = lane.settings
+        what = "left running remotely"
+        if settings.on_timeout == "cancel" and job.remote is not None:
+            try:
+                await lane.adapter.cancel(lane.client.for_job(spec.id), spec, job.remote)
+                what = "cancel requested remotely"
+            except (ProviderCallError, ProviderResponseError) as exc:
+                what = f"remote cancel failed: {exc}"
+        error = f"timed out after {format_duration(spec.timeout)} ({what})"
+        self._finish(job, Event.TIMEOUT, error=error)
+
+    # -- fetch -----------------------------------------------------------------------------
+
+    async def _fetch(self, lane: Lane, job: JobRecord, status: Status) -> None:
+        spec = job.spec
+        out = self.output.job_dir(spec.id)
+        out.write_status(dict(status.payload))
+        assert job.remote is not None
+        try:
+            report = await lane.adapter.fetch(
+                lane.client.for_job(spec.id), spec, job.remote, status, out
+            )
+        except ProviderCallError as exc:
+            if exc.kind is ErrorKind.GONE:
+                error = f"the result is gone (HTTP 410) and cannot be fetched again: {exc}"
+                self._finish(job, Event.GONE, error=error, results_ready=False)
+            else:
+                if exc.kind is ErrorKind.AUTH:
+                    self._stop(lane, exc)
+                self._finish(job, Event.ERROR, error=f"fetching the result failed: {exc}")
+            return
+        except (ProviderResponseError, JobFailedError) as exc:
+            self._finish(job, Event.ERROR, error=str(exc))
+            return
+        self.transition(job, Event.FETCHED, partial=job.partial or report.partial)
+        out.write_outcome(job, report)
+
+    # -- provider-wide stops ---------------------------------------------------------------
+
+    def _stop(self, lane: Lane, exc: ProviderCallError) -> None:
+        """The key was refused: nothing more goes to this provider."""
+        if lane.stopped is not None:
+            return
+        var = lane.settings.api_key_var or lane.adapter.info.api_key_env
+        status = f"HTTP {exc.status_code}" if exc.status_code else "refused"
+        lane.stopped = (
+            f"{lane.adapter.info.title}: the API key in ${var} was refused ({status}); "
+            f"stopped all {lane.name} jobs"
+        )
+        skipped = self._skip_pending(lane, lane.stopped)
+        failed = 0
+        while lane.polls:
+            job = heapq.heappop(lane.polls)[2]
+            if job.state in _IN_FLIGHT:
+                self._finish(job, Event.ERROR, error=lane.stopped)
+                failed += 1
+        self.notice(
+            "provider.stopped",
+            f"{lane.stopped}: {skipped} not submitted, {failed} in flight marked failed",
+            provider=lane.name,
+            reason="auth",
+        )
+        lane.notify_all()
+
+    def _out_of_credits(self, lane: Lane, exc: ProviderCallError) -> None:
+        if lane.no_credits is not None:
+            return
+        lane.no_credits = (
+            f"{lane.adapter.info.title}: out of credits ({exc.status_code} "
+            f"{exc.code or ''}".rstrip()
+            + f"); stopped submitting {lane.name} jobs"
+        )
+        skipped = self._skip_pending(lane, lane.no_credits)
+        self.notice(
+            "provider.stopped",
+            f"{lane.no_credits}: {skipped} not submitted, jobs already running continue",
+            provider=lane.name,
+            reason="credits",
+        )
+        lane.notify_all()
+
+    def _skip_pending(self, lane: Lane, reason: str) -> int:
+        skipped = 0
+        while lane.deferred:
+            self._finish(heapq.heappop(lane.deferred)[2], Event.SKIP, error=reason)
+            skipped += 1
+        while lane.pending:
+            self._finish(lane.pending.popleft(), Event.SKIP, error=reason)
+            skipped += 1
+        return skipped
+
+
+_AMBIGUOUS = "the submit may or may not have been accepted; not re-sent"
+_AMBIGUOUS_RESUMED = "the batch stopped while this job was being submitted; not re-sent"
+
+
+def _status_fields(status: Status) -> dict[str, Any]:
+    return {
+        "raw_status": status.raw,
+        "reason": status.reason,
+        "progress": status.progress,
+        "partial": status.partial,
+        "results_ready": status.results_ready,
+    }

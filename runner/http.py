@@ -1,0 +1,372 @@
+"""The gated, retrying client each adapter sends through, over a swappable transport.
+
+`ProviderClient` implements `ProviderHttp`: every request takes its provider's Gate, 429s
+and quota headers feed the Gate back, and failures become one `ProviderCallError` carrying
+provider, job id and what the caller should do (`kind`, `not_accepted`). GET/DELETE are
+retried here on connection errors, timeouts, 5xx and 429 (bounded); a POST never is: only
+the engine may re-send a submit, and only when `not_accepted` proves it safe.
+The transport seam (`Transport`) is the only code that knows the HTTP library; httpx
+exceptions are translated in `HttpxTransport` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+from runner import __version__
+from runner.backoff import DEFAULT_RETRY, RetryPolicy, retry_delay
+from runner.errors import RunnerError
+from runner.limits import Gate
+from runner.providers.base import Adapter, ApiError, ErrorKind, Reply, Request
+from runner.ratelimit_headers import parse_rate_limit, wait_hint
+
+USER_AGENT = f"runner/{__version__}"
+IDEMPOTENT = frozenset({"GET", "HEAD", "DELETE"})
+ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error body kept from a failed download
+CHUNK = 64 * 1024
+
+# Kinds after which the request provably did not take effect (nothing was created).
+_NOT_ACCEPTED = frozenset(
+    {ErrorKind.RATE_LIMITED, ErrorKind.BUSY, ErrorKind.AUTH, ErrorKind.CREDITS, ErrorKind.INVALID}
+)
+_RETRYABLE = frozenset({ErrorKind.TRANSIENT, ErrorKind.RATE_LIMITED, ErrorKind.BUSY})
+
+
+class TransportError(RunnerError):
+    """The request got no HTTP answer. `sent=False` when it provably never reached the
+    server (the connection was refused or never established)."""
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class ProviderCallError(RunnerError):
+    """A call to a provider failed; `kind` says what the caller does about it.
+
+    `not_accepted` is True only when the provider provably did not act on the request
+    (refused connection, 429, 503 with a retry hint, busy codes, auth/credit/validation
+    refusals): the one case where a submit may be sent again.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        job_id: str | None,
+        kind: ErrorKind,
+        status_code: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+        not_accepted: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.job_id = job_id
+        self.kind = kind
+        self.status_code = status_code
+        self.code = code
+        self.retry_after = retry_after
+        self.not_accepted = not_accepted
+
+
+# -- the transport seam -------------------------------------------------------------------------
+
+
+class Transport(Protocol):
+    """One provider's connection pool. Swap it to change the HTTP library."""
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> Reply: ...
+
+    async def download(
+        self, url: str, dest: Path, *, headers: Mapping[str, str], max_bytes: int | None
+    ) -> tuple[Reply, int]:
+        """Stream a 2xx body into `dest` (the caller renames it); returns the reply (with an
+        empty body on success, the error body otherwise) and the bytes written."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class TooLargeError(RunnerError):
+    """A download exceeded its size cap."""
+
+
+class HttpxTransport:
+    """httpx (or its drop-in fork httpx2, or httpx over the aiohttp transport)."""
+
+    def __init__(self, client: Any, module: ModuleType = httpx) -> None:
+        self._client = client
+        self._x = module
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> Reply:
+        try:
+            response = await self._client.request(
+                method, url, headers=headers, params=params, json=json
+            )
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return Reply(response.status_code, _lower(response.headers), response.content)
+
+    async def download(
+        self, url: str, dest: Path, *, headers: Mapping[str, str], max_bytes: int | None
+    ) -> tuple[Reply, int]:
+        try:
+            async with self._client.stream(
+                "GET", url, headers=headers, follow_redirects=True
+            ) as response:
+                head = _lower(response.headers)
+                if not 200 <= response.status_code < 300:
+                    body = b""
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) >= ERROR_BODY_LIMIT:
+                            break
+                    return Reply(response.status_code, head, body[:ERROR_BODY_LIMIT]), 0
+                written = 0
+                with dest.open("wb") as handle:
+                    async for chunk in response.aiter_bytes(CHUNK):
+                        written += len(chunk)
+                        if max_bytes is not None and written > max_bytes:
+                            raise TooLargeError(f"larger than the {max_bytes}-byte cap")
+                        handle.write(chunk)
+                return Reply(response.status_code, head, b""), written
+        except TooLargeError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: Exception) -> Exception:
+        """httpx exceptions → TransportError, the one place that knows them."""
+        x = self._x
+        name = type(exc).__name__
+        if isinstance(exc, x.ConnectError | x.ConnectTimeout):
+            return TransportError(f"could not connect ({name}: {exc})", sent=False)
+        if isinstance(exc, x.PoolTimeout):
+            return TransportError(f"no free connection ({name})", sent=False)
+        if isinstance(exc, x.TimeoutException):
+            return TransportError(f"timed out after sending ({name})", sent=True)
+        if isinstance(exc, x.TransportError):
+            return TransportError(f"connection lost ({name}: {exc})", sent=True)
+        return exc
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _lower(headers: Any) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in headers.items()}
+
+
+CLIENTS = ("httpx", "httpx2", "aiohttp")
+DEFAULT_CLIENT = "httpx"
+
+
+def make_transport(
+    pool_size: int, *, client: str | None = None, timeout: float = 30.0
+) -> Transport:
+    """A pool of `pool_size` keep-alive connections (keep-alive = pool size, §1.3).
+
+    `client` (or $RUNNER_HTTP_CLIENT) picks the library: httpx (default), httpx2, or
+    httpx over the aiohttp transport; the last two come from the `bench` extra.
+    """
+    choice = client or os.environ.get("RUNNER_HTTP_CLIENT") or DEFAULT_CLIENT
+    if choice not in CLIENTS:
+        raise RunnerError(f"unknown HTTP client {choice!r} (use one of {', '.join(CLIENTS)})")
+    module: ModuleType = httpx
+    if choice == "httpx2":
+        import httpx2  # type: ignore[import-not-found,unused-ignore]
+
+        module = httpx2
+    limits = module.Limits(
+        max_connections=pool_size, max_keepalive_connections=pool_size, keepalive_expiry=30.0
+    )
+    options: dict[str, Any] = {
+        "limits": limits,
+        "timeout": module.Timeout(timeout, connect=min(10.0, timeout)),
+        "headers": {"user-agent": USER_AGENT},
+    }
+    if choice == "aiohttp":
+        from httpx_aiohttp import AiohttpTransport  # type: ignore[import-not-found,unused-ignore]
+
+        options["transport"] = AiohttpTransport()
+    return HttpxTransport(module.AsyncClient(**options), module)
+
+
+# -- the provider client ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(slots=True)
+class ProviderClient:
+    """`ProviderHttp` for one provider (and, through `for_job`, one job)."""
+
+    provider: str
+    base_url: str
+    api_key: str = dataclasses.field(repr=False)
+    adapter: Adapter
+    gate: Gate
+    transport: Transport
+    retry: RetryPolicy = DEFAULT_RETRY
+    rng: random.Random = dataclasses.field(default_factory=random.Random)
+    max_download_bytes: int | None = 512 * 1024 * 1024
+    job_id: str | None = None
+
+    def for_job(self, job_id: str) -> ProviderClient:
+        return dataclasses.replace(self, job_id=job_id)
+
+    def url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        return self.base_url.rstrip("/") + "/" + path.lstrip("/")
+
+    def is_api_url(self, url: str) -> bool:
+        """Same scheme, host and port as the provider's API: the only place a key may go."""
+        a, b = urlsplit(url), urlsplit(self.base_url)
+        return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+
+    def _error(
+        self,
+        what: str,
+        detail: str,
+        kind: ErrorKind,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+        not_accepted: bool = False,
+    ) -> ProviderCallError:
+        job = f" job {self.job_id}" if self.job_id else ""
+        return ProviderCallError(
+            f"{self.provider}{job}: {what}: {detail}",
+            provider=self.provider,
+            job_id=self.job_id,
+            kind=kind,
+            status_code=status,
+            code=code,
+            retry_after=retry_after,
+            not_accepted=not_accepted,
+        )
+
+    def _judge(self, what: str, reply: Reply, endpoint: Any, sent_at: float) -> ProviderCallError:
+        """Classify a non-2xx reply; a 429 (or 503 with a hint) pauses the whole provider."""
+        api: ApiError = self.adapter.classify_error(reply)
+        status = reply.status_code
+        hint = wait_hint(reply.headers, time.time(), api.retry_after, throttled=status == 429)
+        if (
+            status == 429
+            or api.kind is ErrorKind.RATE_LIMITED
+            or (api.kind is ErrorKind.BUSY and hint is not None)
+        ):
+            self.gate.throttled(endpoint, sent_at, hint)
+        code = f" {api.code}" if api.code else ""
+        return self._error(
+            what,
+            f"HTTP {status}{code}: {api.message}",
+            api.kind,
+            status=status,
+            code=api.code,
+            retry_after=hint,
+            not_accepted=api.kind in _NOT_ACCEPTED,
+        )
+
+    async def send(self, request: Request) -> Reply:
+        what = f"{request.method} {request.path}"
+        headers = {**self.adapter.auth_headers(self.api_key), **request.headers}
+        if request.expect == "json":
+            headers.setdefault("accept", "application/json")
+        url = self.url(request.path)
+        retries = self.retry.attempts if request.method in IDEMPOTENT else 1
+        attempt = 0
+        while True:
+            attempt += 1
+            async with self.gate.request(request.endpoint) as sent_at:
+                try:
+                    reply: Reply | None = await self.transport.request(
+                        request.method, url, headers=headers, params=request.params,
+                        json=request.json,
+                    )  # fmt: skip
+                    failure = None
+                except TransportError as exc:
+                    reply = None
+                    failure = self._error(
+                        what, str(exc), ErrorKind.TRANSIENT, not_accepted=not exc.sent
+                    )
+                    failure.__cause__ = exc
+            if reply is not None:
+                self.gate.observe(parse_rate_limit(reply.headers, time.time()))
+                if 200 <= reply.status_code < 300:
+                    return reply
+                failure = self._judge(what, reply, request.endpoint, sent_at)
+            assert failure is not None
+            if failure.kind not in _RETRYABLE or attempt >= retries:
+                raise failure
+            if failure.kind is ErrorKind.TRANSIENT:
+                await self.gate.clock.sleep(retry_delay(self.retry, attempt, self.rng))
+            # a 429 / busy reply already paused the gate: the next try waits there
+
+    async def download(
+        self, url: str, dest: Path, *, send_key: bool, max_bytes: int | None = None
+    ) -> int:
+        """Stream `url` into `dest` atomically. The key is sent only if asked AND the URL is
+        on the provider's API host: a signed URL elsewhere never sees it."""
+        url = self.url(url)
+        what = f"GET {urlsplit(url).path}"
+        headers = (
+            self.adapter.auth_headers(self.api_key) if send_key and self.is_api_url(url) else {}
+        )
+        cap = max_bytes if max_bytes is not None else self.max_download_bytes
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part")
+        attempt = 0
+        try:
+            while True:
+                attempt += 1
+                async with self.gate.request("download") as sent_at:
+                    try:
+                        reply, size = await self.transport.download(
+                            url, tmp, headers=headers, max_bytes=cap
+                        )
+                        failure = None
+                    except TransportError as exc:
+                        failure = self._error(what, str(exc), ErrorKind.TRANSIENT)
+                        failure.__cause__ = exc
+                    except TooLargeError as exc:
+                        raise self._error(what, str(exc), ErrorKind.INVALID) from exc
+                if failure is None:
+                    if 200 <= reply.status_code < 300:
+                        os.replace(tmp, dest)
+                        return size
+                    failure = self._judge(what, reply, "download", sent_at)
+                if failure.kind not in _RETRYABLE or attempt >= self.retry.attempts:
+                    raise failure
+                if failure.kind is ErrorKind.TRANSIENT:
+                    await self.gate.clock.sleep(retry_delay(self.retry, attempt, self.rng))
+        finally:
+            tmp.unlink(missing_ok=True)

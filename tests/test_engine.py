@@ -1,0 +1,491 @@
+"""The engine against a scripted adapter (no HTTP): lifecycle, scheduling, stops, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.backoff import RetryPolicy
+from runner.engine import Engine
+from runner.http import ProviderCallError, ProviderClient
+from runner.lifecycle import Event, JobRecord, State
+from runner.limits import SAFETY, Gate
+from runner.plan import JobSpec, Limits, Plan, PollPolicy, ProviderSettings, Rate, Secret
+from runner.providers.base import (
+    ApiError,
+    ErrorKind,
+    FetchReport,
+    ProviderHttp,
+    RemoteRef,
+    RemoteState,
+    Reply,
+    ResultSink,
+    Status,
+    Submitted,
+)
+from runner.providers.spidra import INFO
+
+pytestmark = pytest.mark.anyio
+
+FAST = PollPolicy(0.001, 0.004, 2.0)
+TINY_RETRY = RetryPolicy(attempts=2, base=0.001, cap=0.002)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+# -- fakes -----------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeJobOutput:
+    status: Any = None
+    result: Any = None
+    outcome: tuple[State, FetchReport | None] | None = None
+
+    def write_result(self, obj: Any) -> None:
+        self.result = obj
+
+    def append_item(self, obj: Any) -> None:
+        raise AssertionError("not used")
+
+    def file_path(self, name: str) -> Path:
+        raise AssertionError("not used")
+
+    def write_file(self, name: str, data: bytes) -> Path:
+        raise AssertionError("not used")
+
+    def write_status(self, payload: Any) -> None:
+        self.status = payload
+
+    def write_outcome(self, record: JobRecord, report: FetchReport | None = None) -> None:
+        self.outcome = (record.state, report)
+
+
+@dataclass
+class FakeOutput:
+    jobs: dict[str, FakeJobOutput] = field(default_factory=dict)
+
+    def job_dir(self, job_id: str) -> FakeJobOutput:
+        return self.jobs.setdefault(job_id, FakeJobOutput())
+
+
+@dataclass
+class Recording:
+    transitions: list[tuple[str, Event, State, State]] = field(default_factory=list)
+    polls: list[tuple[str, str]] = field(default_factory=list)
+
+    def transition(self, job: JobRecord, event: Event, previous: State) -> None:
+        self.transitions.append((job.spec.id, event, previous, job.state))
+
+    def polled(self, job: JobRecord, status: Status) -> None:
+        self.polls.append((job.spec.id, status.raw))
+
+    def events(self, job_id: str) -> list[Event]:
+        return [e for j, e, _, _ in self.transitions if j == job_id]
+
+
+def call_error(kind: ErrorKind, *, not_accepted: bool = False, **kw: Any) -> ProviderCallError:
+    return ProviderCallError(
+        f"spidra: POST /scrape: {kind.value}",
+        provider="spidra",
+        job_id=None,
+        kind=kind,
+        not_accepted=not_accepted,
+        **kw,
+    )
+
+
+Script = Callable[[str, int], Status | Exception]  # (job id, poll number) → answer
+
+
+class FakeAdapter:
+    info = INFO
+
+    def __init__(
+        self,
+        polls: Script | None = None,
+        submit: Callable[[str, int], Submitted | Exception] | None = None,
+    ) -> None:
+        self._polls = polls or (lambda job, n: done() if n >= 2 else status("active"))
+        self._submit = submit
+        self.submits: list[str] = []
+        self.poll_log: list[str] = []
+        self.cancels: list[str] = []
+        self.live = 0
+        self.peak_live = 0
+        self.tasks_seen = 0
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {}
+
+    def classify_error(self, reply: Reply) -> ApiError:
+        return ApiError(ErrorKind.OTHER, "x")
+
+    async def submit(self, http: ProviderHttp, job: JobSpec) -> Submitted:
+        self.submits.append(job.id)
+        self.tasks_seen = max(self.tasks_seen, len(asyncio.all_tasks()))
+        answer = (
+            self._submit(job.id, self.submits.count(job.id))
+            if self._submit
+            else Submitted(RemoteRef(f"r-{job.id}"), status("waiting"))
+        )
+        if isinstance(answer, Exception):
+            raise answer
+        self.live += 1
+        self.peak_live = max(self.peak_live, self.live)
+        return answer
+
+    async def poll(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> Status:
+        self.poll_log.append(job.id)
+        await asyncio.sleep(0)
+        answer = self._polls(job.id, self.poll_log.count(job.id))
+        if isinstance(answer, Exception):
+            raise answer
+        if answer.state.terminal:
+            self.live -= 1
+        return answer
+
+    async def fetch(
+        self, http: ProviderHttp, job: JobSpec, ref: RemoteRef, st: Status, sink: ResultSink
+    ) -> FetchReport:
+        sink.write_result({"job": job.id})
+        return FetchReport(items=1)
+
+    async def cancel(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> None:
+        self.cancels.append(job.id)
+
+    async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
+        return None
+
+
+def status(raw: str, state: RemoteState | None = None, **kw: Any) -> Status:
+    states = {
+        "waiting": RemoteState.QUEUED,
+        "active": RemoteState.RUNNING,
+        "completed": RemoteState.SUCCEEDED,
+        "failed": RemoteState.FAILED,
+    }
+    return Status(state or states.get(raw, RemoteState.UNKNOWN), raw=raw, **kw)
+
+
+def done() -> Status:
+    return status("completed", payload={"result": {"content": "x"}})
+
+
+def make_plan(
+    n: int, *, limits: Limits | None = None, timeout: float = 30.0, on_timeout: str = "detach"
+) -> Plan:
+    settings = ProviderSettings(
+        name="spidra",
+        base_url="http://127.0.0.1:9/api",
+        api_key=Secret("k"),
+        api_key_var="SPIDRA_API_KEY",
+        limits=limits or Limits(),
+        poll=FAST,
+        timeout=timeout,
+        on_timeout=on_timeout,  # type: ignore[arg-type]
+    )
+    jobs = tuple(
+        JobSpec(f"j{i}", "spidra", "scrape", {}, timeout=timeout, poll=FAST, index=i)
+        for i in range(n)
+    )
+    return Plan("t", Path("m.yaml"), b"", "0", {"spidra": settings}, jobs)
+
+
+def make_engine(
+    plan: Plan, adapter: FakeAdapter, *, pool: int = 2, **kw: Any
+) -> tuple[Engine, FakeOutput, Recording]:
+    settings = plan.providers["spidra"]
+    gate = Gate("spidra", settings.limits, pool_size=pool)
+    client = ProviderClient(
+        provider="spidra",
+        base_url=settings.base_url,
+        api_key=settings.api_key,
+        adapter=adapter,
+        gate=gate,
+        transport=None,  # type: ignore[arg-type]  # the fake adapter never sends
+    )
+    output, recording = FakeOutput(), Recording()
+    engine = Engine(
+        plan,
+        clients={"spidra": client},
+        adapters={"spidra": adapter},
+        output=output,
+        recorders=[recording],
+        rng=random.Random(1),
+        retry=TINY_RETRY,
+        **kw,
+    )
+    return engine, output, recording
+
+
+# -- the happy path --------------------------------------------------------------------------
+
+
+async def test_every_job_goes_submit_poll_fetch_in_the_lifecycle_order() -> None:
+    adapter = FakeAdapter()
+    engine, output, rec = make_engine(make_plan(5), adapter)
+    result = await engine.run()
+    assert result.counts == {State.SUCCEEDED: 5}
+    assert result.succeeded
+    assert rec.events("j0") == [
+        Event.SUBMIT,
+        Event.QUEUED,
+        Event.RUNNING,
+        Event.FINISHED,
+        Event.FETCHED,
+    ]
+    assert [r for j, r in rec.polls if j == "j0"] == ["active", "completed"]
+    assert output.jobs["j0"].result == {"job": "j0"}
+    assert output.jobs["j0"].status == {"result": {"content": "x"}}
+    assert output.jobs["j0"].outcome is not None
+    assert output.jobs["j0"].outcome[0] is State.SUCCEEDED
+    assert sorted(adapter.submits) == [f"j{i}" for i in range(5)]  # each exactly once
+    assert engine.records["j0"].remote == RemoteRef("r-j0")
+
+
+async def test_submits_go_in_plan_order() -> None:
+    adapter = FakeAdapter()
+    engine, _, _ = make_engine(make_plan(6), adapter, pool=1)
+    await engine.run()
+    assert adapter.submits == [f"j{i}" for i in range(6)]
+
+
+async def test_no_task_per_planned_job() -> None:
+    adapter = FakeAdapter(polls=lambda j, n: done())
+    engine, _, _ = make_engine(make_plan(2000), adapter, pool=4)
+    result = await engine.run()
+    assert result.counts == {State.SUCCEEDED: 2000}
+    # the test's own task + 4 workers; nothing per job
+    assert adapter.tasks_seen <= 6
+
+
+async def test_remote_jobs_in_flight_never_exceed_the_cap() -> None:
+    adapter = FakeAdapter(polls=lambda j, n: done() if n >= 3 else status("active"))
+    engine, _, _ = make_engine(make_plan(30, limits=Limits(in_flight=3)), adapter, pool=8)
+    result = await engine.run()
+    assert result.counts == {State.SUCCEEDED: 30}
+    assert adapter.peak_live == 3
+
+
+async def test_a_submit_reply_that_is_already_terminal_is_fetched_without_polling() -> None:
+    adapter = FakeAdapter(submit=lambda j, n: Submitted(RemoteRef("sync"), done()))
+    engine, output, rec = make_engine(make_plan(1), adapter)
+    assert (await engine.run()).counts == {State.SUCCEEDED: 1}
+    assert adapter.poll_log == []
+    assert rec.events("j0") == [Event.SUBMIT, Event.FINISHED, Event.FETCHED]
+    assert output.jobs["j0"].result == {"job": "j0"}
+
+
+# -- scheduling --------------------------------------------------------------------------------
+
+
+async def test_the_most_overdue_poll_is_served_first() -> None:
+    adapter = FakeAdapter(polls=lambda j, n: done())
+    plan = make_plan(4)
+    engine, _, _ = make_engine(plan, adapter, pool=1)
+    lane = engine.lanes["spidra"]
+    for i, overdue in enumerate([0.1, 0.4, 0.2, 0.3]):
+        job = engine.records[f"j{i}"]
+        job.state = State.RUNNING  # a resumed batch: these were in flight
+        job.remote = RemoteRef(f"r{i}")
+        engine.counts[State.PLANNED] -= 1
+        engine.counts[State.RUNNING] += 1
+        lane.pending.remove(job)
+        engine._schedule(lane, job, -overdue)
+    await engine.run()
+    assert adapter.poll_log == ["j1", "j3", "j2", "j0"]
+
+
+async def test_poll_intervals_stretch_to_fit_the_status_budget() -> None:
+    limits = Limits(endpoints={"status": Rate(10, 1.0)})
+    engine, _, _ = make_engine(make_plan(1, limits=limits), FakeAdapter())
+    lane = engine.lanes["spidra"]
+    job = engine.records["j0"]
+    lane.gate.jobs_in_flight = 50
+    before = lane.gate.clock.now()
+    engine._next_poll(lane, job)
+    due = lane.polls[0][0]
+    # 50 jobs sharing 10 x SAFETY req/s: each polls at most every 50 / 9.5 s
+    assert due - before >= 50 / (10 * SAFETY) - 1e-6
+
+
+async def test_an_unknown_status_is_non_terminal_and_noticed_once() -> None:
+    script: Script = lambda j, n: done() if n >= 3 else status("thinking")  # noqa: E731
+    engine, _, _ = make_engine(make_plan(3), FakeAdapter(polls=script))
+    result = await engine.run()
+    assert result.counts == {State.SUCCEEDED: 3}
+    assert result.notices == ("spidra: unknown status 'thinking', treated as still running",)
+
+
+# -- timeouts ----------------------------------------------------------------------------------
+
+
+async def test_a_job_past_its_timeout_is_timed_out_and_left_running() -> None:
+    adapter = FakeAdapter(polls=lambda j, n: status("active"))
+    engine, output, _ = make_engine(make_plan(2, timeout=0.03), adapter)
+    assert (await engine.run()).counts == {State.TIMED_OUT: 2}
+    assert adapter.cancels == []
+    assert engine.records["j0"].error == "timed out after 0.03s (left running remotely)"
+    assert output.jobs["j0"].outcome is not None
+
+
+async def test_on_timeout_cancel_cancels_the_remote_job() -> None:
+    adapter = FakeAdapter(polls=lambda j, n: status("waiting"))
+    engine, _, _ = make_engine(make_plan(2, timeout=0.03, on_timeout="cancel"), adapter)
+    assert (await engine.run()).counts == {State.TIMED_OUT: 2}
+    assert sorted(adapter.cancels) == ["j0", "j1"]
+    assert engine.records["j1"].error == "timed out after 0.03s (cancel requested remotely)"
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+
+async def test_a_refused_key_stops_the_provider_with_one_message() -> None:
+    adapter = FakeAdapter(submit=lambda j, n: call_error(ErrorKind.AUTH, status_code=401))
+    engine, output, _ = make_engine(make_plan(6), adapter, pool=1)
+    result = await engine.run()
+    assert adapter.submits == ["j0"]  # no hammering
+    assert result.counts == {State.SKIPPED: 6}
+    assert result.notices == (
+        "Spidra: the API key in $SPIDRA_API_KEY was refused (HTTP 401); stopped all spidra "
+        "jobs: 5 not submitted, 0 in flight marked failed",
+    )
+    assert engine.records["j3"].error == (
+        "Spidra: the API key in $SPIDRA_API_KEY was refused (HTTP 401); stopped all spidra jobs"
+    )
+    assert set(output.jobs) == {f"j{i}" for i in range(6)}  # every job has its job.json
+
+
+async def test_a_refused_key_while_polling_fails_the_jobs_in_flight() -> None:
+    def polls(job: str, n: int) -> Status | Exception:
+        if job == "j0" and n >= 2:
+            return call_error(ErrorKind.AUTH, status_code=401)
+        return status("active")
+
+    adapter = FakeAdapter(polls=polls)
+    engine, _, _ = make_engine(make_plan(3), adapter, pool=1)
+    result = await engine.run()
+    assert result.counts == {State.FAILED: 3}
+    assert len(result.notices) == 1
+    assert result.notices[0].endswith("0 not submitted, 2 in flight marked failed")
+
+
+async def test_exhausted_credits_stop_submitting_but_running_jobs_finish() -> None:
+    def submit(job: str, n: int) -> Submitted | Exception:
+        if job == "j2":
+            return call_error(ErrorKind.CREDITS, status_code=402, code="PAYMENT_OVERDUE")
+        return Submitted(RemoteRef(f"r-{job}"), status("waiting"))
+
+    adapter = FakeAdapter(submit=submit)
+    engine, _, _ = make_engine(make_plan(5), adapter, pool=1)
+    result = await engine.run()
+    assert adapter.submits == ["j0", "j1", "j2"]
+    assert result.counts == {State.SUCCEEDED: 2, State.SKIPPED: 3}
+    assert result.notices == (
+        "Spidra: out of credits (402 PAYMENT_OVERDUE); stopped submitting spidra jobs: "
+        "2 not submitted, jobs already running continue",
+    )
+
+
+async def test_a_submit_that_was_not_accepted_is_retried_first_and_counted() -> None:
+    def submit(job: str, n: int) -> Submitted | Exception:
+        if job == "j0" and n == 1:
+            return call_error(ErrorKind.BUSY, not_accepted=True, retry_after=0.0)
+        return Submitted(RemoteRef(f"r-{job}"), status("waiting"))
+
+    adapter = FakeAdapter(submit=submit)
+    engine, _, rec = make_engine(make_plan(3), adapter, pool=1)
+    assert (await engine.run()).counts == {State.SUCCEEDED: 3}
+    assert adapter.submits[:3] == ["j0", "j0", "j1"]  # keeps its place at the front
+    assert rec.events("j0")[:3] == [Event.SUBMIT, Event.DEFERRED, Event.SUBMIT]
+    assert engine.records["j0"].attempts == 2
+
+
+async def test_too_many_pending_jobs_lowers_the_in_flight_cap() -> None:
+    def submit(job: str, n: int) -> Submitted | Exception:
+        if job == "j2" and n == 1:
+            return call_error(
+                ErrorKind.BUSY, not_accepted=True, code="TOO_MANY_PENDING_JOBS", status_code=429
+            )
+        return Submitted(RemoteRef(f"r-{job}"), status("waiting"))
+
+    adapter = FakeAdapter(submit=submit)
+    engine, _, _ = make_engine(make_plan(6), adapter, pool=1)
+    assert (await engine.run()).counts == {State.SUCCEEDED: 6}
+    assert engine.lanes["spidra"].gate.in_flight_cap == 2
+
+
+async def test_a_submit_that_is_never_accepted_fails_after_bounded_attempts() -> None:
+    adapter = FakeAdapter(submit=lambda j, n: call_error(ErrorKind.TRANSIENT, not_accepted=True))
+    engine, _, _ = make_engine(make_plan(1), adapter)
+    assert (await engine.run()).counts == {State.FAILED: 1}
+    assert len(adapter.submits) == 12
+    assert engine.records["j0"].error == (
+        "not accepted after 12 attempts: spidra: POST /scrape: transient"
+    )
+
+
+async def test_an_ambiguous_submit_becomes_submit_unknown_and_is_not_resent() -> None:
+    adapter = FakeAdapter(
+        submit=lambda j, n: (
+            call_error(ErrorKind.TRANSIENT)
+            if j == "j1"
+            else Submitted(RemoteRef(f"r-{j}"), status("waiting"))
+        )
+    )
+    engine, _, _ = make_engine(make_plan(3), adapter)
+    result = await engine.run()
+    assert result.counts == {State.SUCCEEDED: 2, State.SUBMIT_UNKNOWN: 1}
+    assert adapter.submits.count("j1") == 1
+    assert engine.records["j1"].error == (
+        "the submit may or may not have been accepted; not re-sent: spidra: POST /scrape: transient"
+    )
+
+
+async def test_a_malformed_poll_fails_that_job_and_the_batch_goes_on() -> None:
+    from runner.errors import ProviderResponseError
+
+    def polls(job: str, n: int) -> Status | Exception:
+        if job == "j1":
+            return ProviderResponseError("spidra: the status reply has no status", '{"x": 1}')
+        return done()
+
+    engine, _, _ = make_engine(make_plan(3), FakeAdapter(polls=polls))
+    result = await engine.run()
+    assert result.counts == {State.SUCCEEDED: 2, State.FAILED: 1}
+    assert engine.records["j1"].error == 'spidra: the status reply has no status: {"x": 1}'
+
+
+async def test_transient_poll_failures_are_retried_then_fail_the_job() -> None:
+    def polls(job: str, n: int) -> Status | Exception:
+        if job == "j0" and n <= 2:
+            return call_error(ErrorKind.TRANSIENT)
+        if job == "j1":
+            return call_error(ErrorKind.TRANSIENT)
+        return done()
+
+    engine, _, _ = make_engine(make_plan(2), FakeAdapter(polls=polls))
+    result = await engine.run()
+    assert result.counts == {State.SUCCEEDED: 1, State.FAILED: 1}
+    assert engine.records["j1"].error == "polling kept failing: spidra: POST /scrape: transient"
+
+
+async def test_a_provider_without_an_adapter_skips_its_jobs() -> None:
+    plan = make_plan(1)
+    extra = JobSpec("b0", "bulkgrid", "extract", {}, index=1)
+    plan = Plan(plan.name, plan.source, b"", "0", plan.providers, (*plan.jobs, extra))
+    engine, output, _ = make_engine(plan, FakeAdapter())
+    result = await engine.run()
+    assert result.counts == {State.SUCCEEDED: 1, State.SKIPPED: 1}
+    assert engine.records["b0"].error == "runner has no adapter for provider 'bulkgrid' yet"
+    assert "b0" in output.jobs

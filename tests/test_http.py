@@ -1,0 +1,227 @@
+"""ProviderClient over httpx.MockTransport: retry rules, error translation, gate feedback."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from runner.backoff import RetryPolicy
+from runner.http import HttpxTransport, ProviderCallError, ProviderClient, TransportError
+from runner.limits import Gate
+from runner.plan import Limits, Rate
+from runner.providers.base import ErrorKind, Request
+from runner.providers.spidra import ADAPTER as SPIDRA
+
+KEY = "sk-very-secret-key"
+BASE = "https://api.example.test/api"
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def client(handler: Handler, *, limits: Limits | None = None) -> ProviderClient:
+    transport = HttpxTransport(httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    return ProviderClient(
+        provider="spidra",
+        base_url=BASE,
+        api_key=KEY,
+        adapter=SPIDRA,
+        gate=Gate("spidra", limits or Limits(), pool_size=4),
+        transport=transport,
+        retry=RetryPolicy(attempts=3, base=0.001, cap=0.002),
+        rng=random.Random(0),
+    ).for_job("job-1")
+
+
+def scripted(*responses: httpx.Response | Exception) -> tuple[Handler, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+    queue = list(responses)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        item = queue.pop(0) if len(queue) > 1 else queue[0]
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    return handler, seen
+
+
+GET = Request("GET", "/scrape/abc", "status")
+POST = Request("POST", "/scrape", "submit", json={"urls": [{"url": "https://x.test"}]})
+
+
+async def test_get_is_sent_with_bearer_auth_to_the_base_url() -> None:
+    handler, seen = scripted(httpx.Response(200, json={"status": "waiting"}))
+    reply = await client(handler).send(GET)
+    assert reply.json() == {"status": "waiting"}
+    assert str(seen[0].url) == "https://api.example.test/api/scrape/abc"
+    assert seen[0].headers["authorization"] == f"Bearer {KEY}"
+
+
+async def test_get_retries_5xx_then_succeeds() -> None:
+    handler, seen = scripted(
+        httpx.Response(502, json={"message": "bad gateway"}),
+        httpx.Response(500, json={"message": "oops"}),
+        httpx.Response(200, json={"status": "active"}),
+    )
+    reply = await client(handler).send(GET)
+    assert reply.status_code == 200
+    assert len(seen) == 3
+
+
+async def test_get_retries_dropped_connections_and_timeouts() -> None:
+    handler, seen = scripted(
+        httpx.RemoteProtocolError("Server disconnected without sending a response."),
+        httpx.ReadTimeout("timed out"),
+        httpx.Response(200, json={"status": "active"}),
+    )
+    assert (await client(handler).send(GET)).status_code == 200
+    assert len(seen) == 3
+
+
+async def test_get_retries_are_bounded() -> None:
+    handler, seen = scripted(httpx.Response(500, json={"message": "down"}))
+    with pytest.raises(ProviderCallError) as info:
+        await client(handler).send(GET)
+    assert len(seen) == 3
+    assert info.value.kind is ErrorKind.TRANSIENT
+    assert str(info.value) == "spidra job job-1: GET /scrape/abc: HTTP 500: down"
+
+
+async def test_post_is_never_retried_after_a_5xx_and_is_not_provably_unaccepted() -> None:
+    handler, seen = scripted(httpx.Response(500, json={"message": "oops"}))
+    with pytest.raises(ProviderCallError) as info:
+        await client(handler).send(POST)
+    assert len(seen) == 1
+    assert info.value.kind is ErrorKind.TRANSIENT
+    assert info.value.not_accepted is False
+
+
+async def test_post_dropped_after_sending_is_ambiguous() -> None:
+    handler, seen = scripted(httpx.RemoteProtocolError("Server disconnected"))
+    with pytest.raises(ProviderCallError) as info:
+        await client(handler).send(POST)
+    assert len(seen) == 1
+    assert info.value.not_accepted is False
+    # httpx's exception is translated once and chained, never lost
+    assert isinstance(info.value.__cause__, TransportError)
+    assert isinstance(info.value.__cause__.__cause__, httpx.RemoteProtocolError)
+
+
+async def test_post_connection_refused_is_provably_not_accepted() -> None:
+    handler, _ = scripted(httpx.ConnectError("[Errno 111] Connection refused"))
+    with pytest.raises(ProviderCallError) as info:
+        await client(handler).send(POST)
+    assert info.value.not_accepted is True
+    assert info.value.provider == "spidra"
+    assert info.value.job_id == "job-1"
+    assert KEY not in str(info.value)
+
+
+async def test_post_429_pauses_the_provider_and_is_not_accepted() -> None:
+    handler, seen = scripted(
+        httpx.Response(
+            429,
+            headers={"Retry-After": "0.05"},
+            json={"status": "error", "message": "Too many requests", "code": "RATE_LIMITED"},
+        )
+    )
+    c = client(handler, limits=Limits(requests=Rate(1000, 1.0)))
+    with pytest.raises(ProviderCallError) as info:
+        await c.send(POST)
+    assert len(seen) == 1
+    assert info.value.kind is ErrorKind.RATE_LIMITED
+    assert info.value.not_accepted is True
+    assert info.value.retry_after == 0.05
+    assert c.gate.throttles == 1
+    assert c.gate.paused_until >= c.gate.clock.now() + 0.04
+
+
+async def test_get_after_429_waits_out_the_pause_then_succeeds() -> None:
+    handler, seen = scripted(
+        httpx.Response(429, headers={"Retry-After": "0.03"}, json={"message": "slow"}),
+        httpx.Response(200, json={"status": "active"}),
+    )
+    c = client(handler, limits=Limits(requests=Rate(1000, 1.0)))
+    start = c.gate.clock.now()
+    assert (await c.send(GET)).status_code == 200
+    assert c.gate.clock.now() - start >= 0.03
+    assert len(seen) == 2
+
+
+async def test_spidra_busy_codes_are_not_accepted_and_carry_the_body_hint() -> None:
+    handler, _ = scripted(
+        httpx.Response(
+            503,
+            json={"status": "error", "message": "busy", "code": "SERVICE_BUSY", "retry_after": 0},
+        )
+    )
+    with pytest.raises(ProviderCallError) as info:
+        await client(handler).send(POST)
+    assert info.value.kind is ErrorKind.BUSY
+    assert info.value.not_accepted is True
+    assert info.value.retry_after == 0
+
+
+async def test_empty_quota_pauses_before_the_next_request() -> None:
+    handler, _ = scripted(
+        httpx.Response(
+            200,
+            headers={"RateLimit-Remaining": "0", "RateLimit-Reset": "0.04"},
+            json={"status": "active"},
+        )
+    )
+    c = client(handler)
+    await c.send(GET)
+    assert c.gate.paused_until > c.gate.clock.now()
+
+
+async def test_download_sends_the_key_only_to_the_api_host(tmp_path: Path) -> None:
+    handler, seen = scripted(httpx.Response(200, content=b"{}" * 10))
+    c = client(handler)
+    n = await c.download(f"{BASE}/large/1", tmp_path / "a.json", send_key=True)
+    await c.download("https://s3.example.test/b?sig=1", tmp_path / "b.json", send_key=True)
+    await c.download(f"{BASE}/large/2", tmp_path / "c.json", send_key=False)
+    assert n == 20
+    assert (tmp_path / "a.json").read_bytes() == b"{}" * 10
+    assert seen[0].headers.get("authorization") == f"Bearer {KEY}"
+    assert "authorization" not in seen[1].headers
+    assert "authorization" not in seen[2].headers
+
+
+async def test_download_410_is_gone_and_leaves_no_file(tmp_path: Path) -> None:
+    handler, seen = scripted(httpx.Response(410, json={"detail": "gone"}))
+    with pytest.raises(ProviderCallError) as info:
+        await client(handler).download(f"{BASE}/large/1", tmp_path / "r.json", send_key=True)
+    assert info.value.kind is ErrorKind.GONE
+    assert len(seen) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_download_over_the_size_cap_fails_and_leaves_no_file(tmp_path: Path) -> None:
+    handler, _ = scripted(httpx.Response(200, content=b"x" * 5000))
+    with pytest.raises(ProviderCallError, match="larger than the 1000-byte cap"):
+        await client(handler).download(
+            f"{BASE}/f", tmp_path / "r.bin", send_key=False, max_bytes=1000
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_download_retries_a_dropped_connection(tmp_path: Path) -> None:
+    handler, seen = scripted(
+        httpx.ReadError("connection reset"), httpx.Response(200, content=b"ok")
+    )
+    assert await client(handler).download(f"{BASE}/f", tmp_path / "f", send_key=False) == 2
+    assert len(seen) == 2
