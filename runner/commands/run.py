@@ -1,17 +1,56 @@
-"""`runner run` (placeholder until its issue lands)."""
+"""`runner run M [--out DIR] [--sandbox [URL]] [--only ID] [--tag T]`: run a manifest."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-from runner.errors import UsageError
+from runner.batch import IN_PROCESS, run_batch
 
-HELP = "run (not built yet)"
+HELP = "run every job of a manifest to the end and write the results directory"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("manifest", type=Path, metavar="MANIFEST")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results"),
+        metavar="DIR",
+        help="results root (default: results)",
+    )
+    parser.add_argument(
+        "--sandbox",
+        nargs="?",
+        const=IN_PROCESS,
+        default=None,
+        metavar="URL",
+        help="point every provider at the sandbox: started in-process, or one already "
+        "running at URL (e.g. http://127.0.0.1:8000); unset API keys get a sandbox key",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="run only this job (repeatable)",
+    )
+    parser.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="T",
+        help="run only jobs with this tag (repeatable)",
+    )
 
 
 def execute(args: argparse.Namespace) -> int:
-    raise UsageError("'run' is not built yet")
+    return run_batch(
+        args.manifest,
+        out=args.out,
+        sandbox=args.sandbox,
+        only=args.only,
+        tags=args.tag,
+        argv=sys.argv,
+    )
