@@ -283,7 +283,7 @@ class LobstrApi(ProviderApi):
         if job is None:
             return self._missing()
         now = self.sandbox.clock()
-        if not job.cancel(now):
+        if job.cancelled_at is not None or not job.cancel(now):
             return self.error(404, "Run not found or already completed", "RunDoesNotExist")
         return json_response(run_object(job, job.view(now)))
 
