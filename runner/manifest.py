@@ -263,7 +263,7 @@ class _Reader:
                 self.add(("jobs", index), f"more than {MAX_JOBS:,} jobs; split the batch")
                 break
         if self.problems:
-            raise ManifestError(self.problems)
+            raise ManifestError(sorted(set(self.problems)))
         return LoadedManifest(self.plan(settings, specs), tuple(self.notices))
 
     def plan(self, settings: dict[str, ProviderSettings | None], specs: list[JobSpec]) -> Plan:
@@ -516,7 +516,12 @@ class _Reader:
         if first is None:
             self.seen_ids[job_id] = where
             return
-        at = f"line {first[1]}" if first[0] == where[0] else f"{first[0]}:{first[1]}"
+        if first[0] != where[0]:
+            at = f"{first[0]}:{first[1]}"
+        elif first[1] == where[1]:
+            at = f"line {first[1]}, column {first[2]}"
+        else:
+            at = f"line {first[1]}"
         self.add(base, f"duplicate id {job_id!r} (first at {at})", where=where, job_id=shown)
 
     def each_items(self, index: int, spec: Any) -> list[each_mod.Item] | None:
@@ -615,8 +620,8 @@ class _Reader:
         if failing > described:
             self.add(
                 (*base, "each"),
-                f"{failing - described:,} more items fail validation; fix the problems "
-                "above and validate again",
+                f"{failing - described:,} more items fail validation "
+                f"(only the first {described} are described)",
                 job_id=id_text,
             )
 

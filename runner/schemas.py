@@ -130,7 +130,10 @@ def fetch_defaults(provider: str, job_type: str) -> dict[str, Any]:
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`; did you mean 'timeout'?` when a choice is close, else ``."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    options = list(choices)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if not close and len(word) >= 3:  # 'url' for 'file_url', 'timeout_seconds' for 'timeout'
+        close = [o for o in options if len(o) >= 3 and (word in o or o in word)][:1]
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
@@ -187,6 +190,9 @@ def describe(error: ValidationError) -> list[Finding]:
     if keyword in ("oneOf", "anyOf"):
         if custom:
             return [Finding(path, str(custom))]
+        branch = _closest_branch(error)
+        if branch:
+            return [finding for sub in branch for finding in describe(sub)]
         best = best_match(error.context or [])
         return describe(best) if best is not None else [Finding(path, error.message)]
     if keyword == "enum":
@@ -241,6 +247,19 @@ def describe(error: ValidationError) -> list[Finding]:
     if keyword in ("not", None, False) or error.validator_value is False:
         return [Finding(path, "is not allowed here")]
     return [Finding(path, error.message)]
+
+
+def _closest_branch(error: ValidationError) -> list[ValidationError]:
+    """The errors of the oneOf/anyOf branch whose type matched and that failed least."""
+    branches: dict[Any, list[ValidationError]] = {}
+    for sub in error.context or []:
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+    fitting = [
+        errors
+        for errors in branches.values()
+        if not any(e.validator == "type" and not e.relative_path for e in errors)
+    ]
+    return min(fitting, key=len) if fitting else []
 
 
 def _required_key(message: str) -> str:
