@@ -17,7 +17,7 @@ defaults below are conservative. Query values go out as the SDK sends them (bool
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -325,15 +325,23 @@ def map_links(run: Mapping[str, Any]) -> list[Any] | None:
     return links if isinstance(links, list) else None
 
 
+@dataclass(slots=True)
+class _Tally:
+    items: int = 0
+    files: int = 0
+    failed: int = 0
+    skipped: list[str] = field(default_factory=list)  # downloads that failed for one result
+
+
 class BulkgridAdapter:
     """Composes the builders and parsers above with the engine's gated client."""
 
     info = INFO
 
     def __init__(self) -> None:
-        # Runs we sent /retry for, per client (one client per provider per batch): a
-        # `retry: failed` job is re-run once, however many polls follow.
-        self._retried: replies.PerClient[set[str]] = replies.PerClient(set)
+        # Runs we sent /retry for → the run that carries the retry (itself, or a new one),
+        # per batch client: a `retry: failed` job is re-run once, however many polls follow.
+        self._retries: replies.PerClient[dict[str, str]] = replies.PerClient(dict)
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {"x-api-key": api_key, "accept": "application/json"}
@@ -346,18 +354,23 @@ class BulkgridAdapter:
         return Submitted(RemoteRef(parse_run_id(body)), parse_status(body))
 
     async def poll(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> Status:
-        status = parse_status(replies.reply_json(await http.send(build_poll(ref.id)), "bulkgrid"))
-        retried = self._retried.of(http)
-        if job.retry != "failed" or not status.partial or ref.id in retried:
+        retries = self._retries.of(http)
+        current = retries.get(ref.id, ref.id)  # after a retry, follow the retry's run
+        body = replies.reply_json(await http.send(build_poll(current)), "bulkgrid")
+        status = parse_status(body)
+        if job.retry != "failed" or not status.partial or ref.id in retries:
             return status
         urls = [url async for url in self._failed_urls(http, ref.id)]
         if not urls:  # nothing to point /retry at: accept the partial success
             return status
         # Remember before sending: a lost reply must not lead to a second retry.
-        retried.add(ref.id)
+        retries[ref.id] = ref.id
         body = replies.reply_json(await http.send(build_retry(ref.id, urls)), "bulkgrid")
+        # The reply is a Run: the same run re-opened, or (the sandbox's reading) a new run of
+        # just those URLs, which later polls and the fetch follow.
+        retries[ref.id] = parse_run_id(body)
         after = parse_status(body)
-        # The run is being re-run even when the reply still shows the old terminal status.
+        # Being re-run even when the reply still shows the old terminal status.
         state = RemoteState.RUNNING if after.state.terminal else after.state
         return Status(
             state, after.raw, progress=after.progress, phase="retrying", payload=after.payload
@@ -373,46 +386,64 @@ class BulkgridAdapter:
     ) -> FetchReport:
         if job.type == "map":
             return await self._fetch_links(http, ref, status, sink)
+        tally = _Tally()
+        retry = self._retries.of(http).get(ref.id, ref.id)
+        # A retry in a new run: the first run's good results, then all of the retry's.
+        await self._fetch_run(http, job, ref.id, sink, tally, keep_failed=retry == ref.id)
+        if retry != ref.id:
+            await self._fetch_run(http, job, retry, sink, tally, keep_failed=True)
+        notes = [f"{tally.failed} of {tally.items} results failed"] if tally.failed else []
+        notes += tally.skipped
+        return FetchReport(
+            items=tally.items,
+            files=tally.files,
+            partial=status.partial or tally.failed > 0 or bool(tally.skipped),
+            notes=tuple(notes),
+            outcome={"failed_results": tally.failed},
+        )
+
+    async def _fetch_run(
+        self,
+        http: ProviderHttp,
+        job: JobSpec,
+        run_id: str,
+        sink: ResultSink,
+        tally: _Tally,
+        *,
+        keep_failed: bool,
+    ) -> None:
         formats = content_formats(job)
         screenshots = bool(job.fetch.get("screenshots"))
-        items = files = failed = 0
-        skipped: list[str] = []  # per-result downloads that failed for that result only
-        async for page in self._pages(http, ref.id):  # one page in memory at a time
+        async for page in self._pages(http, run_id):  # one page in memory at a time
             for result in page.results:
+                failed = bool(failed_urls([result]))
+                if failed and not keep_failed:  # retried: its new result comes later
+                    continue
                 sink.append_item(result)
-            items += len(page.results)
-            for result in page.results:
-                if failed_urls([result]):  # a failed URL has no content to fetch
-                    failed += 1
+                tally.items += 1
+                if failed:  # a failed URL has no content to fetch
+                    tally.failed += 1
                     continue
                 rid = result_id(result)
                 for fmt in formats:
                     try:
-                        reply = await http.send(build_content(ref.id, rid, fmt))
+                        reply = await http.send(build_content(run_id, rid, fmt))
                     except RunnerError as exc:
                         if not _skippable(exc):
                             raise
-                        skipped.append(f"result {rid}: no {fmt} content ({exc})")
+                        tally.skipped.append(f"result {rid}: no {fmt} content ({exc})")
                         continue
                     sink.write_file(content_name(rid, fmt), reply.body)
-                    files += 1
+                    tally.files += 1
                 if screenshots and result.get("screenshot"):
                     try:
-                        await self._fetch_screenshot(http, ref.id, result, sink)
+                        await self._fetch_screenshot(http, run_id, result, sink)
                     except RunnerError as exc:
                         if not _skippable(exc):
                             raise
-                        skipped.append(f"result {rid}: no screenshot ({exc})")
+                        tally.skipped.append(f"result {rid}: no screenshot ({exc})")
                         continue
-                    files += 1
-        notes = ([f"{failed} of {items} results failed"] if failed else []) + skipped
-        return FetchReport(
-            items=items,
-            files=files,
-            partial=status.partial or failed > 0 or bool(skipped),
-            notes=tuple(notes),
-            outcome={"failed_results": failed},
-        )
+                    tally.files += 1
 
     async def _fetch_screenshot(
         self, http: ProviderHttp, run_id: str, result: Mapping[str, Any], sink: ResultSink

@@ -248,17 +248,18 @@ def run_started(run: Mapping[str, Any]) -> float | None:
 
 
 def pick_reconciled(
-    runs: Sequence[Mapping[str, Any]], since: float, known: set[str]
+    runs: Sequence[Mapping[str, Any]], since: float | None, known: set[str]
 ) -> Mapping[str, Any] | None:
-    """The earliest run started at/after `since` that no other job of ours owns."""
+    """The earliest run started at/after `since` that no other job of ours owns. With
+    `since=None` (a squid this job created: nobody else knows it) any such run is ours."""
     found = []
     for run in runs:
         started = run_started(run)
         run_id = run.get("id")
-        if not isinstance(run_id, str) or run_id in known or started is None:
+        if not isinstance(run_id, str) or run_id in known:
             continue
-        if started >= since - replies.CLOCK_SKEW:
-            found.append((started, run))
+        if since is None or (started is not None and started >= since - replies.CLOCK_SKEW):
+            found.append((started or 0.0, run))
     return min(found, key=lambda pair: pair[0])[1] if found else None
 
 
@@ -473,7 +474,9 @@ class LobstrAdapter:
         for page in range(1, RECONCILE_PAGES + 1):
             body = replies.reply_json(await http.send(build_list_runs(squid, page)), "lobstr")
             runs, total_pages = parse_listing(body, "runs")
-            run = pick_reconciled(runs, since, memory.ours)
+            # A squid this job created has only our runs; the clock matters on a shared one.
+            fresh = prepared is not None and prepared.created
+            run = pick_reconciled(runs, None if fresh else since, memory.ours)
             if run is not None:
                 run_id = parse_id(run, "run")
                 memory.ours.add(run_id)

@@ -405,3 +405,30 @@ async def test_reconcile_pages_the_run_list_by_type() -> None:
         {"type": "crawl", "page": "1", "limit": "100"},
         {"type": "crawl", "page": "2", "limit": "100"},
     ]
+
+
+@pytest.mark.anyio
+async def test_a_retry_in_a_new_run_is_followed_and_both_runs_are_fetched(tmp_path: Path) -> None:
+    retry_run = "77777777-8d8e-46db-9191-9d6a3df9cb31"
+    first = [result(1), result(2, error_message="timeout")]
+    second = [{"id": "n2", "url": "https://a.example/2", "error_message": None}]
+    routes = {
+        f"GET {RUN_PATH}": run(failed=1, done=1),
+        f"GET {RUN_PATH}/results": pages(first),
+        f"POST {RUN_PATH}/retry": run("pending", id=retry_run),
+        f"GET /api/v1/runs/{retry_run}": run(id=retry_run),
+        f"GET /api/v1/runs/{retry_run}/results": pages(second),
+        f"GET {RUN_PATH}/results/r1/content": httpx.Response(200, text="one"),
+        f"GET /api/v1/runs/{retry_run}/results/n2/content": httpx.Response(200, text="two"),
+    }
+    http = FakeHttp(bulkgrid.ADAPTER, router(routes))
+    adapter = bulkgrid.BulkgridAdapter()
+    spec = job(retry="failed")
+    assert (await adapter.poll(http, spec, RemoteRef(RUN))).phase == "retrying"
+    final = await adapter.poll(http, spec, RemoteRef(RUN))
+    assert (final.state, final.partial) == (RemoteState.SUCCEEDED, False)
+    assert http.seen[-1].path == f"/api/v1/runs/{retry_run}"
+    out = sink(tmp_path)
+    report = await adapter.fetch(http, spec, RemoteRef(RUN), final, out)
+    assert [item["id"] for item in lines(out)] == ["r1", "n2"]
+    assert (report.items, report.files, report.partial) == (2, 2, False)

@@ -380,3 +380,25 @@ async def test_reconcile_without_a_known_squid_finds_nothing() -> None:
     http = FakeHttp(lobstr.ADAPTER, router({}))
     assert await lobstr.LobstrAdapter().reconcile(http, job(crawler="c" * 32), SINCE) is None
     assert http.seen == []
+
+
+@pytest.mark.anyio
+async def test_reconcile_on_a_squid_this_job_created_needs_no_clock() -> None:
+    routes = {
+        "POST /squids": {"id": SQUID},
+        "POST /tasks": {"tasks": [], "duplicated_count": 0},
+        "POST /runs": httpx.Response(504, text="gateway timeout"),
+        # The provider's clock is far from ours (the sandbox's is a fixed virtual epoch).
+        "GET /runs": {"data": [run("pending", created_at="2026-01-05T09:00:01")]},
+    }
+    http = FakeHttp(lobstr.ADAPTER, router(routes))
+    adapter = lobstr.LobstrAdapter()
+    spec = job(crawler="c" * 32, tasks=[{"url": "https://a.example"}])
+    with pytest.raises(CallError):
+        await adapter.submit(http, spec)
+    ref = await adapter.reconcile(http, spec, SINCE)
+    assert ref == RemoteRef(RUN, {"squid": SQUID, "duplicated_count": 0})
+    assert (
+        lobstr.pick_reconciled([run("pending", created_at="2026-01-05T09:00:01")], SINCE, set())
+        is None
+    )
