@@ -144,8 +144,7 @@ class BulkgridApi(ProviderApi):
         if errors:
             return self.error(400, "Validation failed", "VALIDATION_ERROR", details=errors)
         job = self.sandbox.create_job(self.name, body["type"], body, det.uuid_from)
-        if body["type"] == "extract":
-            job.n_results = len(body["urls"])
+        fit_results(job)
         return json_response(run_object(job, job.view(self.sandbox.clock())), 201)
 
     async def list_runs(self, request: Request) -> Response:
@@ -232,8 +231,7 @@ class BulkgridApi(ProviderApi):
                 body["url"] = urls[0]
         body["metadata"] = {"retry_of": job.id}
         retry = self.sandbox.create_job(self.name, job.kind, body, det.uuid_from)
-        if retry.kind == "extract":
-            retry.n_results = len(body["urls"])
+        fit_results(retry)
         return json_response(run_object(retry, retry.view(self.sandbox.clock())))
 
     async def list_results(self, request: Request) -> Response:
@@ -363,6 +361,17 @@ class BulkgridApi(ProviderApi):
 
 
 # -- payloads -----------------------------------------------------------------------------
+
+
+def fit_results(job: Job) -> None:
+    """Extract yields one result per URL; crawls and maps stay within their configured caps."""
+    if job.kind == "extract":
+        job.n_results = len(job.body["urls"])
+        return
+    config = job.body.get("config") or {}
+    cap = config.get("maxPages") if job.kind != "map" else config.get("limit")
+    if isinstance(cap, int) and not isinstance(cap, bool) and cap >= 1:
+        job.n_results = min(job.n_results, cap)
 
 
 def _workspace(job: Job) -> str:
