@@ -197,7 +197,11 @@ def _parts(text: str) -> list[str | tuple[str]] | None:
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str):
+        return value
+    if type(value) is int:  # {n}: the hot case when expanding many items
+        return str(value)
+    return json.dumps(value, ensure_ascii=False)
 
 
 def compile_template(value: Any) -> Template:
