@@ -40,7 +40,7 @@ validate: $(STAMP)
 	$(BIN)/runner validate manifests/*.yaml
 
 demo: $(STAMP)
-	$(BIN)/runner validate $(DEMO)
+	$(BIN)/runner validate --sandbox $(DEMO)
 	$(BIN)/runner plan $(DEMO)
 	$(BIN)/runner run $(DEMO) --sandbox --out $(OUT)
 
