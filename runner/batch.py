@@ -57,6 +57,12 @@ def point_at(plan: Plan, base_urls: Mapping[str, str]) -> Plan:
     return dataclasses.replace(plan, providers=providers)
 
 
+def check_sandbox_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--sandbox: {url!r} is not a URL like http://127.0.0.1:8000")
+
+
 @contextlib.contextmanager
 def sandbox_urls(sandbox: str | None) -> Iterator[Mapping[str, str] | None]:
     """Base URLs of the sandbox to use: started here (in-process) or already running."""
@@ -66,9 +72,7 @@ def sandbox_urls(sandbox: str | None) -> Iterator[Mapping[str, str] | None]:
     from runner.sandbox.server import sandbox_base_urls
 
     if sandbox != IN_PROCESS:
-        parts = urlsplit(sandbox)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UsageError(f"--sandbox: {sandbox!r} is not a URL like http://127.0.0.1:8000")
+        check_sandbox_url(sandbox)
         yield sandbox_base_urls(sandbox)
         return
     from runner.sandbox.app import create_app
@@ -144,10 +148,13 @@ def run_batch(
     tags: Sequence[str] = (),
     argv: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
-    stderr: TextIO = sys.stderr,
+    stderr: TextIO | None = None,
     client: str | None = None,
 ) -> int:
     """`runner run`: every job of the manifest to a terminal state; 0 if all succeeded."""
+    stderr = stderr or sys.stderr
+    if sandbox is not None and sandbox != IN_PROCESS:
+        check_sandbox_url(sandbox)  # before reading anything
     loaded = load_manifest(manifest, env=env, sandbox_keys=sandbox is not None)
     for notice in loaded.notices:
         print(f"runner: {notice}", file=stderr)

@@ -490,7 +490,9 @@ class Engine:
             f"{lane.adapter.info.title}: the API key in ${var} was refused ({status}); "
             f"stopped all {lane.name} jobs"
         )
-        skipped = self._skip_pending(lane, lane.stopped)
+        lane.gate.stopped = lane.stopped  # requests already waiting for a slot stay unsent
+        # jobs already taken by a worker are skipped too: their sends stay blocked
+        skipped = self._skip_pending(lane, lane.stopped) + self._submitting(lane)
         failed = 0
         while lane.polls:
             job = heapq.heappop(lane.polls)[2]
@@ -499,7 +501,7 @@ class Engine:
                 failed += 1
         self.notice(
             "provider.stopped",
-            f"{lane.stopped}: {skipped} not submitted, {failed} in flight marked failed",
+            f"{lane.stopped}: {skipped} skipped, {failed} in flight marked failed",
             provider=lane.name,
             reason="auth",
         )
@@ -508,10 +510,14 @@ class Engine:
     def _out_of_credits(self, lane: Lane, exc: ProviderCallError) -> None:
         if lane.no_credits is not None:
             return
+        detail = " ".join(
+            part
+            for part in (f"HTTP {exc.status_code}" if exc.status_code else "", exc.code)
+            if part
+        )
         lane.no_credits = (
-            f"{lane.adapter.info.title}: out of credits ({exc.status_code} "
-            f"{exc.code or ''}".rstrip()
-            + f"); stopped submitting {lane.name} jobs"
+            f"{lane.adapter.info.title}: out of credits ({detail or 'refused'}); "
+            f"stopped submitting {lane.name} jobs"
         )
         skipped = self._skip_pending(lane, lane.no_credits)
         self.notice(
@@ -521,6 +527,13 @@ class Engine:
             reason="credits",
         )
         lane.notify_all()
+
+    def _submitting(self, lane: Lane) -> int:
+        return sum(
+            1
+            for job in self.records.values()
+            if job.state is State.SUBMITTING and job.spec.provider == lane.name
+        )
 
     def _skip_pending(self, lane: Lane, reason: str) -> int:
         skipped = 0

@@ -274,6 +274,11 @@ class ProviderClient:
             not_accepted=not_accepted,
         )
 
+    def _check_stopped(self, what: str) -> None:
+        """A request that waited for its slot while the key was refused is not sent at all."""
+        if self.gate.stopped is not None:
+            raise self._error(what, self.gate.stopped, ErrorKind.AUTH, not_accepted=True)
+
     def _judge(self, what: str, reply: Reply, endpoint: Any, sent_at: float) -> ProviderCallError:
         """Classify a non-2xx reply; a 429 (or 503 with a hint) pauses the whole provider."""
         api: ApiError = self.adapter.classify_error(reply)
@@ -307,6 +312,7 @@ class ProviderClient:
         while True:
             attempt += 1
             async with self.gate.request(request.endpoint) as sent_at:
+                self._check_stopped(what)
                 try:
                     reply: Reply | None = await self.transport.request(
                         request.method, url, headers=headers, params=request.params,
@@ -349,6 +355,7 @@ class ProviderClient:
             while True:
                 attempt += 1
                 async with self.gate.request("download") as sent_at:
+                    self._check_stopped(what)
                     try:
                         reply, size = await self.transport.download(
                             url, tmp, headers=headers, max_bytes=cap

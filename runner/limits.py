@@ -191,6 +191,7 @@ class Gate:
         self.paused_until = -math.inf
         self.sent = 0
         self.throttles = 0
+        self.stopped: str | None = None  # set when the provider refused our key: send nothing
 
     def _buckets(self, endpoint: EndpointClass) -> list[Bucket]:
         found = [self.endpoints[endpoint]] if endpoint in self.endpoints else []

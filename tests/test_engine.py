@@ -358,7 +358,7 @@ async def test_a_refused_key_stops_the_provider_with_one_message() -> None:
     assert result.counts == {State.SKIPPED: 6}
     assert result.notices == (
         "Spidra: the API key in $SPIDRA_API_KEY was refused (HTTP 401); stopped all spidra "
-        "jobs: 5 not submitted, 0 in flight marked failed",
+        "jobs: 6 skipped, 0 in flight marked failed",
     )
     assert engine.records["j3"].error == (
         "Spidra: the API key in $SPIDRA_API_KEY was refused (HTTP 401); stopped all spidra jobs"
@@ -377,7 +377,7 @@ async def test_a_refused_key_while_polling_fails_the_jobs_in_flight() -> None:
     result = await engine.run()
     assert result.counts == {State.FAILED: 3}
     assert len(result.notices) == 1
-    assert result.notices[0].endswith("0 not submitted, 2 in flight marked failed")
+    assert result.notices[0].endswith("0 skipped, 2 in flight marked failed")
 
 
 async def test_exhausted_credits_stop_submitting_but_running_jobs_finish() -> None:
@@ -392,7 +392,7 @@ async def test_exhausted_credits_stop_submitting_but_running_jobs_finish() -> No
     assert adapter.submits == ["j0", "j1", "j2"]
     assert result.counts == {State.SUCCEEDED: 2, State.SKIPPED: 3}
     assert result.notices == (
-        "Spidra: out of credits (402 PAYMENT_OVERDUE); stopped submitting spidra jobs: "
+        "Spidra: out of credits (HTTP 402 PAYMENT_OVERDUE); stopped submitting spidra jobs: "
         "2 not submitted, jobs already running continue",
     )
 
@@ -489,3 +489,27 @@ async def test_a_provider_without_an_adapter_skips_its_jobs() -> None:
     assert result.counts == {State.SUCCEEDED: 1, State.SKIPPED: 1}
     assert engine.records["b0"].error == "runner has no adapter for provider 'bulkgrid' yet"
     assert "b0" in output.jobs
+
+
+async def test_a_result_gone_on_fetch_expires_the_job_with_a_clear_message() -> None:
+    class GoneAdapter(FakeAdapter):
+        async def fetch(
+            self, http: ProviderHttp, job: JobSpec, ref: RemoteRef, st: Status, sink: ResultSink
+        ) -> FetchReport:
+            raise ProviderCallError(
+                "pulse job j0: GET /large_results/1: HTTP 410: gone",
+                provider="pulse",
+                job_id=job.id,
+                kind=ErrorKind.GONE,
+                status_code=410,
+            )
+
+    engine, output, rec = make_engine(make_plan(1), GoneAdapter(polls=lambda j, n: done()))
+    assert (await engine.run()).counts == {State.EXPIRED: 1}
+    assert rec.events("j0")[-1] is Event.GONE
+    assert engine.records["j0"].error == (
+        "the result is gone (HTTP 410) and cannot be fetched again: "
+        "pulse job j0: GET /large_results/1: HTTP 410: gone"
+    )
+    assert engine.records["j0"].results_ready is False
+    assert output.jobs["j0"].status == {"result": {"content": "x"}}
