@@ -141,7 +141,8 @@ def build_results_page(run_id: str, page: int) -> Request:
 
 
 def build_export(run_id: str) -> Request:
-    return Request("GET", f"/runs/{_id(run_id)}/download", "download")
+    # A /runs call (120/min), not the file itself: the signed URL is the download.
+    return Request("GET", f"/runs/{_id(run_id)}/download", "status")
 
 
 def build_abort(run_id: str) -> Request:

@@ -74,6 +74,7 @@ class FakeHttp:
     api_key: str = API_KEY
     seen: list[Seen] = field(default_factory=list)
     downloads: list[tuple[str, bool, int | None]] = field(default_factory=list)
+    keep: bool = True  # record what was seen (benchmarks turn it off: memory stays flat)
 
     def __post_init__(self) -> None:
         self._client = httpx.AsyncClient(transport=httpx.MockTransport(self._record))
@@ -81,7 +82,10 @@ class FakeHttp:
 
     def _record(self, request: httpx.Request) -> httpx.Response:
         body = request.read()
-        self.seen.append(Seen(request.method, request.url, request.headers, body, self._endpoint))
+        if self.keep:
+            self.seen.append(
+                Seen(request.method, request.url, request.headers, body, self._endpoint)
+            )
         return self.handler(request)
 
     def url(self, path: str) -> str:
