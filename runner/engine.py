@@ -10,6 +10,7 @@ happens to the job (the journal commits a remote id the moment it is known).
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import math
 import random
@@ -83,7 +84,9 @@ class Lane:
     done: bool = False
     stopped: str | None = None  # the key was refused: nothing more is sent
     no_credits: str | None = None  # credits ran out: no more submits
-    wake: anyio.Event = field(default_factory=anyio.Event)
+    idle: deque[anyio.Event] = field(default_factory=deque)  # workers waiting for work
+    timer: anyio.Event | None = None  # the one idle worker that sleeps until `timer_at`
+    timer_at: float = math.inf
     unknown: set[str] = field(default_factory=set)  # raw statuses already reported
 
     @property
@@ -98,8 +101,22 @@ class Lane:
         return self.stopped is None and self.no_credits is None
 
     def notify_all(self) -> None:
-        self.wake.set()
-        self.wake = anyio.Event()
+        """Wake every idle worker (a stop, or the end): rare."""
+        while self.idle:
+            self.idle.popleft().set()
+        self.timer = None
+
+    def notify_one(self) -> None:
+        """Wake one idle worker to look for work (it becomes the timer if it finds none)."""
+        if self.idle:
+            self.idle.popleft().set()
+
+    def due_sooner(self, due: float) -> None:
+        """New work is due at `due`: wake the timer if it sleeps past that."""
+        if self.timer is None:
+            self.notify_one()
+        elif due < self.timer_at:
+            self.timer.set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,31 +239,53 @@ class Engine:
                     await self._submit(lane, job)
             finally:
                 lane.busy -= 1
-                lane.notify_all()
 
     async def _next(self, lane: Lane) -> tuple[str, JobRecord] | None:
+        """The next piece of work for a worker, or None when the provider is finished.
+
+        Idle workers wait on their own event; only one of them (the timer) sleeps until the
+        earliest due poll or deferred submit. Waking one worker per change, not all of them,
+        keeps the cost per request flat in the pool size (measured in bench_engine).
+        """
         clock = lane.gate.clock
         while True:
             if lane.done:
                 return None
             now = clock.now()
-            if lane.polls and lane.polls[0][0] <= now:
-                return "poll", heapq.heappop(lane.polls)[2]
-            wake_at = lane.polls[0][0] if lane.polls else math.inf
-            if lane.may_submit() and lane.gate.can_submit():
-                if lane.deferred and lane.deferred[0][0] <= now:
-                    return "submit", heapq.heappop(lane.deferred)[2]
-                if lane.pending and not lane.deferred:
-                    return "submit", lane.pending.popleft()
-            if lane.deferred and lane.may_submit():
-                wake_at = min(wake_at, lane.deferred[0][0])
+            work = self._take(lane, now)
+            if work is not None:
+                if lane.polls or self._submittable(lane):
+                    lane.due_sooner(now)  # someone else watches what is left
+                return work
             if not lane.polls and lane.busy == 0 and not self._submittable(lane):
                 lane.done = True
                 lane.notify_all()
                 return None
-            event = lane.wake
-            with anyio.move_on_after(max(0.0, wake_at - now)):
+            wake_at = lane.polls[0][0] if lane.polls else math.inf
+            if lane.deferred and lane.may_submit():
+                wake_at = min(wake_at, lane.deferred[0][0])
+            event = anyio.Event()
+            timeout = math.inf
+            if lane.timer is None:
+                lane.timer, lane.timer_at, timeout = event, wake_at, wake_at - now
+            lane.idle.append(event)
+            with anyio.move_on_after(max(0.0, timeout)):
                 await event.wait()
+            if lane.timer is event:
+                lane.timer, lane.timer_at = None, math.inf
+            with contextlib.suppress(ValueError):  # still listed unless notify took it
+                lane.idle.remove(event)
+
+    @staticmethod
+    def _take(lane: Lane, now: float) -> tuple[str, JobRecord] | None:
+        if lane.polls and lane.polls[0][0] <= now:
+            return "poll", heapq.heappop(lane.polls)[2]
+        if lane.may_submit() and lane.gate.can_submit():
+            if lane.deferred and lane.deferred[0][0] <= now:
+                return "submit", heapq.heappop(lane.deferred)[2]
+            if lane.pending and not lane.deferred:
+                return "submit", lane.pending.popleft()
+        return None
 
     @staticmethod
     def _submittable(lane: Lane) -> bool:
@@ -261,7 +300,7 @@ class Engine:
         job.next_poll_at = time.time() + (due - now)
         self._seq += 1
         heapq.heappush(lane.polls, (due, self._seq, job))
-        lane.notify_all()
+        lane.due_sooner(due)
 
     def _next_poll(self, lane: Lane, job: JobRecord) -> None:
         delay = next_poll_delay(
@@ -338,8 +377,9 @@ class Engine:
             else:
                 delay = exc.retry_after if exc.retry_after is not None else self._backoff(job)
             self._seq += 1
-            heapq.heappush(lane.deferred, (lane.gate.clock.now() + delay, self._seq, job))
-            lane.notify_all()
+            not_before = lane.gate.clock.now() + delay
+            heapq.heappush(lane.deferred, (not_before, self._seq, job))
+            lane.due_sooner(not_before)
         elif exc.not_accepted or kind in (ErrorKind.INVALID, ErrorKind.NOT_FOUND):
             self._finish(job, Event.REJECTED, error=str(exc))
         else:

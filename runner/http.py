@@ -114,9 +114,10 @@ class TooLargeError(RunnerError):
 class HttpxTransport:
     """httpx (or its drop-in fork httpx2, or httpx over the aiohttp transport)."""
 
-    def __init__(self, client: Any, module: ModuleType = httpx) -> None:
+    def __init__(self, client: Any, module: ModuleType = httpx, *, aiohttp: bool = False) -> None:
         self._client = client
         self._x = module
+        self._aiohttp = aiohttp
 
     async def request(
         self,
@@ -167,6 +168,10 @@ class HttpxTransport:
         """httpx exceptions → TransportError, the one place that knows them."""
         x = self._x
         name = type(exc).__name__
+        if self._aiohttp and exc.__cause__ is not None:
+            # httpx-aiohttp maps every aiohttp ClientConnectionError, including a server
+            # that hung up after reading the request, to ConnectTimeout: judge by the cause.
+            return _translate_aiohttp(exc.__cause__, name) or exc
         if isinstance(exc, x.ConnectError | x.ConnectTimeout):
             return TransportError(f"could not connect ({name}: {exc})", sent=False)
         if isinstance(exc, x.PoolTimeout):
@@ -181,12 +186,122 @@ class HttpxTransport:
         await self._client.aclose()
 
 
+class AiohttpTransport:
+    """aiohttp's own client, without httpx's models on top: the cheapest per request."""
+
+    def __init__(self, pool_size: int, timeout: float) -> None:
+        import aiohttp  # type: ignore[import-not-found,unused-ignore]
+
+        self._aiohttp = aiohttp
+        self._pool_size = pool_size
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=min(10.0, timeout), sock_read=timeout
+        )
+        self._session: Any = None
+
+    def _open(self) -> Any:
+        # Made on first use, inside the event loop that will run it.
+        if self._session is None:
+            connector = self._aiohttp.TCPConnector(
+                limit=self._pool_size, limit_per_host=self._pool_size, keepalive_timeout=30.0
+            )
+            self._session = self._aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                headers={"user-agent": USER_AGENT},
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> Reply:
+        try:
+            async with self._open().request(
+                method,
+                self._url(url),
+                headers=headers,
+                params=_query(params),
+                json=json,
+                allow_redirects=False,
+            ) as response:
+                body = await response.read()
+                return Reply(response.status, _lower(response.headers), body)
+        except Exception as exc:
+            raise (_translate_aiohttp(exc, type(exc).__name__) or exc) from exc
+
+    async def download(
+        self, url: str, dest: Path, *, headers: Mapping[str, str], max_bytes: int | None
+    ) -> tuple[Reply, int]:
+        try:
+            async with self._open().get(self._url(url), headers=headers) as response:
+                head = _lower(response.headers)
+                if not 200 <= response.status < 300:
+                    body = await response.content.read(ERROR_BODY_LIMIT)
+                    return Reply(response.status, head, body), 0
+                written = 0
+                with dest.open("wb") as handle:
+                    async for chunk in response.content.iter_chunked(CHUNK):
+                        written += len(chunk)
+                        if max_bytes is not None and written > max_bytes:
+                            raise TooLargeError(f"larger than the {max_bytes}-byte cap")
+                        handle.write(chunk)
+                return Reply(response.status, head, b""), written
+        except TooLargeError:
+            raise
+        except Exception as exc:
+            raise (_translate_aiohttp(exc, type(exc).__name__) or exc) from exc
+
+    @staticmethod
+    def _url(url: str) -> Any:
+        # Sent exactly as given: a signed URL must not be re-quoted.
+        from yarl import URL  # type: ignore[import-not-found,unused-ignore]
+
+        return URL(url, encoded=True)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def _query(params: Mapping[str, Any] | None) -> list[tuple[str, str]] | None:
+    """Query parameters the way httpx encodes them: None dropped, booleans lower-case,
+    sequences repeated."""
+    if not params:
+        return None
+    pairs: list[tuple[str, str]] = []
+    for name, value in params.items():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if item is None:
+                continue
+            text = ("true" if item else "false") if isinstance(item, bool) else str(item)
+            pairs.append((name, text))
+    return pairs
+
+
+def _translate_aiohttp(cause: BaseException, name: str) -> TransportError | None:
+    import aiohttp  # type: ignore[import-not-found,unused-ignore]
+
+    kind = type(cause).__name__
+    if isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return TransportError(f"could not connect ({kind}: {cause})", sent=False)
+    if isinstance(cause, aiohttp.ClientError | TimeoutError):
+        return TransportError(f"connection lost or timed out ({kind}: {cause})", sent=True)
+    return None
+
+
 def _lower(headers: Any) -> dict[str, str]:
     return {str(k).lower(): str(v) for k, v in headers.items()}
 
 
-CLIENTS = ("httpx", "httpx2", "aiohttp")
-DEFAULT_CLIENT = "httpx"
+CLIENTS = ("httpx", "httpx2", "httpx-aiohttp", "aiohttp")
+DEFAULT_CLIENT = "aiohttp"  # the cheapest per request (tests/bench/bench_engine.py)
 
 
 def make_transport(
@@ -194,12 +309,15 @@ def make_transport(
 ) -> Transport:
     """A pool of `pool_size` keep-alive connections (keep-alive = pool size, §1.3).
 
-    `client` (or $RUNNER_HTTP_CLIENT) picks the library: httpx (default), httpx2, or
-    httpx over the aiohttp transport; the last two come from the `bench` extra.
+    `client` (or $RUNNER_HTTP_CLIENT) picks the library: aiohttp (default: the least CPU
+    per request, see the README), httpx, or for comparison httpx2 and httpx over the
+    aiohttp transport (the `bench` extra).
     """
     choice = client or os.environ.get("RUNNER_HTTP_CLIENT") or DEFAULT_CLIENT
     if choice not in CLIENTS:
         raise RunnerError(f"unknown HTTP client {choice!r} (use one of {', '.join(CLIENTS)})")
+    if choice == "aiohttp":
+        return AiohttpTransport(pool_size, timeout)
     module: ModuleType = httpx
     if choice == "httpx2":
         import httpx2  # type: ignore[import-not-found,unused-ignore]
@@ -213,11 +331,11 @@ def make_transport(
         "timeout": module.Timeout(timeout, connect=min(10.0, timeout)),
         "headers": {"user-agent": USER_AGENT},
     }
-    if choice == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport  # type: ignore[import-not-found,unused-ignore]
+    if choice == "httpx-aiohttp":
+        from httpx_aiohttp import AiohttpTransport as HttpxOverAiohttp  # type: ignore[import-not-found,unused-ignore]
 
-        options["transport"] = AiohttpTransport()
-    return HttpxTransport(module.AsyncClient(**options), module)
+        options["transport"] = HttpxOverAiohttp(limits=options.pop("limits"))
+    return HttpxTransport(module.AsyncClient(**options), module, aiohttp=choice == "httpx-aiohttp")
 
 
 # -- the provider client ------------------------------------------------------------------------

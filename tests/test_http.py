@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import random
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +13,13 @@ import httpx
 import pytest
 
 from runner.backoff import RetryPolicy
-from runner.http import HttpxTransport, ProviderCallError, ProviderClient, TransportError
+from runner.http import (
+    HttpxTransport,
+    ProviderCallError,
+    ProviderClient,
+    TransportError,
+    make_transport,
+)
 from runner.limits import Gate
 from runner.plan import Limits, Rate
 from runner.providers.base import ErrorKind, Request
@@ -225,3 +234,82 @@ async def test_download_retries_a_dropped_connection(tmp_path: Path) -> None:
     )
     assert await client(handler).download(f"{BASE}/f", tmp_path / "f", send_key=False) == 2
     assert len(seen) == 2
+
+
+# -- the transports over real sockets: was the request sent before the connection died? ------
+
+
+async def hang_up_after_reading() -> tuple[str, asyncio.Server]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.transport.abort()  # the request arrived; no response ever comes
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return f"http://127.0.0.1:{port}/scrape", server
+
+
+KINDS = [
+    "aiohttp",
+    "httpx",
+    pytest.param(
+        "httpx-aiohttp",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("httpx_aiohttp") is None, reason="the bench extra"
+        ),
+    ),
+]
+
+
+def refused_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/scrape"  # nothing listens there any more
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_connection_dropped_after_sending_counts_as_sent(kind: str) -> None:
+    url, server = await hang_up_after_reading()
+    transport = make_transport(1, client=kind)
+    try:
+        with pytest.raises(TransportError) as info:
+            await transport.request("POST", url, headers={}, json={"a": 1})
+        assert info.value.sent is True
+    finally:
+        await transport.aclose()
+        server.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_refused_connection_counts_as_not_sent(kind: str) -> None:
+    transport = make_transport(1, client=kind)
+    try:
+        with pytest.raises(TransportError) as info:
+            await transport.request("POST", refused_url(), headers={}, json={"a": 1})
+        assert info.value.sent is False
+    finally:
+        await transport.aclose()
+
+
+async def test_aiohttp_query_parameters_are_encoded_like_httpx() -> None:
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = make_transport(1, client="aiohttp")
+    try:
+        params = {"page": 2, "flag": True, "skip": None, "k": ["a", "b"]}
+        url = f"http://127.0.0.1:{port}/x%2Fy"
+        reply = await transport.request("GET", url, headers={}, params=params)
+        assert reply.json() == {}
+        assert seen[0] == b"GET /x%2Fy?page=2&flag=true&k=a&k=b HTTP/1.1\r\n"
+    finally:
+        await transport.aclose()
+        server.close()
