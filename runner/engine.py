@@ -406,7 +406,10 @@ class Engine:
 
     async def _poll(self, lane: Lane, job: JobRecord) -> None:
         spec = job.spec
-        if lane.stopped is not None or job.state not in _IN_FLIGHT | {State.FETCHING}:
+        if job.state not in _IN_FLIGHT | {State.FETCHING}:
+            return
+        if lane.stopped is not None:  # taken from the heap just before the stop
+            self._finish(job, Event.ERROR, error=lane.stopped)
             return
         if lane.gate.clock.now() >= self._deadlines.get(spec.id, math.inf):
             await self._timed_out(lane, job)
