@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from runner.errors import ProviderResponseError
+from runner.errors import JobFailedError, ProviderResponseError
 from runner.plan import JobSpec, Limits, PollPolicy, Rate
 from runner.providers.base import (
     ApiError,
@@ -79,7 +79,13 @@ def auth_headers(api_key: str) -> dict[str, str]:
     return {"x-api-key": api_key}
 
 
+SUPPORTED = ("extract",)  # the other job types of INFO are a later issue
+
+
 def build_submit(job: JobSpec) -> Request:
+    """The submit request; JobFailedError (nothing sent) for a type not built yet."""
+    if job.type not in SUPPORTED:
+        raise JobFailedError(f"pulse: job type {job.type!r} is not supported yet (only extract)")
     return Request("POST", "/extract", "submit", json={**job.params, "async": True})
 
 

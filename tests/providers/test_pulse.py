@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from runner.errors import ProviderResponseError
+from runner.errors import JobFailedError, ProviderResponseError
 from runner.http import HttpxTransport, ProviderCallError, ProviderClient
 from runner.limits import Gate
 from runner.plan import JobSpec, Limits
@@ -191,3 +191,10 @@ async def test_cancel_deletes_the_job_but_not_a_synchronous_one() -> None:
     await pulse.ADAPTER.cancel(http, JOB, RemoteRef("abc"))
     await pulse.ADAPTER.cancel(http, JOB, RemoteRef("sync", {"sync": True}))
     assert seen == ["DELETE /job/abc"]
+
+
+def test_a_job_type_not_built_yet_is_refused_before_sending() -> None:
+    split = JobSpec("s", "pulse", "split", {"extraction_id": "e"})
+    with pytest.raises(JobFailedError) as info:
+        pulse.build_submit(split)
+    assert str(info.value) == "pulse: job type 'split' is not supported yet (only extract)"

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from runner.errors import ProviderResponseError
+from runner.errors import JobFailedError, ProviderResponseError
 from runner.http import HttpxTransport, ProviderClient
 from runner.limits import Gate
 from runner.plan import JobSpec, Limits
@@ -163,3 +163,10 @@ async def test_adapter_submits_polls_and_writes_the_inline_result(tmp_path: Path
     assert report == FetchReport(items=1, outcome={"tokens": 9})
     assert json.loads((tmp_path / "acme" / "result.json").read_text()) == result
     assert await adapter.reconcile(http, JOB, 0.0) is None
+
+
+def test_a_job_type_not_built_yet_is_refused_before_sending() -> None:
+    crawl = JobSpec("c", "spidra", "crawl", {"baseUrl": "https://x.example"})
+    with pytest.raises(JobFailedError) as info:
+        spidra.build_submit(crawl)
+    assert str(info.value) == "spidra: job type 'crawl' is not supported yet (only scrape)"
