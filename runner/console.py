@@ -129,6 +129,9 @@ class Console:
     def polled(self, job: JobRecord, status: Status) -> None:
         """Polls are not notable; the display refreshes on its own."""
 
+    def noted(self, job: JobRecord, key: str) -> None:
+        """An adapter's bookkeeping is not notable."""
+
     # -- provider-level events ---------------------------------------------------------------
 
     def request(self, *, throttled: bool = False) -> None:

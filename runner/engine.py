@@ -194,6 +194,16 @@ class Engine:
             recorder.transition(job, event, previous)
         return state
 
+    def _http(self, lane: Lane, job: JobRecord) -> ProviderClient:
+        """The provider's client as seen by one job, carrying that job's durable notes."""
+        return lane.client.for_job(
+            job.spec.id, notes=job.notes, on_note=lambda key: self._noted(job, key)
+        )
+
+    def _noted(self, job: JobRecord, key: str) -> None:
+        for recorder in self.recorders:
+            recorder.noted(job, key)
+
     def notice(self, event: str, message: str, **fields: Any) -> None:
         """A provider-level event for the user (one line) and the log."""
         self.notices.append(message)
@@ -324,7 +334,7 @@ class Engine:
         self.transition(job, Event.SUBMIT, attempts=job.attempts + 1)
         since = time.time()
         try:
-            submitted = await lane.adapter.submit(lane.client.for_job(spec.id), spec)
+            submitted = await lane.adapter.submit(self._http(lane, job), spec)
         except ProviderCallError as exc:
             await self._submit_failed(lane, job, exc, since)
             return
@@ -386,9 +396,7 @@ class Engine:
             # Sent, and no proof it was not accepted: never re-send blindly.
             ref = None
             try:
-                ref = await lane.adapter.reconcile(
-                    lane.client.for_job(job.spec.id), job.spec, since
-                )
+                ref = await lane.adapter.reconcile(self._http(lane, job), job.spec, since)
             except (ProviderCallError, ProviderResponseError):
                 ref = None
             if ref is None:
@@ -416,7 +424,7 @@ class Engine:
             return
         assert job.remote is not None
         try:
-            status = await lane.adapter.poll(lane.client.for_job(spec.id), spec, job.remote)
+            status = await lane.adapter.poll(self._http(lane, job), spec, job.remote)
         except ProviderCallError as exc:
             self._poll_failed(lane, job, exc)
             return
@@ -488,7 +496,7 @@ class Engine:
         what = "left running remotely"
         if settings.on_timeout == "cancel" and job.remote is not None:
             try:
-                await lane.adapter.cancel(lane.client.for_job(spec.id), spec, job.remote)
+                await lane.adapter.cancel(self._http(lane, job), spec, job.remote)
                 what = "cancel requested remotely"
             except (ProviderCallError, ProviderResponseError) as exc:
                 what = f"remote cancel failed: {exc}"
@@ -503,9 +511,7 @@ class Engine:
         out.write_status(dict(status.payload))
         assert job.remote is not None
         try:
-            report = await lane.adapter.fetch(
-                lane.client.for_job(spec.id), spec, job.remote, status, out
-            )
+            report = await lane.adapter.fetch(self._http(lane, job), spec, job.remote, status, out)
         except ProviderCallError as exc:
             if exc.kind is ErrorKind.GONE:
                 error = f"the result is gone (HTTP 410) and cannot be fetched again: {exc}"

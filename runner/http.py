@@ -15,7 +15,7 @@ import dataclasses
 import os
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
@@ -355,9 +355,32 @@ class ProviderClient:
     rng: random.Random = dataclasses.field(default_factory=random.Random)
     max_download_bytes: int | None = 512 * 1024 * 1024
     job_id: str | None = None
+    _notes: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    _on_note: Callable[[str], None] | None = dataclasses.field(default=None, repr=False)
 
-    def for_job(self, job_id: str) -> ProviderClient:
-        return dataclasses.replace(self, job_id=job_id)
+    def for_job(
+        self,
+        job_id: str,
+        *,
+        notes: dict[str, Any] | None = None,
+        on_note: Callable[[str], None] | None = None,
+    ) -> ProviderClient:
+        """A view for one job; `notes` is that job's durable memory, `on_note` persists it."""
+        return dataclasses.replace(
+            self,
+            job_id=job_id,
+            _notes=notes if notes is not None else {},
+            _on_note=on_note,
+        )
+
+    @property
+    def notes(self) -> Mapping[str, Any]:
+        return self._notes
+
+    def note(self, key: str, value: Any) -> None:
+        self._notes[key] = value
+        if self._on_note is not None:
+            self._on_note(key)
 
     def url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     partial INTEGER NOT NULL DEFAULT 0,
     results_ready INTEGER NOT NULL DEFAULT 1,
     error TEXT,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    notes TEXT
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
@@ -81,7 +82,7 @@ VALUES (?, ?, ?, ?, ?, ?)
 _COLUMNS = (
     "job_id, position, provider, type, state, remote, attempts, polls, next_poll_at, "
     "submitted_at, finished_at, raw_status, reason, progress, partial, results_ready, error, "
-    "updated_at"
+    "updated_at, notes"
 )
 
 
@@ -111,6 +112,7 @@ class JobRow:
     results_ready: bool
     error: str | None
     updated_at: float
+    notes: dict[str, Any]  # the adapter's durable memory (ProviderHttp.note)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +147,7 @@ def _row(values: Sequence[Any]) -> JobRow:
         results_ready=bool(values[15]),
         error=values[16],
         updated_at=values[17],
+        notes=json.loads(values[18]) if values[18] else {},
     )
 
 
@@ -285,6 +288,23 @@ class Journal:
         self._pending_polls = 0
         self._last_commit = now
 
+    def noted(self, job: JobRecord, key: str) -> None:
+        """Persist the adapter's notes (a finished submit step) and COMMIT before returning."""
+        now = self._clock()
+        if not self._conn.in_transaction:
+            self._conn.execute("BEGIN")
+        try:
+            self._conn.execute(
+                "UPDATE jobs SET notes = ?, updated_at = ? WHERE job_id = ?",
+                (json.dumps(job.notes, sort_keys=True, default=str), now, job.spec.id),
+            )
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self._pending_polls = 0
+        self._last_commit = now
+
     def polled(self, job: JobRecord, status: Status) -> None:
         """Record a poll. Committed with the next transition, or every POLL_COMMIT_EVERY
         polls / POLL_COMMIT_SECONDS seconds: losing the last few is harmless (the job is
@@ -392,6 +412,7 @@ class Journal:
                     partial=row.partial,
                     results_ready=row.results_ready,
                     error=row.error,
+                    notes=dict(row.notes),
                 )
             )
         return records

@@ -6,9 +6,9 @@ next state or an IllegalTransitionError. The table is data, like h11's state mac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from runner.errors import RunnerError
 from runner.plan import JobSpec
@@ -154,6 +154,7 @@ class JobRecord:
     partial: bool = False
     results_ready: bool = True
     error: str | None = None  # our message when it did not succeed
+    notes: dict[str, Any] = field(default_factory=dict)  # the adapter's durable memory
 
 
 class Recorder(Protocol):
@@ -165,3 +166,7 @@ class Recorder(Protocol):
     def transition(self, job: JobRecord, event: Event, previous: State) -> None: ...
 
     def polled(self, job: JobRecord, status: Status) -> None: ...
+
+    def noted(self, job: JobRecord, key: str) -> None:
+        """The adapter noted `key` (ProviderHttp.note): persist `job.notes` now."""
+        ...

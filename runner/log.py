@@ -178,6 +178,9 @@ class LogRecorder:
         else:
             logger.info(name, **fields)
 
+    def noted(self, job: JobRecord, key: str) -> None:
+        self._log.job(job).debug("job.noted", key=key)
+
     def polled(self, job: JobRecord, status: Status) -> None:
         fields: dict[str, Any] = {"raw_status": status.raw, "remote_state": status.state.value}
         if status.progress is not None:

@@ -82,9 +82,13 @@ class FakeOutput:
 class Recording:
     transitions: list[tuple[str, Event, State, State]] = field(default_factory=list)
     polls: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)
 
     def transition(self, job: JobRecord, event: Event, previous: State) -> None:
         self.transitions.append((job.spec.id, event, previous, job.state))
+
+    def noted(self, job: JobRecord, key: str) -> None:
+        self.notes.append((job.spec.id, key))
 
     def polled(self, job: JobRecord, status: Status) -> None:
         self.polls.append((job.spec.id, status.raw))
@@ -513,3 +517,24 @@ async def test_a_result_gone_on_fetch_expires_the_job_with_a_clear_message() -> 
     )
     assert engine.records["j0"].results_ready is False
     assert output.jobs["j0"].status == {"result": {"content": "x"}}
+
+
+class NotingAdapter(FakeAdapter):
+    """Notes a submit step, as the Lobstr adapter does with the squid it created."""
+
+    async def submit(self, http: ProviderHttp, job: JobSpec) -> Submitted:
+        http.note("step", f"done-{job.id}")
+        return await super().submit(http, job)
+
+    async def poll(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> Status:
+        assert http.notes == {"step": f"done-{job.id}"}  # the same job's notes come back
+        return await super().poll(http, job, ref)
+
+
+async def test_adapter_notes_reach_every_recorder_and_stay_with_the_job() -> None:
+    adapter = NotingAdapter()
+    engine, _, rec = make_engine(make_plan(2), adapter)
+    result = await engine.run()
+    assert result.counts == {State.SUCCEEDED: 2}
+    assert sorted(rec.notes) == [("j0", "step"), ("j1", "step")]
+    assert engine.records["j1"].notes == {"step": "done-j1"}

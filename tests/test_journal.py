@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -232,3 +233,18 @@ def test_remote_ids_and_schema_checks(tmp_path: Path) -> None:
     with pytest.raises(JournalError) as missing:
         Journal.open(tmp_path / "nope.sqlite")
     assert str(missing.value) == f"no journal at {tmp_path / 'nope.sqlite'}"
+
+
+def test_noted_commits_notes_before_returning_and_resume_restores_them(tmp_path: Path) -> None:
+    plan = make_plan(2)
+    journal = Journal.create(tmp_path / "journal.sqlite", plan, "B1")
+    record = journal.load_records(plan)[0]
+    record.notes["squid"] = "0123abcd"
+    journal.noted(record, "squid")
+    other = sqlite3.connect(tmp_path / "journal.sqlite")
+    (stored,) = other.execute("SELECT notes FROM jobs WHERE job_id = 'job-0'").fetchone()
+    assert json.loads(stored) == {"squid": "0123abcd"}
+    journal.close()
+    again = Journal.open(tmp_path / "journal.sqlite")
+    restored = {r.spec.id: r.notes for r in again.load_records(plan)}
+    assert restored == {"job-0": {"squid": "0123abcd"}, "job-1": {}}

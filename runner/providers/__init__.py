@@ -13,8 +13,10 @@ PROVIDERS: dict[str, ProviderInfo] = {
     "pulse": pulse.INFO,
 }
 
-# Providers whose adapter is built; a plan naming another provider cannot run yet.
 ADAPTERS: dict[str, Adapter] = {
+    "bulkgrid": bulkgrid.ADAPTER,
+    "lobstr": lobstr.ADAPTER,
     "spidra": spidra.ADAPTER,
+    "skop": skop.ADAPTER,
     "pulse": pulse.ADAPTER,
 }

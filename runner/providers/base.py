@@ -146,6 +146,16 @@ class ApiError:
 class ProviderHttp(Protocol):
     """The engine's gated, retrying client for one provider, passed to every adapter call."""
 
+    @property
+    def notes(self) -> Mapping[str, Any]:
+        """What this job's adapter noted earlier, in this run or before a crash."""
+        ...
+
+    def note(self, key: str, value: Any) -> None:
+        """Remember `key` for this job durably (journaled before this returns): a
+        multi-step submit records each finished step so a resume never repeats it."""
+        ...
+
     async def send(self, request: Request) -> Reply:
         """Send through the provider's gate. Non-2xx replies raise (classified via the
         adapter's `classify_error`); retries happen here only where they are safe."""

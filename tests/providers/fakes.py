@@ -75,6 +75,14 @@ class FakeHttp:
     seen: list[Seen] = field(default_factory=list)
     downloads: list[tuple[str, bool, int | None]] = field(default_factory=list)
     keep: bool = True  # record what was seen (benchmarks turn it off: memory stays flat)
+    job_notes: dict[str, Any] = field(default_factory=dict)  # ProviderHttp.note, as journaled
+
+    @property
+    def notes(self) -> Mapping[str, Any]:
+        return self.job_notes
+
+    def note(self, key: str, value: Any) -> None:
+        self.job_notes[key] = value
 
     def __post_init__(self) -> None:
         self._client = httpx.AsyncClient(transport=httpx.MockTransport(self._record))
