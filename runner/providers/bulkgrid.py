@@ -333,15 +333,22 @@ class _Tally:
     skipped: list[str] = field(default_factory=list)  # downloads that failed for one result
 
 
+# Durable notes (ProviderHttp.note) for `retry: failed`: the retry was sent (noted before
+# the POST, so it goes out at most once) and the run that carries it (itself or a new one).
+NOTE_RETRY_SENT = "retry_sent"
+NOTE_RETRY_RUN = "retry_run"
+
+
+def retry_run(notes: Mapping[str, Any], ref: RemoteRef) -> str:
+    """The run to poll and fetch last: the retry's run once one answered, else the job's."""
+    run_id = notes.get(NOTE_RETRY_RUN)
+    return run_id if isinstance(run_id, str) and run_id else ref.id
+
+
 class BulkgridAdapter:
     """Composes the builders and parsers above with the engine's gated client."""
 
     info = INFO
-
-    def __init__(self) -> None:
-        # Runs we sent /retry for → the run that carries the retry (itself, or a new one),
-        # per batch client: a `retry: failed` job is re-run once, however many polls follow.
-        self._retries: replies.PerClient[dict[str, str]] = replies.PerClient(dict)
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {"x-api-key": api_key, "accept": "application/json"}
@@ -354,21 +361,21 @@ class BulkgridAdapter:
         return Submitted(RemoteRef(parse_run_id(body)), parse_status(body))
 
     async def poll(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> Status:
-        retries = self._retries.of(http)
-        current = retries.get(ref.id, ref.id)  # after a retry, follow the retry's run
+        current = retry_run(http.notes, ref)  # after a retry, follow the retry's run
         body = replies.reply_json(await http.send(build_poll(current)), "bulkgrid")
         status = parse_status(body)
-        if job.retry != "failed" or not status.partial or ref.id in retries:
+        if job.retry != "failed" or not status.partial or NOTE_RETRY_SENT in http.notes:
             return status
         urls = [url async for url in self._failed_urls(http, ref.id)]
         if not urls:  # nothing to point /retry at: accept the partial success
             return status
-        # Remember before sending: a lost reply must not lead to a second retry.
-        retries[ref.id] = ref.id
+        # Noted (journaled) before sending: a lost reply or a crash never leads to a second
+        # retry. At most once: a retry whose reply is lost leaves the first run's result.
+        http.note(NOTE_RETRY_SENT, True)
         body = replies.reply_json(await http.send(build_retry(ref.id, urls)), "bulkgrid")
         # The reply is a Run: the same run re-opened, or (the sandbox's reading) a new run of
         # just those URLs, which later polls and the fetch follow.
-        retries[ref.id] = parse_run_id(body)
+        http.note(NOTE_RETRY_RUN, parse_run_id(body))
         after = parse_status(body)
         # Being re-run even when the reply still shows the old terminal status.
         state = RemoteState.RUNNING if after.state.terminal else after.state
@@ -387,7 +394,7 @@ class BulkgridAdapter:
         if job.type == "map":
             return await self._fetch_links(http, ref, status, sink)
         tally = _Tally()
-        retry = self._retries.of(http).get(ref.id, ref.id)
+        retry = retry_run(http.notes, ref)
         # A retry in a new run: the first run's good results, then all of the retry's.
         await self._fetch_run(http, job, ref.id, sink, tally, keep_failed=retry == ref.id)
         if retry != ref.id:

@@ -18,6 +18,7 @@ Published limits (provider-docs.md §2.4): /squids 120/min, /tasks 90/min, /runs
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -304,24 +305,42 @@ def classify_error(reply: Reply) -> ApiError:
     return ApiError(kind, message, code=code, retry_after=replies.body_retry_after(reply))
 
 
+def _now() -> float:
+    return time.time()
+
+
 # -- the adapter --------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Prepared:
-    """A job's squid, as far as its submit got (so a deferred submit does not redo it)."""
-
-    squid: str
-    created: bool
-    configured: bool = False
-    tasks_added: bool = False
-    duplicated_count: int = 0
+# Durable notes (ProviderHttp.note), one per finished submit step, so a deferred or resumed
+# submit never repeats one: a squid this job created, its configuration, its tasks (with
+# the duplicates Lobstr reported), the moment POST /runs went out, and the run it started.
+NOTE_SQUID = "squid"  # id of the squid this job created (a given squid is in the params)
+NOTE_CONFIGURED = "configured"
+NOTE_TASKS = "tasks_duplicated"  # tasks added; Lobstr's duplicated_count
+NOTE_STARTING = "run_requested"  # unix time POST /runs was sent; None once refused
+NOTE_RUN = "run"
 
 
 @dataclass(slots=True)
 class _Memory:
-    prepared: dict[str, _Prepared] = field(default_factory=dict)  # by job id
-    ours: set[str] = field(default_factory=set)  # run ids this batch started or polled
+    """Per batch, across jobs: the runs this batch started or polled (a squid shared by
+    two jobs is busy with our own run, not someone else's)."""
+
+    ours: set[str] = field(default_factory=set)
+
+
+def job_squid(job: JobSpec, notes: Mapping[str, Any]) -> tuple[str | None, bool]:
+    """(squid, created by this job) as far as the submit got."""
+    created = notes.get(NOTE_SQUID)
+    if isinstance(created, str) and created:
+        return created, True
+    given = job.params.get("squid")
+    return (given, False) if isinstance(given, str) and given else (None, False)
+
+
+def _ref(squid: str, run_id: str, notes: Mapping[str, Any]) -> RemoteRef:
+    return RemoteRef(run_id, {"squid": squid, "duplicated_count": notes.get(NOTE_TASKS) or 0})
 
 
 class LobstrAdapter:
@@ -340,45 +359,55 @@ class LobstrAdapter:
 
     async def submit(self, http: ProviderHttp, job: JobSpec) -> Submitted:
         memory = self._memory.of(http)
+        noted_run = http.notes.get(NOTE_RUN)
+        squid, _ = job_squid(job, http.notes)
+        if isinstance(noted_run, str) and squid is not None:  # started before a crash
+            memory.ours.add(noted_run)
+            return Submitted(_ref(squid, noted_run, http.notes))
         try:
-            prepared = await self._prepare(http, job, memory)
+            squid = await self._prepare(http, job)
         except RunnerError as exc:
             # Squid and task calls start nothing: whatever became of them, no run exists,
             # so even a lost reply here leaves the job safe to submit again later.
             if replies.api_error_of(exc) is not None and hasattr(exc, "not_accepted"):
                 setattr(exc, "not_accepted", True)  # noqa: B010 (duck-typed engine error)
             raise
+        started = replies.number(http.notes.get(NOTE_STARTING))
+        if started is not None:
+            # An earlier POST /runs may have started the run (lost reply, crash): look first.
+            found = await self._find_run(http, job, started)
+            if found is not None:
+                return Submitted(found)
+        http.note(NOTE_STARTING, _now())
         try:
-            reply = await http.send(build_start_run(prepared.squid))
+            reply = await http.send(build_start_run(squid))
         except RunnerError as exc:
-            await self._explain_conflict(http, exc, prepared.squid, memory)
+            if getattr(exc, "not_accepted", False):
+                http.note(NOTE_STARTING, None)  # refused: provably nothing started
+            await self._explain_conflict(http, exc, squid, memory)
             raise
         body = replies.reply_json(reply, "lobstr")
         run_id = parse_id(body, "run")
         memory.ours.add(run_id)
-        memory.prepared.pop(job.id, None)
-        extra = {"squid": prepared.squid, "duplicated_count": prepared.duplicated_count}
-        return Submitted(RemoteRef(run_id, extra), parse_status(body))
+        http.note(NOTE_RUN, run_id)
+        return Submitted(_ref(squid, run_id, http.notes), parse_status(body))
 
-    async def _prepare(self, http: ProviderHttp, job: JobSpec, memory: _Memory) -> _Prepared:
-        prepared = memory.prepared.get(job.id)
-        if prepared is None:
-            if isinstance(job.params.get("squid"), str):
-                prepared = _Prepared(job.params["squid"], created=False)
-            else:
-                body = replies.reply_json(await http.send(build_create_squid(job)), "lobstr")
-                prepared = _Prepared(parse_id(body, "squid"), created=True)
-            memory.prepared[job.id] = prepared
+    async def _prepare(self, http: ProviderHttp, job: JobSpec) -> str:
+        """Create, configure and fill the squid, skipping every step already noted."""
+        squid, _ = job_squid(job, http.notes)
+        if squid is None:
+            body = replies.reply_json(await http.send(build_create_squid(job)), "lobstr")
+            squid = parse_id(body, "squid")
+            http.note(NOTE_SQUID, squid)
         configure = squid_body(job)
-        if configure is not None and not prepared.configured:
-            await http.send(build_configure_squid(prepared.squid, configure))
-            prepared.configured = True
+        if configure is not None and not http.notes.get(NOTE_CONFIGURED):
+            await http.send(build_configure_squid(squid, configure))
+            http.note(NOTE_CONFIGURED, True)
         tasks = job.params.get("tasks")
-        if tasks and not prepared.tasks_added:
-            reply = await http.send(build_add_tasks(prepared.squid, tasks))
-            prepared.duplicated_count = parse_duplicated(replies.reply_json(reply, "lobstr"))
-            prepared.tasks_added = True
-        return prepared
+        if tasks and http.notes.get(NOTE_TASKS) is None:
+            reply = await http.send(build_add_tasks(squid, tasks))
+            http.note(NOTE_TASKS, parse_duplicated(replies.reply_json(reply, "lobstr")))
+        return squid
 
     async def _explain_conflict(
         self, http: ProviderHttp, exc: BaseException, squid: str, memory: _Memory
@@ -467,23 +496,29 @@ class LobstrAdapter:
         await http.send(build_abort(ref.id))
 
     async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
+        noted = replies.number(http.notes.get(NOTE_STARTING))
+        return await self._find_run(http, job, noted if noted is not None else since)
+
+    async def _find_run(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
+        """The run an unanswered POST /runs started, from the squid's run list: on a squid
+        this job created every run is ours (no clock needed); on a given one, the earliest
+        run no other job of ours owns, created at/after `since` less the clock skew."""
         memory = self._memory.of(http)
-        prepared = memory.prepared.get(job.id)
-        squid = prepared.squid if prepared is not None else job.params.get("squid")
-        if not isinstance(squid, str):
-            return None  # a squid created by a lost process cannot be found again
+        squid, created = job_squid(job, http.notes)
+        if squid is None:
+            return None  # no squid was created, so no run can exist
+        noted_run = http.notes.get(NOTE_RUN)
+        if isinstance(noted_run, str):
+            return _ref(squid, noted_run, http.notes)
         for page in range(1, RECONCILE_PAGES + 1):
             body = replies.reply_json(await http.send(build_list_runs(squid, page)), "lobstr")
             runs, total_pages = parse_listing(body, "runs")
-            # A squid this job created has only our runs; the clock matters on a shared one.
-            fresh = prepared is not None and prepared.created
-            run = pick_reconciled(runs, None if fresh else since, memory.ours)
+            run = pick_reconciled(runs, None if created else since, memory.ours)
             if run is not None:
                 run_id = parse_id(run, "run")
                 memory.ours.add(run_id)
-                memory.prepared.pop(job.id, None)
-                duplicated = prepared.duplicated_count if prepared is not None else 0
-                return RemoteRef(run_id, {"squid": squid, "duplicated_count": duplicated})
+                http.note(NOTE_RUN, run_id)
+                return _ref(squid, run_id, http.notes)
             if is_last_page(runs, page, total_pages, RUNS_PAGE):
                 return None
         return None

@@ -432,3 +432,35 @@ async def test_a_retry_in_a_new_run_is_followed_and_both_runs_are_fetched(tmp_pa
     report = await adapter.fetch(http, spec, RemoteRef(RUN), final, out)
     assert [item["id"] for item in lines(out)] == ["r1", "n2"]
     assert (report.items, report.files, report.partial) == (2, 2, False)
+
+
+@pytest.mark.anyio
+async def test_the_retry_is_noted_before_it_is_sent_and_never_sent_twice() -> None:
+    def retry(request: httpx.Request) -> httpx.Response:
+        assert http.job_notes == {"retry_sent": True}  # journaled before the POST left
+        return httpx.Response(502, text="bad gateway")  # the reply is lost
+
+    routes = {
+        f"GET {RUN_PATH}": run(failed=1, done=1),
+        f"GET {RUN_PATH}/results": pages([result(1), result(2, error_message="timeout")]),
+        f"POST {RUN_PATH}/retry": retry,
+    }
+    http = FakeHttp(bulkgrid.ADAPTER, router(routes))
+    with pytest.raises(CallError):
+        await bulkgrid.BulkgridAdapter().poll(http, job(retry="failed"), RemoteRef(RUN))
+    # A new process with the journaled notes: the retry may have happened, so never again.
+    resumed = FakeHttp(bulkgrid.ADAPTER, router(routes), job_notes=dict(http.job_notes))
+    status = await bulkgrid.BulkgridAdapter().poll(resumed, job(retry="failed"), RemoteRef(RUN))
+    assert (status.state, status.partial) == (RemoteState.SUCCEEDED, True)
+    assert resumed.paths() == [f"GET {RUN_PATH}"]
+
+
+@pytest.mark.anyio
+async def test_a_resumed_job_follows_the_noted_retry_run() -> None:
+    other = "77777777-8d8e-46db-9191-9d6a3df9cb31"
+    routes = {f"GET /api/v1/runs/{other}": run(id=other)}
+    notes = {"retry_sent": True, "retry_run": other}
+    http = FakeHttp(bulkgrid.ADAPTER, router(routes), job_notes=notes)
+    status = await bulkgrid.BulkgridAdapter().poll(http, job(retry="failed"), RemoteRef(RUN))
+    assert (status.state, status.partial) == (RemoteState.SUCCEEDED, False)
+    assert http.paths() == [f"GET /api/v1/runs/{other}"]

@@ -402,3 +402,116 @@ async def test_reconcile_on_a_squid_this_job_created_needs_no_clock() -> None:
         lobstr.pick_reconciled([run("pending", created_at="2026-01-05T09:00:01")], SINCE, set())
         is None
     )
+
+
+# -- durable notes: a deferred or resumed submit never repeats a finished step ----------------
+
+
+def full_job() -> JobSpec:
+    return job(crawler="c" * 32, params={"max_results": 10}, tasks=[{"url": "https://a.example"}])
+
+
+@pytest.mark.anyio
+async def test_submit_notes_every_finished_step_before_the_next() -> None:
+    def start(request: httpx.Request) -> httpx.Response:
+        # Each earlier step is journaled by the time the run is asked for.
+        assert set(http.job_notes) == {"squid", "configured", "tasks_duplicated", "run_requested"}
+        return httpx.Response(200, json=run("pending"))
+
+    routes = {
+        "POST /squids": {"id": SQUID},
+        f"POST /squids/{SQUID}": {"id": SQUID},
+        "POST /tasks": {"tasks": [], "duplicated_count": 4},
+        "POST /runs": start,
+    }
+    http = FakeHttp(lobstr.ADAPTER, router(routes))
+    await lobstr.LobstrAdapter().submit(http, full_job())
+    requested = http.job_notes.pop("run_requested")
+    assert isinstance(requested, float)
+    assert http.job_notes == {
+        "squid": SQUID,
+        "configured": True,
+        "tasks_duplicated": 4,
+        "run": RUN,
+    }
+
+
+@pytest.mark.anyio
+async def test_a_resumed_submit_skips_the_steps_noted_before_the_crash() -> None:
+    routes = {"POST /tasks": {"tasks": [], "duplicated_count": 2}, "POST /runs": run("pending")}
+    # A new process: a fresh adapter (no memory) and only the journaled notes.
+    http = FakeHttp(lobstr.ADAPTER, router(routes), job_notes={"squid": SQUID, "configured": True})
+    submitted = await lobstr.LobstrAdapter().submit(http, full_job())
+    assert http.paths() == ["POST /tasks", "POST /runs"]
+    assert http.seen[0].json() == {"squid": SQUID, "tasks": [{"url": "https://a.example"}]}
+    assert submitted.ref == RemoteRef(RUN, {"squid": SQUID, "duplicated_count": 2})
+
+
+@pytest.mark.anyio
+async def test_a_noted_run_is_taken_back_without_any_request() -> None:
+    notes = {"squid": SQUID, "configured": True, "tasks_duplicated": 1, "run": RUN}
+    http = FakeHttp(lobstr.ADAPTER, router({}), job_notes=notes)
+    submitted = await lobstr.LobstrAdapter().submit(http, full_job())
+    assert http.seen == []
+    assert (submitted.ref, submitted.status) == (
+        RemoteRef(RUN, {"squid": SQUID, "duplicated_count": 1}),
+        None,
+    )
+
+
+@pytest.mark.anyio
+async def test_an_unanswered_start_is_looked_up_before_it_is_ever_sent_again() -> None:
+    notes = {"squid": SQUID, "configured": True, "tasks_duplicated": 0, "run_requested": SINCE}
+    # The provider's clock is nowhere near ours: a squid this job created needs none.
+    listing = {"data": [run("running", created_at="2026-01-05T09:00:01")], "total_pages": 1}
+    http = FakeHttp(lobstr.ADAPTER, router({"GET /runs": listing}), job_notes=dict(notes))
+    submitted = await lobstr.LobstrAdapter().submit(http, full_job())
+    assert http.paths() == ["GET /runs"]
+    assert http.seen[0].query == {"squid": SQUID, "page": "1", "limit": "100"}
+    assert submitted.ref.id == RUN
+    assert http.job_notes["run"] == RUN
+
+    # No run on the squid: the earlier POST /runs started nothing, so it is sent again.
+    routes = {"GET /runs": {"data": [], "total_pages": 1}, "POST /runs": run("pending")}
+    again = FakeHttp(lobstr.ADAPTER, router(routes), job_notes=dict(notes))
+    assert (await lobstr.LobstrAdapter().submit(again, full_job())).ref.id == RUN
+    assert again.paths() == ["GET /runs", "POST /runs"]
+
+
+@pytest.mark.anyio
+async def test_a_refused_start_is_noted_as_nothing_started() -> None:
+    routes = {
+        "POST /runs": [run_in_progress(), httpx.Response(200, json=run("pending"))],
+        "GET /runs": {"data": [], "total_pages": 1},
+    }
+    http = FakeHttp(lobstr.ADAPTER, router(routes))
+    adapter = lobstr.LobstrAdapter()
+    with pytest.raises(CallError):
+        await adapter.submit(http, job(squid=SQUID))
+    assert http.job_notes == {"run_requested": None}
+    await adapter.submit(http, job(squid=SQUID))
+    # The deferred submit goes straight to POST /runs: no lookup for a run it never started.
+    assert http.paths() == ["POST /runs", "GET /runs", "POST /runs"]
+
+
+@pytest.mark.anyio
+async def test_reconcile_after_a_restart_uses_the_noted_squid_and_start_time() -> None:
+    # A given (shared) squid: only runs created since the noted start (less the skew) count.
+    listing = {
+        "data": [
+            run("done", id=OTHER, created_at="2026-11-22T11:50:00"),
+            run("pending", created_at="2026-11-22T12:00:04"),
+        ],
+        "total_pages": 1,
+    }
+    http = FakeHttp(
+        lobstr.ADAPTER, router({"GET /runs": listing}), job_notes={"run_requested": SINCE}
+    )
+    ref = await lobstr.LobstrAdapter().reconcile(http, job(squid=SQUID), 0.0)
+    assert ref == RemoteRef(RUN, {"squid": SQUID, "duplicated_count": 0})
+    assert http.job_notes["run"] == RUN
+    created = FakeHttp(lobstr.ADAPTER, router({"GET /runs": listing}), job_notes={"squid": SQUID})
+    # A squid this job created: every run on it is ours, the clock does not matter.
+    found = await lobstr.LobstrAdapter().reconcile(created, full_job(), SINCE)
+    assert found is not None
+    assert found.id == OTHER
