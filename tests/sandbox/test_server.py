@@ -33,9 +33,12 @@ def test_dropped_connection_over_socket(make_sandbox: MakeSandbox) -> None:
     }
     sb = make_sandbox(scenario=scenario)
     body = {"urls": [{"url": "https://a.example"}]}
-    with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+    # An aborted socket reads as a clean EOF or as a reset, depending on timing: both are
+    # "the connection dropped without an answer".
+    dropped = (httpx.RemoteProtocolError, httpx.ReadError)
+    with pytest.raises(dropped):
         httpx.post(sb.base_urls["spidra"] + "/scrape", json=body, headers={"x-api-key": "k"})
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(dropped):
         httpx.post(
             sb.base_urls["pulse"] + "/extract",
             json={"file_url": "https://f/a.pdf"},
