@@ -15,12 +15,14 @@ import dataclasses
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import anyio
 import httpx
 
 from runner import __version__
@@ -29,17 +31,28 @@ from runner.errors import RunnerError
 from runner.limits import Gate
 from runner.providers.base import Adapter, ApiError, ErrorKind, Reply, Request
 from runner.ratelimit_headers import parse_rate_limit, wait_hint
+from runner.results import JobDir
 
 USER_AGENT = f"runner/{__version__}"
 IDEMPOTENT = frozenset({"GET", "HEAD", "DELETE"})
 ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error body kept from a failed download
 CHUNK = 64 * 1024
+OFFSITE_CONCURRENCY = 4  # out-of-band downloads at once per provider (not its API budget)
+MAX_OFFSITE_WAIT = 30.0  # the longest a storage host's Retry-After is honoured
 
 # Kinds after which the request provably did not take effect (nothing was created).
 _NOT_ACCEPTED = frozenset(
     {ErrorKind.RATE_LIMITED, ErrorKind.BUSY, ErrorKind.AUTH, ErrorKind.CREDITS, ErrorKind.INVALID}
 )
 _RETRYABLE = frozenset({ErrorKind.TRANSIENT, ErrorKind.RATE_LIMITED, ErrorKind.BUSY})
+_OFFSITE_KINDS = {
+    401: ErrorKind.INVALID,  # a signed URL refused: its signature, not our key
+    403: ErrorKind.INVALID,  # expired or bad signature (S3 answers 403)
+    404: ErrorKind.NOT_FOUND,
+    410: ErrorKind.GONE,
+    429: ErrorKind.RATE_LIMITED,
+    503: ErrorKind.BUSY,
+}
 
 
 class TransportError(RunnerError):
@@ -355,6 +368,11 @@ class ProviderClient:
     rng: random.Random = dataclasses.field(default_factory=random.Random)
     max_download_bytes: int | None = 512 * 1024 * 1024
     job_id: str | None = None
+    # Out-of-band downloads (signed URLs, third-party documents) at once, per provider:
+    # shared by every job's view (`for_job` copies the reference).
+    offsite: anyio.CapacityLimiter = dataclasses.field(
+        default_factory=lambda: anyio.CapacityLimiter(OFFSITE_CONCURRENCY), repr=False
+    )
     _notes: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
     _on_note: Callable[[str], None] | None = dataclasses.field(default=None, repr=False)
 
@@ -388,9 +406,13 @@ class ProviderClient:
         return self.base_url.rstrip("/") + "/" + path.lstrip("/")
 
     def is_api_url(self, url: str) -> bool:
-        """Same scheme, host and port as the provider's API: the only place a key may go."""
+        """Same scheme, host and port as the provider's API, and under its base path: the
+        only place a key may go (a storage path beside the API on one host is not it)."""
         a, b = urlsplit(url), urlsplit(self.base_url)
-        return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+        if (a.scheme, a.hostname, a.port) != (b.scheme, b.hostname, b.port):
+            return False
+        base = b.path.rstrip("/")
+        return not base or a.path == base or a.path.startswith(base + "/")
 
     def _error(
         self,
@@ -481,22 +503,28 @@ class ProviderClient:
     async def download(
         self, url: str, dest: Path, *, send_key: bool, max_bytes: int | None = None
     ) -> int:
-        """Stream `url` into `dest` atomically. The key is sent only if asked AND the URL is
-        on the provider's API host: a signed URL elsewhere never sees it."""
+        """Stream `url` into `dest` atomically (a temporary name beside it, renamed when
+        complete), at most `max_bytes` (else the client's cap).
+
+        An API download (`send_key` and the URL is under the provider's base URL) goes
+        through the provider's gate as a "download" request, with the key. Anything else is
+        out of band (a signed URL, a third-party document): no key, no provider budget
+        spent, no provider pause on its 429s, but its own small concurrency cap.
+        """
         url = self.url(url)
         what = f"GET {urlsplit(url).path}"
-        headers = (
-            self.adapter.auth_headers(self.api_key) if send_key and self.is_api_url(url) else {}
-        )
+        on_api = send_key and self.is_api_url(url)
+        headers = self.adapter.auth_headers(self.api_key) if on_api else {}
         cap = max_bytes if max_bytes is not None else self.max_download_bytes
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.part")
+        tmp = JobDir.temp_for(dest)
         attempt = 0
         try:
             while True:
                 attempt += 1
-                async with self.gate.request("download") as sent_at:
-                    self._check_stopped(what)
+                async with self._download_slot(on_api) as sent_at:
+                    if on_api:
+                        self._check_stopped(what)
                     try:
                         reply, size = await self.transport.download(
                             url, tmp, headers=headers, max_bytes=cap
@@ -511,10 +539,37 @@ class ProviderClient:
                     if 200 <= reply.status_code < 300:
                         os.replace(tmp, dest)
                         return size
-                    failure = self._judge(what, reply, "download", sent_at)
+                    failure = (
+                        self._judge(what, reply, "download", sent_at)
+                        if on_api
+                        else self._judge_offsite(what, reply)
+                    )
                 if failure.kind not in _RETRYABLE or attempt >= self.retry.attempts:
                     raise failure
-                if failure.kind is ErrorKind.TRANSIENT:
-                    await self.gate.clock.sleep(retry_delay(self.retry, attempt, self.rng))
+                if failure.kind is ErrorKind.TRANSIENT or not on_api:
+                    delay = retry_delay(self.retry, attempt, self.rng)
+                    if failure.retry_after is not None and not on_api:
+                        delay = min(max(delay, failure.retry_after), MAX_OFFSITE_WAIT)
+                    await self.gate.clock.sleep(delay)
         finally:
             tmp.unlink(missing_ok=True)
+
+    @asynccontextmanager
+    async def _download_slot(self, on_api: bool) -> AsyncIterator[float]:
+        if on_api:
+            async with self.gate.request("download") as sent_at:
+                yield sent_at
+        else:
+            async with self.offsite:
+                yield self.gate.clock.now()
+
+    def _judge_offsite(self, what: str, reply: Reply) -> ProviderCallError:
+        """A storage host's error: classified by status alone (its body is not the
+        provider's), and never a reason to pause the provider."""
+        status = reply.status_code
+        hint = wait_hint(reply.headers, time.time(), None, throttled=status == 429)
+        kind = _OFFSITE_KINDS.get(status)
+        if kind is None:
+            kind = ErrorKind.TRANSIENT if status >= 500 else ErrorKind.OTHER
+        detail = reply.excerpt() or "no body"
+        return self._error(what, f"HTTP {status}: {detail}", kind, status=status, retry_after=hint)
