@@ -146,6 +146,10 @@ class Console:
     def provider_stopped(self, provider: str, message: str) -> None:
         self._notable(f"{provider} stopped: {message}", error=True)
 
+    def notice(self, text: str, *, error: bool = False) -> None:
+        """One notable line as given (shown under `quiet` only when `error`)."""
+        self._notable(text, error=error)
+
     def error(self, message: str) -> None:
         self._notable(f"runner: error: {message}", error=True)
 

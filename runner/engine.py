@@ -11,6 +11,7 @@ happens to the job (the journal commits a remote id the moment it is known).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import math
 import random
@@ -18,14 +19,15 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
 
 from runner.backoff import DEFAULT_RETRY, RetryPolicy, next_poll_delay, retry_delay
 from runner.durations import format_duration
-from runner.errors import JobFailedError, ProviderResponseError
-from runner.http import ProviderCallError, ProviderClient
+from runner.errors import JobFailedError, NotSubmittedError, ProviderResponseError
+from runner.http import ProviderCallError, ProviderClient, Transport
 from runner.lifecycle import TERMINAL, Event, JobRecord, Recorder, State, advance
 from runner.limits import Gate
 from runner.plan import Plan, ProviderSettings
@@ -34,12 +36,15 @@ from runner.providers.base import (
     ErrorKind,
     FetchReport,
     RemoteState,
+    Reply,
     ResultSink,
     Status,
 )
 
 MAX_SUBMIT_ATTEMPTS = 12  # sends of one submit that were provably not accepted, then fail
 MAX_POLL_ERRORS = 5  # consecutive failed polls (after http's own retries), then fail
+INTERRUPT_GRACE = 3.0  # seconds work already under way may take to finish after a signal
+SENT_NOTE = "runner.sent"  # the engine's own durable note: a submit attempt left the process
 _IN_FLIGHT = frozenset({State.SUBMITTING, State.QUEUED, State.RUNNING, State.PAUSED})
 
 _EVENTS: dict[RemoteState, Event] = {
@@ -59,6 +64,10 @@ class JobOutput(ResultSink, Protocol):
     def write_status(self, payload: Any) -> None: ...
 
     def write_outcome(self, record: JobRecord, report: FetchReport | None = None) -> None: ...
+
+    def reset(self) -> None:
+        """Remove whatever an interrupted fetch left (before fetching again on resume)."""
+        ...
 
 
 class Output(Protocol):
@@ -144,6 +153,7 @@ class Engine:
         rng: random.Random | None = None,
         notify: Notify | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        resubmit_unknown: bool = False,
     ) -> None:
         self.plan = plan
         self.output = output
@@ -155,7 +165,11 @@ class Engine:
         self.records: dict[str, JobRecord] = {}
         self.counts: Counter[State] = Counter()
         self._deadlines: dict[str, float] = {}  # job id → monotonic timeout instant
+        self._paused_since: dict[str, float] = {}  # job id → monotonic instant it paused
         self._poll_errors: dict[str, int] = {}
+        self.interrupted: str | None = None  # why the run stopped early (a signal)
+        self.cancel_failures: list[str] = []  # remote cancels that failed (interrupt, cancel)
+        self._scope: anyio.CancelScope | None = None
         self._seq = 0
         self.lanes: dict[str, Lane] = {}
         for name, client in clients.items():
@@ -172,6 +186,9 @@ class Engine:
             elif record.state is State.PLANNED:
                 lane.pending.append(record)
             elif record.state in _IN_FLIGHT or record.state is State.FETCHING:
+                self._resumed.append(record)
+                lane.gate.jobs_in_flight += record.state in _IN_FLIGHT
+            elif record.state is State.SUBMIT_UNKNOWN and resubmit_unknown:
                 self._resumed.append(record)
 
     # -- the one place a state changes -----------------------------------------------------
@@ -190,9 +207,30 @@ class Engine:
         lane = self.lanes.get(job.spec.provider)
         if lane is not None:
             lane.gate.jobs_in_flight += (state in _IN_FLIGHT) - (previous in _IN_FLIGHT)
+            if (state is State.PAUSED) is not (previous is State.PAUSED):
+                self._pause_clock(lane, job, paused=state is State.PAUSED)
         for recorder in self.recorders:
             recorder.transition(job, event, previous)
         return state
+
+    def _pause_clock(self, lane: Lane, job: JobRecord, *, paused: bool) -> None:
+        """Time spent paused does not count against the job's timeout: the deadline moves
+        on by the length of each pause (which `max_paused` bounds on its own)."""
+        now = lane.gate.clock.now()
+        if paused:
+            self._paused_since[job.spec.id] = now
+            return
+        since = self._paused_since.pop(job.spec.id, None)
+        if since is not None and job.spec.id in self._deadlines:
+            self._deadlines[job.spec.id] += now - since
+
+    def _deadline(self, lane: Lane, job: JobRecord) -> float:
+        """When the job times out: its timeout, or while paused, the end of `max_paused`."""
+        since = self._paused_since.get(job.spec.id)
+        if since is None:
+            return self._deadlines.get(job.spec.id, math.inf)
+        limit = lane.settings.max_paused
+        return math.inf if limit is None else since + limit
 
     def _http(self, lane: Lane, job: JobRecord) -> ProviderClient:
         """The provider's client as seen by one job, carrying that job's durable notes."""
@@ -204,6 +242,12 @@ class Engine:
         for recorder in self.recorders:
             recorder.noted(job, key)
 
+    def mark_sent(self, job: JobRecord) -> None:
+        """A request of this submit attempt is about to go on the wire: journal it first,
+        so a resume can tell "never sent" (safe to send) from "maybe accepted"."""
+        job.notes[SENT_NOTE] = {"attempt": job.attempts, "at": time.time()}
+        self._noted(job, SENT_NOTE)
+
     def notice(self, event: str, message: str, **fields: Any) -> None:
         """A provider-level event for the user (one line) and the log."""
         self.notices.append(message)
@@ -213,27 +257,149 @@ class Engine:
     # -- running ---------------------------------------------------------------------------
 
     async def run(self) -> EngineResult:
+        """Drive every job to a terminal state, or until `interrupt()`; then, per provider
+        `on_interrupt`, cancel its remote jobs or leave them for `runner resume`."""
         for record, provider in self._orphans:
             self._finish(
                 record, Event.SKIP, error=f"runner has no adapter for provider {provider!r} yet"
             )
-        for record in self._resumed:
-            lane = self.lanes[record.spec.provider]
-            if record.state is State.SUBMITTING:
-                # We crashed between sending and hearing back: it may exist remotely.
-                self._finish(record, Event.AMBIGUOUS, error=_AMBIGUOUS_RESUMED)
-                continue
-            left = record.spec.timeout
-            if record.submitted_at is not None:
-                left -= time.time() - record.submitted_at
-            self._deadlines[record.spec.id] = lane.gate.clock.now() + left
-            self._schedule(lane, record, 0.0)
-        async with anyio.create_task_group() as tg:
-            for lane in self.lanes.values():
-                for _ in range(max(1, lane.gate.pool_size)):
-                    tg.start_soon(self._worker, lane)
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            await self._resume_all()
+            if self.interrupted is None:
+                async with anyio.create_task_group() as tg:
+                    for lane in self.lanes.values():
+                        for _ in range(max(1, lane.gate.pool_size)):
+                            tg.start_soon(self._worker, lane)
+        self._scope = None
+        if self.interrupted is not None:
+            await self._after_interrupt()
+        return self.result()
+
+    def result(self) -> EngineResult:
         counts = {state: n for state, n in self.counts.items() if n}
         return EngineResult(counts, tuple(self.notices))
+
+    def interrupt(self, reason: str, *, grace: float = INTERRUPT_GRACE) -> None:
+        """Stop: nothing more is submitted or polled. Work already taken finishes within
+        `grace` seconds, then is cancelled (a job cut off mid-fetch is fetched on resume)."""
+        if self.interrupted is not None:
+            return
+        self.interrupted = reason
+        for lane in self.lanes.values():
+            lane.done = True
+            lane.notify_all()
+        if self._scope is not None:
+            self._scope.deadline = min(self._scope.deadline, anyio.current_time() + grace)
+
+    async def cancel_all(self) -> EngineResult:
+        """`runner cancel`: submit nothing more and cancel every remote job still active.
+
+        Jobs never sent are skipped; an interrupted submit is reconciled first (and
+        cancelled if found). Jobs already finished remotely (`fetching`) are left for
+        `runner resume` to fetch."""
+        self.interrupted = "cancelled"
+        for record, provider in self._orphans:
+            self._finish(
+                record, Event.SKIP, error=f"runner has no adapter for provider {provider!r} yet"
+            )
+        async with anyio.create_task_group() as tg:
+            for record in self._resumed:
+                if record.state is State.SUBMITTING:
+                    tg.start_soon(
+                        self._resolve_submitting, self.lanes[record.spec.provider], record
+                    )
+        for lane in self.lanes.values():
+            lane.pending.clear()
+        for record in self.records.values():
+            if record.state is State.PLANNED:
+                self._finish(record, Event.SKIP, error=_CANCELLED_UNSENT)
+        await self._cancel_remote(list(self.lanes.values()), _CANCELLED_BY_USER)
+        return self.result()
+
+    # -- resume and interrupt --------------------------------------------------------------
+
+    async def _resume_all(self) -> None:
+        """Continue the jobs an earlier run left: re-poll what was submitted, resolve
+        interrupted submits, re-fetch what was being fetched, re-send unknowns if asked."""
+        async with anyio.create_task_group() as tg:
+            for record in self._resumed:
+                tg.start_soon(self._resume_job, self.lanes[record.spec.provider], record)
+        for lane in self.lanes.values():  # back in plan order
+            lane.pending = deque(sorted(lane.pending, key=lambda job: job.spec.index))
+
+    async def _resume_job(self, lane: Lane, job: JobRecord) -> None:
+        if job.state is State.SUBMIT_UNKNOWN:  # --resubmit-unknown: the user accepts the risk
+            self.transition(job, Event.RESUBMIT, error=None)
+            lane.pending.append(job)
+            return
+        if job.state is State.SUBMITTING:
+            if await self._resolve_submitting(lane, job) is State.PLANNED:
+                lane.pending.append(job)
+            return
+        if job.state is State.FETCHING:
+            self.output.job_dir(job.spec.id).reset()  # whatever a cut-off fetch left
+        if job.state is State.PAUSED:
+            self._paused_since[job.spec.id] = lane.gate.clock.now()
+        left = job.spec.timeout
+        if job.submitted_at is not None:
+            left -= time.time() - job.submitted_at
+        self._deadlines[job.spec.id] = lane.gate.clock.now() + left
+        self._schedule(lane, job, 0.0)
+
+    async def _resolve_submitting(self, lane: Lane, job: JobRecord) -> State:
+        """A job the journal left in `submitting`: the process died (or was stopped) while
+        its submit was under way. Nothing sent → planned again. Sent → ask the provider
+        (reconcile): found → polled from now on; provably absent → planned again; else
+        `submit_unknown`, never re-sent blindly."""
+        sent = job.notes.get(SENT_NOTE)
+        if not isinstance(sent, Mapping) or sent.get("attempt") != job.attempts:
+            return self.transition(job, Event.DEFERRED)  # not one byte of it left us
+        since = float(sent.get("at") or 0.0)
+        try:
+            ref = await lane.adapter.reconcile(self._http(lane, job), job.spec, since)
+        except NotSubmittedError:
+            return self.transition(job, Event.DEFERRED)
+        except (ProviderCallError, ProviderResponseError):
+            ref = None
+        if ref is None:
+            self._finish(job, Event.AMBIGUOUS, error=_AMBIGUOUS_RESUMED)
+            return job.state
+        self.transition(job, Event.AMBIGUOUS, error=_AMBIGUOUS_RESUMED)
+        self._deadlines[job.spec.id] = lane.gate.clock.now() + job.spec.timeout
+        self.transition(job, Event.RECONCILED, remote=ref, submitted_at=since, error=None)
+        if self.interrupted is None:
+            self._schedule(lane, job, 0.0)
+        return job.state
+
+    async def _after_interrupt(self) -> None:
+        """Tidy the journal after a stop, then apply each provider's `on_interrupt`."""
+        for job in self.records.values():
+            sent = job.notes.get(SENT_NOTE)
+            current = isinstance(sent, Mapping) and sent.get("attempt") == job.attempts
+            if job.state is State.SUBMITTING and not current:
+                self.transition(job, Event.DEFERRED)  # never sent: simply planned again
+        lanes = [lane for lane in self.lanes.values() if lane.settings.on_interrupt == "cancel"]
+        await self._cancel_remote(lanes, _CANCELLED_ON_INTERRUPT)
+
+    async def _cancel_remote(self, lanes: Sequence[Lane], why: str) -> None:
+        """Cancel every remote job still active on `lanes` (concurrently, through the gate)."""
+
+        async def cancel(lane: Lane, job: JobRecord) -> None:
+            assert job.remote is not None
+            try:
+                await lane.adapter.cancel(self._http(lane, job), job.spec, job.remote)
+            except (ProviderCallError, ProviderResponseError) as exc:
+                job.error = f"the remote cancel failed: {exc}"
+                self.cancel_failures.append(f"{job.spec.id}: {job.error}")
+                return
+            self._finish(job, Event.CANCEL, error=why)
+
+        async with anyio.create_task_group() as tg:
+            for lane in lanes:
+                for job in list(self.records.values()):
+                    if job.spec.provider == lane.name and job.state.remote:
+                        tg.start_soon(cancel, lane, job)
 
     async def _worker(self, lane: Lane) -> None:
         while True:
@@ -303,10 +469,7 @@ class Engine:
 
     def _schedule(self, lane: Lane, job: JobRecord, delay: float) -> None:
         now = lane.gate.clock.now()
-        due = now + delay
-        deadline = self._deadlines.get(job.spec.id)
-        if deadline is not None:
-            due = min(due, deadline)
+        due = min(now + delay, self._deadline(lane, job))
         job.next_poll_at = time.time() + (due - now)
         self._seq += 1
         heapq.heappush(lane.polls, (due, self._seq, job))
@@ -333,8 +496,10 @@ class Engine:
         spec = job.spec
         self.transition(job, Event.SUBMIT, attempts=job.attempts + 1)
         since = time.time()
+        http = self._http(lane, job)
+        http = dataclasses.replace(http, transport=_MarkSent(http.transport, self, job))
         try:
-            submitted = await lane.adapter.submit(self._http(lane, job), spec)
+            submitted = await lane.adapter.submit(http, spec)
         except ProviderCallError as exc:
             await self._submit_failed(lane, job, exc, since)
             return
@@ -397,6 +562,13 @@ class Engine:
             ref = None
             try:
                 ref = await lane.adapter.reconcile(self._http(lane, job), job.spec, since)
+            except NotSubmittedError:  # the provider's own listing proves it is absent
+                self.transition(job, Event.DEFERRED)
+                self._seq += 1
+                not_before = lane.gate.clock.now() + self._backoff(job)
+                heapq.heappush(lane.deferred, (not_before, self._seq, job))
+                lane.due_sooner(not_before)
+                return
             except (ProviderCallError, ProviderResponseError):
                 ref = None
             if ref is None:
@@ -419,7 +591,7 @@ class Engine:
         if lane.stopped is not None:  # taken from the heap just before the stop
             self._finish(job, Event.ERROR, error=lane.stopped)
             return
-        if lane.gate.clock.now() >= self._deadlines.get(spec.id, math.inf):
+        if lane.gate.clock.now() >= self._deadline(lane, job):
             await self._timed_out(lane, job)
             return
         assert job.remote is not None
@@ -500,7 +672,14 @@ class Engine:
                 what = "cancel requested remotely"
             except (ProviderCallError, ProviderResponseError) as exc:
                 what = f"remote cancel failed: {exc}"
-        error = f"timed out after {format_duration(spec.timeout)} ({what})"
+        if job.state is State.PAUSED and settings.max_paused is not None:
+            why = job.reason or job.raw_status or "no reason given"
+            error = (
+                f"timed out: paused for longer than max_paused "
+                f"{format_duration(settings.max_paused)} (pause reason: {why}; {what})"
+            )
+        else:
+            error = f"timed out after {format_duration(spec.timeout)} ({what})"
         self._finish(job, Event.TIMEOUT, error=error)
 
     # -- fetch -----------------------------------------------------------------------------
@@ -596,7 +775,46 @@ class Engine:
 
 
 _AMBIGUOUS = "the submit may or may not have been accepted; not re-sent"
-_AMBIGUOUS_RESUMED = "the batch stopped while this job was being submitted; not re-sent"
+_AMBIGUOUS_RESUMED = (
+    "the batch stopped while this job was being submitted and the provider cannot tell "
+    "whether it was accepted; not re-sent (runner resume --resubmit-unknown re-sends it)"
+)
+_CANCELLED_UNSENT = "not submitted: the batch was cancelled (runner cancel)"
+_CANCELLED_BY_USER = "cancelled remotely by runner cancel"
+_CANCELLED_ON_INTERRUPT = "cancelled remotely on interrupt (on_interrupt: cancel)"
+
+
+class _MarkSent:
+    """The transport of one submit attempt: journals "sent" before the first request that
+    can change anything (not GET/HEAD) leaves, after the gate has granted its slot."""
+
+    def __init__(self, inner: Transport, engine: Engine, job: JobRecord) -> None:
+        self._inner = inner
+        self._engine = engine
+        self._job = job
+        self._marked = False
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> Reply:
+        if not self._marked and method.upper() not in ("GET", "HEAD"):
+            self._marked = True
+            self._engine.mark_sent(self._job)
+        return await self._inner.request(method, url, headers=headers, params=params, json=json)
+
+    async def download(
+        self, url: str, dest: Path, *, headers: Mapping[str, str], max_bytes: int | None
+    ) -> tuple[Reply, int]:
+        return await self._inner.download(url, dest, headers=headers, max_bytes=max_bytes)
+
+    async def aclose(self) -> None:
+        """Owned by the provider's client, not by one submit."""
 
 
 def _status_fields(status: Status) -> dict[str, Any]:

@@ -96,3 +96,8 @@ class CreditsExhaustedError(ProviderStoppedError):
 
 class SubmitUnknownError(RunnerError):
     """A submit may or may not have been accepted; it must not be blindly re-sent."""
+
+
+class NotSubmittedError(RunnerError):
+    """Raised by an adapter's `reconcile` when the provider's own listing proves the job was
+    never created (e.g. the job's own Lobstr squid has no run): it is safe to submit again."""

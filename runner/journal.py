@@ -340,6 +340,13 @@ class Journal:
         self._pending_polls = 0
         self._last_commit = self._clock()
 
+    def set_meta(self, key: str, value: str) -> None:
+        """Store one batch-level fact (e.g. the original manifest path, for resume)."""
+        with self._transaction():
+            self._conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
+            )
+
     # -- reading -----------------------------------------------------------------------------
 
     def meta(self) -> dict[str, str]:

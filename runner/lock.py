@@ -1,4 +1,4 @@
-"""The overlap lock per manifest name: `flock` on `<results root>/<name>/.lock`.
+"""The overlap lock per manifest name: `flock` on `<results root>/.<name>.lock`.
 
 The kernel drops an flock when its holder dies, however it dies, so a crashed run never
 leaves a stale lock behind. The holder writes its pid, start time and batch id into the file
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from runner.errors import LockHeldError
 
-LOCK_NAME = ".lock"
+LOCK_NAME = ".lock"  # suffix: `.<name>.lock` beside (not inside) `<root>/<name>/`
 # A `runner status` probe holds a shared lock for microseconds; a run starting at that very
 # moment retries briefly instead of reporting a bogus holder.
 _ATTEMPTS = 5
@@ -38,7 +38,8 @@ class Holder:
 
 
 def lock_path(root: Path, name: str) -> Path:
-    return root / name / LOCK_NAME
+    # Beside the batches, not among them: `<root>/<name>/*` lists only batches and `latest`.
+    return root / f".{name}{LOCK_NAME}"
 
 
 def _parse(text: str) -> Holder:

@@ -1,17 +1,25 @@
-"""`runner cancel` (placeholder until its issue lands)."""
+"""`runner cancel DIR [--sandbox URL]`: cancel a stopped batch's remote jobs and seal it.
+
+A batch still running holds its lock: cancel exits 4 and names it; stop it first with
+`kill -TERM PID` (its providers' `on_interrupt` applies), then cancel.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from runner.errors import UsageError
+from runner.batch import cancel_batch
+from runner.commands.resume import add_dir_and_sandbox
+from runner.commands.run import add_quiet
 
-HELP = "cancel (not built yet)"
+HELP = "cancel every remote job of a stopped batch that is still active, and seal it"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    pass
+    add_dir_and_sandbox(parser)
+    add_quiet(parser)
 
 
 def execute(args: argparse.Namespace) -> int:
-    raise UsageError("'cancel' is not built yet")
+    return cancel_batch(args.dir, sandbox=args.sandbox, argv=sys.argv, quiet=args.quiet)

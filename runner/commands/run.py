@@ -1,4 +1,4 @@
-"""`runner run M [--out DIR] [--sandbox [URL]] [--only ID] [--tag T]`: run a manifest."""
+"""`runner run M [--out DIR] [--sandbox [URL]] [--only ID] [--tag T] [--quiet]`: run a manifest."""
 
 from __future__ import annotations
 
@@ -9,6 +9,15 @@ from pathlib import Path
 from runner.batch import IN_PROCESS, run_batch
 
 HELP = "run every job of a manifest to the end and write the results directory"
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="for cron: print only errors and the summary line",
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +52,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="T",
         help="run only jobs with this tag (repeatable)",
     )
+    add_quiet(parser)
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -53,4 +63,5 @@ def execute(args: argparse.Namespace) -> int:
         only=args.only,
         tags=args.tag,
         argv=sys.argv,
+        quiet=args.quiet,
     )
