@@ -1,10 +1,13 @@
-"""Pulse adapter (job type `extract`; wire-contracts.md §4, provider-docs.md §5).
+"""Pulse adapter: `extract`, `schema`, `split` and `tables` jobs (wire-contracts.md §4,
+provider-docs.md §5).
 
-Endpoints: `POST /extract` with `async: true` → `job_id` (any 2xx; a reply without an id,
-or one already terminal, is a synchronous answer); `GET /job/{job_id}` → status with
-`result` inline, or `{is_url: true, url}` pointing at a large result that is single-use and
-expires (410 Gone) and is therefore downloaded at once; `DELETE /job/{job_id}` cancels
-(best effort). No list endpoint, so an ambiguous submit cannot be reconciled.
+Endpoints: `POST /{extract,schema,split,tables}` with `async: true` → `job_id` (`tables_id`
+for tables; any 2xx; a reply without an id, or one already terminal, is a synchronous
+answer); `GET /job/{job_id}` → status with `result` inline, or `{is_url: true, url}`
+pointing at a large result that is single-use and expires (410 Gone) and is therefore
+downloaded at once; `DELETE /job/{job_id}` cancels (best effort; the deprecated
+`POST /cancel/{job_id}` when DELETE is not there). No list endpoint, so an ambiguous submit
+cannot be reconciled.
 Auth: `x-api-key`. Published limits: none documented (rate, headers); 429 and 503 exist;
 polling with exponential backoff is the vendor's advice (provider-docs.md §5.4).
 """
@@ -13,8 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
-from runner.errors import JobFailedError, ProviderResponseError
+from runner.errors import JobFailedError, ProviderResponseError, RunnerError
 from runner.plan import JobSpec, Limits, PollPolicy, Rate
 from runner.providers.base import (
     ApiError,
@@ -79,14 +83,12 @@ def auth_headers(api_key: str) -> dict[str, str]:
     return {"x-api-key": api_key}
 
 
-SUPPORTED = ("extract",)  # the other job types of INFO are a later issue
-
-
 def build_submit(job: JobSpec) -> Request:
-    """The submit request; JobFailedError (nothing sent) for a type not built yet."""
-    if job.type not in SUPPORTED:
-        raise JobFailedError(f"pulse: job type {job.type!r} is not supported yet (only extract)")
-    return Request("POST", "/extract", "submit", json={**job.params, "async": True})
+    """`POST /{type}`, always asynchronous; JobFailedError (nothing sent) for a type Pulse
+    does not have."""
+    if job.type not in INFO.job_types:
+        raise JobFailedError(f"pulse: unknown job type {job.type!r}")
+    return Request("POST", f"/{job.type}", "submit", json={**job.params, "async": True})
 
 
 def parse_submit(reply: Reply) -> Submitted:
@@ -106,12 +108,22 @@ def parse_submit(reply: Reply) -> Submitted:
     return Submitted(RemoteRef(str(job_id)), observed)
 
 
+def _id(ref: RemoteRef) -> str:
+    if ref.id in {"", ".", ".."}:
+        raise ProviderResponseError(f"pulse: refusing the id {ref.id!r}")
+    return quote(ref.id, safe="")
+
+
 def build_poll(ref: RemoteRef) -> Request:
-    return Request("GET", f"/job/{ref.id}", "status")
+    return Request("GET", f"/job/{_id(ref)}", "status")
 
 
 def build_cancel(ref: RemoteRef) -> Request:
-    return Request("DELETE", f"/job/{ref.id}", "status")
+    return Request("DELETE", f"/job/{_id(ref)}", "status")
+
+
+def build_cancel_legacy(ref: RemoteRef) -> Request:
+    return Request("POST", f"/cancel/{_id(ref)}", "status")  # deprecated, no body
 
 
 def parse_status(reply: Reply) -> Status:
@@ -193,6 +205,24 @@ def classify_error(reply: Reply) -> ApiError:
     return ApiError(kind, text, code)
 
 
+def result_outcome(result: Mapping[str, Any]) -> dict[str, Any]:
+    """What job.json keeps of a result: pages billed and the ids later jobs chain on."""
+    outcome: dict[str, Any] = {}
+    pages = result.get("page_count")
+    plan = result.get("plan-info")
+    if not isinstance(pages, int) and isinstance(plan, Mapping):
+        pages = plan.get("pages_used")
+    if isinstance(pages, int) and not isinstance(pages, bool):
+        outcome["pages"] = pages
+    for key in ("extraction_id", "split_id"):
+        if isinstance(result.get(key), str):
+            outcome[key] = result[key]
+    tables = result.get("tables_output")
+    if isinstance(tables, list):
+        outcome["tables"] = len(tables)
+    return outcome
+
+
 # -- the adapter ------------------------------------------------------------------------------
 
 
@@ -233,14 +263,18 @@ class PulseAdapter:
                 outcome={"result_bytes": size},
             )
         sink.write_result(result)
-        pages = result.get("page_count")
-        outcome = {"pages": pages} if isinstance(pages, int) else {}
-        return FetchReport(items=1, outcome=outcome)
+        return FetchReport(items=1, outcome=result_outcome(result))
 
     async def cancel(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> None:
         if ref.extra.get("sync"):
             return
-        await http.send(build_cancel(ref))
+        try:
+            await http.send(build_cancel(ref))
+        except RunnerError as exc:
+            # An engine without DELETE /job answers 404/405: the older cancel path.
+            if getattr(exc, "status_code", None) not in (404, 405):
+                raise
+            await http.send(build_cancel_legacy(ref))
 
     async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
         return None  # no list endpoint (provider-docs §6.4)

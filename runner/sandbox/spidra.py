@@ -100,6 +100,7 @@ class SpidraApi(ProviderApi):
             self.route("DELETE", "/batch/scrape/{batchId}", self.cancel_batch),
             self.route("POST", "/batch/scrape/{batchId}/retry", self.retry_batch),
             self.route("POST", "/crawl", self.submit_crawl, submit=True),
+            self.route("GET", "/crawl/history", self.crawl_history),  # before /crawl/{jobId}
             self.route("GET", "/crawl/{jobId}", self.get_crawl),
             self.route("GET", "/crawl/{jobId}/pages", self.crawl_pages),
             self.route("DELETE", "/crawl/{jobId}", self.cancel_crawl),
@@ -287,6 +288,32 @@ class SpidraApi(ProviderApi):
             "createdAt": job.created_iso(),
         }
         return json_response(data)
+
+    async def crawl_history(self, request: Request) -> Response:
+        """`{jobs, total, page, totalPages}` (wire-contracts.md §3.2), oldest first."""
+        page = int_param(request.query_params.get("page"), 1, minimum=1)
+        limit = int_param(request.query_params.get("limit"), 20, minimum=1)
+        if page is None or limit is None:
+            return self.error(400, "page and limit must be positive integers", "VALIDATION_ERROR")
+        now = self.sandbox.clock()
+        crawls = [j for j in self.sandbox.jobs[self.name].values() if j.kind == "crawl"]
+        rows = []
+        for job in crawls[(page - 1) * limit : page * limit]:
+            view = job.view(now)
+            rows.append(
+                {
+                    "jobId": job.id,
+                    "baseUrl": job.body["baseUrl"],
+                    "status": _crawl_status(view),
+                    "pagesCrawled": crawled_pages(job, view),
+                    "maxPages": int(job.body.get("maxPages", 5)),
+                    "createdAt": job.created_iso(),
+                }
+            )
+        total = len(crawls)
+        return json_response(
+            {"jobs": rows, "total": total, "page": page, "totalPages": (total + limit - 1) // limit}
+        )
 
     async def crawl_pages(self, request: Request) -> Response:
         job = self._job(request, "jobId", "crawl")

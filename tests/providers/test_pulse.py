@@ -193,8 +193,48 @@ async def test_cancel_deletes_the_job_but_not_a_synchronous_one() -> None:
     assert seen == ["DELETE /job/abc"]
 
 
-def test_a_job_type_not_built_yet_is_refused_before_sending() -> None:
-    split = JobSpec("s", "pulse", "split", {"extraction_id": "e"})
+def test_an_unknown_job_type_is_refused_before_sending() -> None:
     with pytest.raises(JobFailedError) as info:
-        pulse.build_submit(split)
-    assert str(info.value) == "pulse: job type 'split' is not supported yet (only extract)"
+        pulse.build_submit(JobSpec("s", "pulse", "ocr", {"extraction_id": "e"}))
+    assert str(info.value) == "pulse: unknown job type 'ocr'"
+
+
+@pytest.mark.parametrize("kind", ["schema", "split", "tables"])
+def test_every_job_type_posts_to_its_own_path_asynchronously(kind: str) -> None:
+    request = pulse.build_submit(JobSpec("s", "pulse", kind, {"extraction_id": "e"}))
+    assert (request.method, request.path) == ("POST", f"/{kind}")
+    assert request.json == {"extraction_id": "e", "async": True}
+
+
+@pytest.mark.parametrize(
+    ("result", "outcome"),
+    [
+        ({"schema_output": {"a": 1}, "plan-info": {"pages_used": 3}}, {"pages": 3}),
+        ({"split_id": "sp-1", "split_output": {}, "plan-info": {"pages_used": 2}},
+         {"pages": 2, "split_id": "sp-1"}),
+        ({"tables_output": [{"page": 1}, {"page": 2}], "plan-info": {"pages_used": 1}},
+         {"pages": 1, "tables": 2}),
+        ({"extraction_id": "ex-1", "markdown": "m", "page_count": 4},
+         {"pages": 4, "extraction_id": "ex-1"}),
+    ],
+)  # fmt: skip
+def test_the_outcome_keeps_pages_and_the_ids_later_jobs_chain_on(
+    result: dict[str, Any], outcome: dict[str, Any]
+) -> None:
+    assert pulse.result_outcome(result) == outcome
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("refusal", [404, 405])
+async def test_cancel_falls_back_to_the_legacy_path(refusal: int) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        if request.method == "DELETE":
+            return httpx.Response(refusal, json={"detail": "Not Found"})
+        return httpx.Response(200, json={"message": "cancelled"})
+
+    await pulse.ADAPTER.cancel(client(handler), JOB, RemoteRef("abc"))
+    assert seen == ["DELETE /job/abc", "POST /cancel/abc"]

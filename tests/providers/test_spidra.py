@@ -165,8 +165,8 @@ async def test_adapter_submits_polls_and_writes_the_inline_result(tmp_path: Path
     assert await adapter.reconcile(http, JOB, 0.0) is None
 
 
-def test_a_job_type_not_built_yet_is_refused_before_sending() -> None:
-    crawl = JobSpec("c", "spidra", "crawl", {"baseUrl": "https://x.example"})
+def test_an_unknown_job_type_is_refused_before_sending() -> None:
+    other = JobSpec("c", "spidra", "search", {"query": "x"})
     with pytest.raises(JobFailedError) as info:
-        spidra.build_submit(crawl)
-    assert str(info.value) == "spidra: job type 'crawl' is not supported yet (only scrape)"
+        spidra.build_submit(other)
+    assert str(info.value) == "spidra: unknown job type 'search'"

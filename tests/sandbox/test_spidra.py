@@ -185,6 +185,23 @@ async def test_crawl_truncates_inline_pages_and_pages_endpoint(
     assert too_big.status_code == 400
 
 
+async def test_crawl_history_lists_crawls_by_page(make_inprocess: MakeInProcess) -> None:
+    sb = make_inprocess(scenario=FAST)
+    ids = []
+    for n in range(3):
+        body = {"baseUrl": f"https://site{n}.example", "maxPages": 2}
+        ids.append((await sb.request("spidra", "POST", "/crawl", json=body)).json()["jobId"])
+    first = (await sb.request("spidra", "GET", "/crawl/history", params={"limit": 2})).json()
+    assert [row["jobId"] for row in first["jobs"]] == ids[:2]
+    assert first["jobs"][0]["baseUrl"] == "https://site0.example"
+    assert first["jobs"][0]["status"] == "waiting"
+    assert (first["total"], first["page"], first["totalPages"]) == (3, 1, 2)
+    second = (
+        await sb.request("spidra", "GET", "/crawl/history", params={"page": 2, "limit": 2})
+    ).json()
+    assert [row["jobId"] for row in second["jobs"]] == ids[2:]
+
+
 async def test_pending_job_cap_and_rate_limit_headers(make_inprocess: MakeInProcess) -> None:
     scenario = {
         "providers": {
