@@ -24,7 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from runner.errors import JobFailedError, ProviderResponseError, RunnerError
+from runner.errors import (
+    JobFailedError,
+    NotSubmittedError,
+    ProviderResponseError,
+    RunnerError,
+)
 from runner.plan import JobSpec, Limits, PollPolicy, Rate
 from runner.providers import replies
 from runner.providers.base import (
@@ -375,7 +380,7 @@ class LobstrAdapter:
         started = replies.number(http.notes.get(NOTE_STARTING))
         if started is not None:
             # An earlier POST /runs may have started the run (lost reply, crash): look first.
-            found = await self._find_run(http, job, started)
+            found, _ = await self._find_run(http, job, started)
             if found is not None:
                 return Submitted(found)
         http.note(NOTE_STARTING, _now())
@@ -496,20 +501,34 @@ class LobstrAdapter:
         await http.send(build_abort(ref.id))
 
     async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
-        noted = replies.number(http.notes.get(NOTE_STARTING))
-        return await self._find_run(http, job, noted if noted is not None else since)
+        """The run of an unanswered submit, from the squid's run list. NotSubmittedError
+        when the notes and the listing prove no run exists (safe to submit again): no
+        squid, POST /runs never sent (or refused), or this job's own squid has no run."""
+        squid, created = job_squid(job, http.notes)
+        starting = http.notes.get(NOTE_STARTING)
+        if not isinstance(http.notes.get(NOTE_RUN), str) and (squid is None or starting is None):
+            where = f"squid {squid}" if squid is not None else "no squid yet"
+            raise NotSubmittedError(f"lobstr: POST /runs was never sent ({where}): no run exists")
+        noted = replies.number(starting)
+        ref, complete = await self._find_run(http, job, noted if noted is not None else since)
+        if ref is None and complete and created:
+            raise NotSubmittedError(f"lobstr: this job's squid {squid} has no run: none started")
+        return ref
 
-    async def _find_run(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
-        """The run an unanswered POST /runs started, from the squid's run list: on a squid
-        this job created every run is ours (no clock needed); on a given one, the earliest
-        run no other job of ours owns, created at/after `since` less the clock skew."""
+    async def _find_run(
+        self, http: ProviderHttp, job: JobSpec, since: float
+    ) -> tuple[RemoteRef | None, bool]:
+        """(the run an unanswered POST /runs started, whether the whole list was read),
+        from the squid's run list: on a squid this job created every run is ours (no clock
+        needed); on a given one, the earliest run no other job of ours owns, created at or
+        after `since` less the clock skew."""
         memory = self._memory.of(http)
         squid, created = job_squid(job, http.notes)
         if squid is None:
-            return None  # no squid was created, so no run can exist
+            return None, True  # no squid was created, so no run can exist
         noted_run = http.notes.get(NOTE_RUN)
         if isinstance(noted_run, str):
-            return _ref(squid, noted_run, http.notes)
+            return _ref(squid, noted_run, http.notes), True
         for page in range(1, RECONCILE_PAGES + 1):
             body = replies.reply_json(await http.send(build_list_runs(squid, page)), "lobstr")
             runs, total_pages = parse_listing(body, "runs")
@@ -518,10 +537,10 @@ class LobstrAdapter:
                 run_id = parse_id(run, "run")
                 memory.ours.add(run_id)
                 http.note(NOTE_RUN, run_id)
-                return _ref(squid, run_id, http.notes)
+                return _ref(squid, run_id, http.notes), True
             if is_last_page(runs, page, total_pages, RUNS_PAGE):
-                return None
-        return None
+                return None, True
+        return None, False
 
 
 ADAPTER = LobstrAdapter()

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from runner.errors import JobFailedError
+from runner.errors import JobFailedError, NotSubmittedError
 from runner.plan import JobSpec
 from runner.providers import lobstr
 from runner.providers.base import ErrorKind, RemoteRef, RemoteState, Reply
@@ -368,18 +368,47 @@ async def test_cancel_aborts_the_run() -> None:
 @pytest.mark.anyio
 async def test_reconcile_lists_the_squids_runs() -> None:
     listing = {"data": [run("pending", created_at="2026-11-22T12:00:04")], "total_pages": 1}
-    http = FakeHttp(lobstr.ADAPTER, router({"GET /runs": listing}))
+    sent = {"run_requested": SINCE}
+    http = FakeHttp(lobstr.ADAPTER, router({"GET /runs": listing}), job_notes=dict(sent))
     ref = await lobstr.LobstrAdapter().reconcile(http, job(squid=SQUID), SINCE)
     assert ref == RemoteRef(RUN, {"squid": SQUID, "duplicated_count": 0})
-    empty = FakeHttp(lobstr.ADAPTER, router({"GET /runs": []}))
+    # A shared squid without a fresh run proves nothing (clocks may disagree): unknown.
+    empty = FakeHttp(lobstr.ADAPTER, router({"GET /runs": []}), job_notes=dict(sent))
     assert await lobstr.LobstrAdapter().reconcile(empty, job(squid=SQUID), SINCE) is None
 
 
 @pytest.mark.anyio
-async def test_reconcile_without_a_known_squid_finds_nothing() -> None:
-    http = FakeHttp(lobstr.ADAPTER, router({}))
-    assert await lobstr.LobstrAdapter().reconcile(http, job(crawler="c" * 32), SINCE) is None
+@pytest.mark.parametrize(
+    ("spec", "notes", "message"),
+    [
+        (job(crawler="c" * 32), {},
+         "lobstr: POST /runs was never sent (no squid yet): no run exists"),
+        (job(squid=SQUID), {},
+         f"lobstr: POST /runs was never sent (squid {SQUID}): no run exists"),
+        (job(squid=SQUID), {"run_requested": None},  # refused: provably nothing started
+         f"lobstr: POST /runs was never sent (squid {SQUID}): no run exists"),
+    ],
+)  # fmt: skip
+async def test_reconcile_proves_absence_from_the_notes_alone(
+    spec: JobSpec, notes: dict[str, Any], message: str
+) -> None:
+    http = FakeHttp(lobstr.ADAPTER, router({}), job_notes=notes)
+    with pytest.raises(NotSubmittedError) as caught:
+        await lobstr.LobstrAdapter().reconcile(http, spec, SINCE)
+    assert str(caught.value) == message
     assert http.seen == []
+
+
+@pytest.mark.anyio
+async def test_reconcile_proves_absence_when_the_jobs_own_squid_has_no_run() -> None:
+    notes = {"squid": SQUID, "tasks_duplicated": 0, "run_requested": SINCE}
+    http = FakeHttp(
+        lobstr.ADAPTER, router({"GET /runs": {"data": [], "total_pages": 1}}), job_notes=notes
+    )
+    with pytest.raises(NotSubmittedError) as caught:
+        await lobstr.LobstrAdapter().reconcile(http, full_job(), SINCE)
+    assert str(caught.value) == f"lobstr: this job's squid {SQUID} has no run: none started"
+    assert http.paths() == ["GET /runs"]
 
 
 @pytest.mark.anyio
@@ -510,7 +539,8 @@ async def test_reconcile_after_a_restart_uses_the_noted_squid_and_start_time() -
     ref = await lobstr.LobstrAdapter().reconcile(http, job(squid=SQUID), 0.0)
     assert ref == RemoteRef(RUN, {"squid": SQUID, "duplicated_count": 0})
     assert http.job_notes["run"] == RUN
-    created = FakeHttp(lobstr.ADAPTER, router({"GET /runs": listing}), job_notes={"squid": SQUID})
+    notes = {"squid": SQUID, "run_requested": SINCE}
+    created = FakeHttp(lobstr.ADAPTER, router({"GET /runs": listing}), job_notes=notes)
     # A squid this job created: every run on it is ours, the clock does not matter.
     found = await lobstr.LobstrAdapter().reconcile(created, full_job(), SINCE)
     assert found is not None
