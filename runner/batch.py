@@ -37,7 +37,7 @@ from runner.manifest import load_manifest, parse_manifest
 from runner.plan import Plan
 from runner.providers import ADAPTERS
 from runner.providers.base import Reply
-from runner.results import BATCH, BatchDir, redact
+from runner.results import BATCH, OUTCOME, BatchDir, redact
 
 _SIGNALS = {
     signal.SIGINT: ("SIGINT", ExitCode.SIGINT),
@@ -396,7 +396,17 @@ def _continue(
             if urls is not None:
                 plan = point_at(plan, urls)
             records = journal.load_records(plan)
+            _repair_outcomes(batch, records)
             return _execute(plan, batch, journal, records, _started(batch), options)
+
+
+def _repair_outcomes(batch: BatchDir, records: Sequence[JobRecord]) -> None:
+    """A job whose submit reply was already final is journaled (remote id first) before
+    its job.json is written: write what a kill in between left out."""
+    for record in records:
+        done = record.state.terminal and record.state is not State.SUCCEEDED
+        if done and not (batch.job_dir(record.spec.id).path / OUTCOME).exists():
+            batch.job_dir(record.spec.id).write_outcome(record)
 
 
 def _started(batch: BatchDir) -> datetime:

@@ -485,10 +485,25 @@ class Engine:
         )
         self._schedule(lane, job, delay)
 
-    def _finish(self, job: JobRecord, event: Event, **changes: Any) -> None:
-        """A terminal transition, then job.json (and whatever the provider last said)."""
+    def _finish(
+        self,
+        job: JobRecord,
+        event: Event,
+        *,
+        report: FetchReport | None = None,
+        status: Status | None = None,
+        **changes: Any,
+    ) -> None:
+        """A terminal transition. The job's files are sealed first (status.json, job.json,
+        the committed results stream) and only then the journal says so: a kill in between
+        leaves the job where it was, to be fetched or polled again on resume."""
+        staged = dataclasses.replace(job, **changes)
+        staged.state = advance(job.state, event)
+        out = self.output.job_dir(job.spec.id)
+        if status is not None:
+            out.write_status(dict(status.payload))
+        out.write_outcome(staged, report)
         self.transition(job, event, **changes)
-        self.output.job_dir(job.spec.id).write_outcome(job, None)
 
     # -- submit ----------------------------------------------------------------------------
 
@@ -613,7 +628,11 @@ class Engine:
             return
         event = _EVENTS.get(status.state)
         fields = _status_fields(status)
-        if event is not None and advance(job.state, event) is not job.state:
+        target = advance(job.state, event) if event is not None else job.state
+        if event is not None and target in TERMINAL:
+            self._finish(job, event, status=status, **fields)
+            return
+        if event is not None and target is not job.state:
             self.transition(job, event, **fields)
         else:
             for name, value in fields.items():
@@ -625,7 +644,7 @@ class Engine:
         if job.state is State.FETCHING:
             assert status is not None
             await self._fetch(lane, job, status)
-        elif job.state in TERMINAL:
+        elif job.state in TERMINAL:  # the submit's own reply was final (rare)
             out = self.output.job_dir(job.spec.id)
             if status is not None:
                 out.write_status(dict(status.payload))
@@ -703,8 +722,7 @@ class Engine:
         except (ProviderResponseError, JobFailedError) as exc:
             self._finish(job, Event.ERROR, error=str(exc))
             return
-        self.transition(job, Event.FETCHED, partial=job.partial or report.partial)
-        out.write_outcome(job, report)
+        self._finish(job, Event.FETCHED, report=report, partial=job.partial or report.partial)
 
     # -- provider-wide stops ---------------------------------------------------------------
 
