@@ -501,7 +501,7 @@ class Engine:
         staged.state = advance(job.state, event)
         out = self.output.job_dir(job.spec.id)
         if status is not None:
-            out.write_status(dict(status.payload))
+            out.write_status(status_document(status, job))
         out.write_outcome(staged, report)
         self.transition(job, event, **changes)
 
@@ -647,7 +647,7 @@ class Engine:
         elif job.state in TERMINAL:  # the submit's own reply was final (rare)
             out = self.output.job_dir(job.spec.id)
             if status is not None:
-                out.write_status(dict(status.payload))
+                out.write_status(status_document(status, job))
             out.write_outcome(job, None)
         else:
             self._next_poll(lane, job)
@@ -706,7 +706,7 @@ class Engine:
     async def _fetch(self, lane: Lane, job: JobRecord, status: Status) -> None:
         spec = job.spec
         out = self.output.job_dir(spec.id)
-        out.write_status(dict(status.payload))
+        out.write_status(status_document(status, job))
         assert job.remote is not None
         try:
             report = await lane.adapter.fetch(self._http(lane, job), spec, job.remote, status, out)
@@ -843,3 +843,34 @@ def _status_fields(status: Status) -> dict[str, Any]:
         "partial": status.partial,
         "results_ready": status.results_ready,
     }
+
+
+REMOTE_ID = "<remote id>"
+
+
+def status_document(status: Status, job: JobRecord) -> Any:
+    """status.json: the provider's final status payload with the job's remote ids (its id
+    and the ids in its RemoteRef, e.g. the Lobstr squid) replaced by `<remote id>`, inside
+    any string. Remote ids live in batch.json, the journal and the log; jobs/ stays the
+    same between two runs that got the same answers."""
+    ref = job.remote
+    ids = [] if ref is None else [ref.id, *(v for v in ref.extra.values() if isinstance(v, str))]
+    return scrub(
+        dict(status.payload), sorted({i for i in ids if len(i) >= 4}, key=len, reverse=True)
+    )
+
+
+def scrub(value: Any, ids: Sequence[str]) -> Any:
+    """`value` with every occurrence of each of `ids` in its strings (keys too) replaced."""
+    if not ids:
+        return value
+    if isinstance(value, str):
+        for remote_id in ids:
+            if remote_id in value:
+                value = value.replace(remote_id, REMOTE_ID)
+        return value
+    if isinstance(value, Mapping):
+        return {scrub(k, ids): scrub(v, ids) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v, ids) for v in value]
+    return value
