@@ -501,7 +501,10 @@ def _internal_error(
     with contextlib.suppress(Exception):
         log.logger.error("batch.internal_error", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
     console.close()
-    message = redact(f"{type(exc).__name__}: {exc}", plan.secrets)
+    cause: BaseException = exc
+    while isinstance(cause, BaseExceptionGroup) and len(cause.exceptions) == 1:
+        cause = cause.exceptions[0]  # the task groups' wrapping says nothing to a person
+    message = redact(f"{type(cause).__name__}: {cause}", plan.secrets)
     print(
         f"runner: internal error: {message}\n"
         f"runner: the traceback is in {batch.log_path}; the journal keeps every finished "
