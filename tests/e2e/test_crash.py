@@ -135,12 +135,10 @@ def test_sigkill_at_random_moments_then_resume_submits_each_job_once(
         if process.wait(timeout=10) != -signal.SIGKILL:
             break  # it finished before the kill landed
         kills += 1
-        # A job killed while preparing its squid (before POST /runs) comes back as
-        # submit_unknown: the Lobstr adapter's reconcile says "no run" as None, not as proof
-        # (NotSubmittedError). Its submit looks the run up on the noted squid before it
-        # ever starts one, so re-sending is safe, and the books below prove it.
+        # Plain resume: a job killed while preparing its squid is proven unsent by the
+        # adapter's reconcile (NotSubmittedError) and sent again; a lost POST /runs is
+        # found on the job's own squid. Nothing is left submit_unknown.
         command = runner("resume", str(batch), "--sandbox", sandbox_process, "--quiet")
-        command.append("--resubmit-unknown")
     assert kills >= 3, "the kills must land while the batch runs"
     batch = batch_of()
     assert batch is not None
