@@ -25,7 +25,11 @@ JOBS = 24
 KILLS = 6
 SEED = 1
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIO = {"time_scale": 10, "providers": {"lobstr": {"duration": {"min": 2, "max": 6}}}}
+SCENARIO = {
+    "time_scale": 10,
+    # every answer takes 30 ms: kills often land between a request and its answer
+    "providers": {"lobstr": {"duration": {"min": 2, "max": 6}, "latency": 0.03}},
+}
 
 
 def runner(*args: str) -> list[str]:
