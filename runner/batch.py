@@ -147,6 +147,16 @@ def build_clients(
     return clients
 
 
+def _pause_reporter(name: str, log: BatchLog, console: Console) -> Callable[[float, str], None]:
+    """provider.paused in the log and on the console, once per new provider-wide pause."""
+
+    def report(seconds: float, reason: str) -> None:
+        log.provider(name).warning("provider.paused", seconds=round(seconds, 3), reason=reason)
+        console.provider_paused(name, seconds, reason)
+
+    return report
+
+
 def _counted(transport: Transport, console: Console | None) -> Transport:
     return transport if console is None else _Counted(transport, console)
 
@@ -451,6 +461,8 @@ def _execute(
         try:
             console.start(len(plan.jobs), counts)
             clients = build_clients(plan, client=options.client, console=console)
+            for name, provider_client in clients.items():
+                provider_client.gate.on_pause = _pause_reporter(name, log, console)
             result, engine = anyio.run(
                 lambda: drive(
                     plan,

@@ -447,13 +447,13 @@ class ProviderClient:
         api: ApiError = self.adapter.classify_error(reply)
         status = reply.status_code
         hint = wait_hint(reply.headers, time.time(), api.retry_after, throttled=status == 429)
+        code = f" {api.code}" if api.code else ""
         if (
             status == 429
             or api.kind is ErrorKind.RATE_LIMITED
             or (api.kind is ErrorKind.BUSY and hint is not None)
         ):
-            self.gate.throttled(endpoint, sent_at, hint)
-        code = f" {api.code}" if api.code else ""
+            self.gate.throttled(endpoint, sent_at, hint, f"{what}: HTTP {status}{code}")
         return self._error(
             what,
             f"HTTP {status}{code}: {api.message}",

@@ -9,7 +9,7 @@ overdue requests back to back. Only `Clock.sleep` waits; the decisions are pure.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -192,6 +192,8 @@ class Gate:
         self.sent = 0
         self.throttles = 0
         self.stopped: str | None = None  # set when the provider refused our key: send nothing
+        # Told of every new provider-wide pause (seconds, reason): the log's provider.paused.
+        self.on_pause: Callable[[float, str], None] | None = None
 
     def _buckets(self, endpoint: EndpointClass) -> list[Bucket]:
         found = [self.endpoints[endpoint]] if endpoint in self.endpoints else []
@@ -212,21 +214,31 @@ class Gate:
             self.sent += 1
             yield self.clock.now()
 
-    def pause(self, seconds: float) -> float:
+    def pause(self, seconds: float, reason: str = "paused") -> float:
         """Pause every request to this provider for `seconds`; returns the unpause time."""
-        until = self.clock.now() + seconds
+        now = self.clock.now()
+        until = now + seconds
+        extends = until > self.paused_until
         self.paused_until = max(self.paused_until, until)
         for bucket in self._all_buckets():
             bucket.pacer.pause(until)
+        if extends and self.on_pause is not None:
+            self.on_pause(seconds, reason)
         return self.paused_until
 
-    def throttled(self, endpoint: EndpointClass, sent_at: float, wait: float | None) -> None:
+    def throttled(
+        self,
+        endpoint: EndpointClass,
+        sent_at: float,
+        wait: float | None,
+        reason: str = "throttled",
+    ) -> None:
         """A 429 (or 503 with a hint): pause the whole provider and cut its rate."""
         self.throttles += 1
         now = self.clock.now()
         for bucket in self._buckets(endpoint):
             bucket.aimd.throttled(sent_at, now)
-        self.pause(DEFAULT_PAUSE if wait is None else wait)
+        self.pause(DEFAULT_PAUSE if wait is None else wait, reason)
 
     def observe(self, info: RateLimitInfo | None) -> None:
         """Feed the quota headers of any reply: learn the policy, pause on an empty quota."""
@@ -237,7 +249,7 @@ class Gate:
             for bucket in self._all_buckets():
                 bucket.aimd.lower_ceiling(policy * SAFETY)
         if info.remaining == 0 and info.reset:
-            self.pause(info.reset)
+            self.pause(info.reset, "quota used up (rate-limit headers: remaining 0)")
 
     def _all_buckets(self) -> list[Bucket]:
         found = list(self.endpoints.values())

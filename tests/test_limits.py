@@ -325,3 +325,21 @@ def test_wait_hint_order_retry_after_then_reset_then_body() -> None:
     assert wait_hint({"RateLimit-Reset": "9"}, NOW, throttled=True) == 9.0
     assert wait_hint({}, NOW, 60) == 60
     assert wait_hint({}, NOW) is None
+
+
+class StillClock:
+    def now(self) -> float:
+        return 100.0
+
+    async def sleep(self, seconds: float) -> None:
+        raise AssertionError("nothing waits here")
+
+
+def test_a_new_pause_is_reported_once_with_its_reason() -> None:
+    clock = StillClock()
+    gate = Gate("spidra", Limits(requests=Rate(10, 1.0)), pool_size=2, clock=clock)
+    seen: list[tuple[float, str]] = []
+    gate.on_pause = lambda seconds, reason: seen.append((seconds, reason))
+    gate.throttled("status", clock.now(), 5.0, "GET /scrape/x: HTTP 429")
+    gate.throttled("status", clock.now(), 2.0, "GET /scrape/y: HTTP 429")  # inside the pause
+    assert seen == [(5.0, "GET /scrape/x: HTTP 429")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,11 @@ def test_a_429_storm_converges_and_every_job_is_submitted_once(
     # refusals, not a storm of retries (every job needs >= 2 requests).
     assert books["throttled"] <= 6
     assert sum(books["requests"].values()) - books["throttled"] <= 12 * 6
+    # Each new provider-wide pause is in the log, with what caused it.
+    events = [json.loads(line) for line in (outcome.batch / "log.jsonl").read_text().splitlines()]
+    paused = [e for e in events if e["event"] == "provider.paused"]
+    assert 1 <= len(paused) <= books["throttled"]
+    assert all(e["provider"] == "pulse" and "HTTP 429" in e["reason"] for e in paused)
 
 
 @pytest.mark.sandbox(scenario=STORM)
