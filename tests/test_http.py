@@ -250,12 +250,13 @@ async def hang_up_after_reading() -> tuple[str, asyncio.Server]:
 
 
 KINDS = [
+    "httpx-aiohttp",  # the default
     "aiohttp",
     "httpx",
     pytest.param(
-        "httpx-aiohttp",
+        "httpx2",
         marks=pytest.mark.skipif(
-            importlib.util.find_spec("httpx_aiohttp") is None, reason="the bench extra"
+            importlib.util.find_spec("httpx2") is None, reason="the bench extra"
         ),
     ),
 ]
