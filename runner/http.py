@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import anyio
 import httpx
@@ -31,7 +31,7 @@ from runner.errors import RunnerError
 from runner.limits import Gate
 from runner.providers.base import Adapter, ApiError, ErrorKind, Reply, Request
 from runner.ratelimit_headers import parse_rate_limit, wait_hint
-from runner.results import JobDir
+from runner.results import JobDir, redact
 
 USER_AGENT = f"runner/{__version__}"
 IDEMPOTENT = frozenset({"GET", "HEAD", "DELETE"})
@@ -39,6 +39,7 @@ ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error body kept from a failed downlo
 CHUNK = 64 * 1024
 OFFSITE_CONCURRENCY = 4  # out-of-band downloads at once per provider (not its API budget)
 MAX_OFFSITE_WAIT = 30.0  # the longest a storage host's Retry-After is honoured
+MAX_REDIRECTS = 5  # hops followed by hand for a download that carried the key
 
 # Kinds after which the request provably did not take effect (nothing was created).
 _NOT_ACCEPTED = frozenset(
@@ -114,7 +115,10 @@ class Transport(Protocol):
         self, url: str, dest: Path, *, headers: Mapping[str, str], max_bytes: int | None
     ) -> tuple[Reply, int]:
         """Stream a 2xx body into `dest` (the caller renames it); returns the reply (with an
-        empty body on success, the error body otherwise) and the bytes written."""
+        empty body on success, the error body otherwise) and the bytes written. Redirects
+        are followed only when `headers` is empty: a header (the key) must never ride a
+        redirect to another host (httpx and aiohttp strip `Authorization` there, but not
+        `x-api-key`), so a 3xx comes back to the caller, who decides."""
         ...
 
     async def aclose(self) -> None: ...
@@ -154,7 +158,7 @@ class HttpxTransport:
     ) -> tuple[Reply, int]:
         try:
             async with self._client.stream(
-                "GET", url, headers=headers, follow_redirects=True
+                "GET", url, headers=headers, follow_redirects=not headers
             ) as response:
                 head = _lower(response.headers)
                 if not 200 <= response.status_code < 300:
@@ -253,7 +257,9 @@ class AiohttpTransport:
         self, url: str, dest: Path, *, headers: Mapping[str, str], max_bytes: int | None
     ) -> tuple[Reply, int]:
         try:
-            async with self._open().get(self._url(url), headers=headers) as response:
+            async with self._open().get(
+                self._url(url), headers=headers, allow_redirects=not headers
+            ) as response:
                 head = _lower(response.headers)
                 if not 200 <= response.status < 300:
                     body = await response.content.read(ERROR_BODY_LIMIT)
@@ -428,8 +434,9 @@ class ProviderClient:
         not_accepted: bool = False,
     ) -> ProviderCallError:
         job = f" job {self.job_id}" if self.job_id else ""
+        # A provider that echoes the key in its error body must not put it in our message.
         return ProviderCallError(
-            f"{self.provider}{job}: {what}: {detail}",
+            redact(f"{self.provider}{job}: {what}: {detail}", [self.api_key]),
             provider=self.provider,
             job_id=self.job_id,
             kind=kind,
@@ -467,11 +474,13 @@ class ProviderClient:
         )
 
     async def send(self, request: Request) -> Reply:
-        what = f"{request.method} {request.path}"
-        headers = {**self.adapter.auth_headers(self.api_key), **request.headers}
+        what = f"{request.method} {urlsplit(request.path).path}"
+        url = self.url(request.path)
+        # An absolute path off the API (a Request may carry one) never gets the key.
+        auth = self.adapter.auth_headers(self.api_key) if self.is_api_url(url) else {}
+        headers = {**auth, **request.headers}
         if request.expect == "json":
             headers.setdefault("accept", "application/json")
-        url = self.url(request.path)
         retries = self.retry.attempts if request.method in IDEMPOTENT else 1
         attempt = 0
         while True:
@@ -514,16 +523,16 @@ class ProviderClient:
         spent, no provider pause on its 429s, but its own small concurrency cap.
         """
         url = self.url(url)
-        what = f"GET {urlsplit(url).path}"
-        on_api = send_key and self.is_api_url(url)
-        headers = self.adapter.auth_headers(self.api_key) if on_api else {}
         cap = max_bytes if max_bytes is not None else self.max_download_bytes
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = JobDir.temp_for(dest)
-        attempt = 0
+        attempt = redirects = 0
         try:
             while True:
                 attempt += 1
+                what = f"GET {urlsplit(url).path}"
+                on_api = send_key and self.is_api_url(url)
+                headers = self.adapter.auth_headers(self.api_key) if on_api else {}
                 async with self._download_slot(on_api) as sent_at:
                     if on_api:
                         self._check_stopped(what)
@@ -541,6 +550,16 @@ class ProviderClient:
                     if 200 <= reply.status_code < 300:
                         os.replace(tmp, dest)
                         return size
+                    location = reply.headers.get("location")
+                    if 300 <= reply.status_code < 400 and location and redirects < MAX_REDIRECTS:
+                        # Only a request carrying the key comes back with a 3xx (see
+                        # Transport.download): follow it here, with the key only while
+                        # it stays on the provider's API (a large result's storage host
+                        # must never see it).
+                        redirects += 1
+                        attempt -= 1
+                        url = urljoin(url, location)
+                        continue
                     failure = (
                         self._judge(what, reply, "download", sent_at)
                         if on_api

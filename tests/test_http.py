@@ -22,7 +22,8 @@ from runner.http import (
 )
 from runner.limits import Gate
 from runner.plan import Limits, Rate
-from runner.providers.base import ErrorKind, Request
+from runner.providers.base import Adapter, ErrorKind, Request
+from runner.providers.pulse import ADAPTER as PULSE
 from runner.providers.spidra import ADAPTER as SPIDRA
 
 KEY = "sk-very-secret-key"
@@ -39,13 +40,15 @@ def anyio_backend() -> str:
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def client(handler: Handler, *, limits: Limits | None = None) -> ProviderClient:
+def client(
+    handler: Handler, *, limits: Limits | None = None, adapter: Adapter = SPIDRA
+) -> ProviderClient:
     transport = HttpxTransport(httpx.AsyncClient(transport=httpx.MockTransport(handler)))
     return ProviderClient(
-        provider="spidra",
+        provider=adapter.info.name,
         base_url=BASE,
         api_key=KEY,
-        adapter=SPIDRA,
+        adapter=adapter,
         gate=Gate("spidra", limits or Limits(), pool_size=4),
         transport=transport,
         retry=RetryPolicy(attempts=3, base=0.001, cap=0.002),
@@ -210,6 +213,67 @@ async def test_download_sends_the_key_only_to_the_api_host(tmp_path: Path) -> No
     assert "authorization" not in seen[2].headers
 
 
+async def test_an_absolute_request_off_the_api_host_carries_no_key() -> None:
+    handler, seen = scripted(httpx.Response(200, json={}))
+    c = client(handler, adapter=PULSE)
+    await c.send(Request("GET", "https://storage.example.test/r?sig=s3cr3t", "download"))
+    await c.send(Request("GET", f"{BASE}/job/1", "status"))
+    assert "x-api-key" not in seen[0].headers
+    assert seen[1].headers["x-api-key"] == KEY
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_key_bearing_download_redirected_off_the_api_leaves_the_key_behind(
+    tmp_path: Path, status: int
+) -> None:
+    # Pulse's large result: fetched with x-api-key from the API, which may answer with a
+    # redirect to storage. httpx and aiohttp strip only `Authorization` on such a hop.
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.host == "api.example.test":
+            return httpx.Response(status, headers={"location": "https://s3.example.test/r?s=1"})
+        return httpx.Response(200, content=b"payload")
+
+    c = client(handler, adapter=PULSE)
+    size = await c.download(f"{BASE}/large_results/1", tmp_path / "r.json", send_key=True)
+    assert size == 7
+    assert (tmp_path / "r.json").read_bytes() == b"payload"
+    assert [str(r.url) for r in seen] == [
+        f"{BASE}/large_results/1",
+        "https://s3.example.test/r?s=1",
+    ]
+    assert seen[0].headers["x-api-key"] == KEY
+    assert "x-api-key" not in seen[1].headers
+
+
+async def test_a_redirect_that_stays_on_the_api_keeps_the_key_and_loops_are_bounded(
+    tmp_path: Path,
+) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(302, headers={"location": f"/api/hop/{len(seen)}"})
+
+    c = client(handler, adapter=PULSE)
+    with pytest.raises(ProviderCallError) as info:
+        await c.download(f"{BASE}/large_results/1", tmp_path / "r.json", send_key=True)
+    assert len(seen) == 6  # the first request and five hops, then it gives up
+    assert all(r.headers["x-api-key"] == KEY for r in seen)
+    assert str(seen[1].url) == "https://api.example.test/api/hop/1"
+    assert info.value.status_code == 302
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_an_error_body_echoing_the_key_is_redacted_from_the_message() -> None:
+    handler, _ = scripted(httpx.Response(401, json={"message": f"bad key {KEY}"}))
+    with pytest.raises(ProviderCallError) as info:
+        await client(handler).send(GET)
+    assert str(info.value) == "spidra job job-1: GET /scrape/abc: HTTP 401: bad key ***"
+
+
 async def test_download_410_is_gone_and_leaves_no_file(tmp_path: Path) -> None:
     handler, seen = scripted(httpx.Response(410, json={"detail": "gone"}))
     with pytest.raises(ProviderCallError) as info:
@@ -314,3 +378,48 @@ async def test_aiohttp_query_parameters_are_encoded_like_httpx() -> None:
     finally:
         await transport.aclose()
         server.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_every_transport_leaves_the_key_behind_on_a_redirect_to_storage(
+    kind: str, tmp_path: Path
+) -> None:
+    heads: list[bytes] = []
+
+    async def storage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    store = await asyncio.start_server(storage, "127.0.0.1", 0)
+    target = f"http://127.0.0.1:{store.sockets[0].getsockname()[1]}/bucket/r?sig=1"
+
+    async def api(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(
+            f"HTTP/1.1 302 Found\r\nlocation: {target}\r\ncontent-length: 0\r\n"
+            "connection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(api, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    c = ProviderClient(
+        provider="pulse",
+        base_url=base,
+        api_key=KEY,
+        adapter=PULSE,
+        gate=Gate("pulse", Limits(), pool_size=2),
+        transport=make_transport(2, client=kind),
+    )
+    try:
+        assert await c.download(f"{base}/large_results/1", tmp_path / "r", send_key=True) == 2
+    finally:
+        await c.transport.aclose()
+        server.close()
+        store.close()
+    assert len(heads) == 2
+    assert f"x-api-key: {KEY}".encode() in heads[0].lower()
+    assert KEY.encode() not in heads[1]
