@@ -1,5 +1,6 @@
-"""Manifest → Plan: read the YAML, check all of it at once (every problem located), resolve
-`${ENV}`, expand `each:`, and build the frozen Plan the engine runs.
+"""Manifest → Plan: read the YAML, check all of it at once (every problem located), expand
+`each:`, check ids and params, and build the frozen Plan the engine runs (provider settings
+and `${ENV}` are resolved in `settings`, problems located in `report`).
 
 `parse_manifest` decides (it reads nothing but `each` files, through an injected opener);
 `load_manifest` reads the file with a size cap and calls it.
@@ -16,21 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from runner import each as each_mod
-from runner.durations import DURATION_PATTERN, format_duration, parse_duration
 from runner.errors import ManifestError, Problem
-from runner.plan import (
-    ENDPOINT_CLASSES,
-    EndpointClass,
-    JobSpec,
-    Limits,
-    Plan,
-    Policy,
-    PollPolicy,
-    ProviderSettings,
-    Rate,
-    Secret,
-)
+from runner.plan import JobSpec, Plan, PollPolicy, ProviderSettings
 from runner.providers import PROVIDERS
+from runner.report import PathT, Report, Where
 from runner.schemas import (
     Checker,
     did_you_mean,
@@ -39,24 +29,23 @@ from runner.schemas import (
     manifest_checker,
     show,
 )
-from runner.yamlsafe import Pos, YamlError, load_yaml
+from runner.settings import (
+    ENV_REF,
+    SettingsReader,
+    check_poll,
+    check_positive,
+    resolve_poll,
+    resolve_timeout,
+)
+from runner.yamlsafe import YamlError, load_yaml
 
 MAX_MANIFEST_BYTES = 5 * 1024 * 1024
 MAX_JOBS = 1_000_000
 MAX_DESCRIBED_ITEMS = 20  # failing `each` items explained in full, per job
-DEFAULT_TIMEOUT = 1800.0
-SANDBOX_KEY = "sandbox-key"
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_BARE_ENV = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 _ID_SHAPE = re.compile(r"^[a-z0-9{][A-Za-z0-9._{}-]*$")  # the schema's id pattern
-_HTTP_URL = re.compile(r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+\S*$")
-_DURATION = re.compile(DURATION_PATTERN)
-_SIMPLE_KEY = re.compile(r"^[A-Za-z_$][A-Za-z0-9_-]*$")
 _ID_RULE = "lower-case letters, digits, '.', '_', '-'"
-
-PathT = tuple[str | int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +90,6 @@ def parse_manifest(
     return reader.run()
 
 
-def build_plan(loaded: LoadedManifest) -> Plan:
-    """The plan of a loaded manifest (kept for symmetry with the design's data flow)."""
-    return loaded.plan
-
-
 def _decode(data: bytes, file: str) -> str:
     nul = data.find(b"\x00")
     if nul >= 0:
@@ -124,12 +108,6 @@ def _decode(data: bytes, file: str) -> str:
 def _byte_position(data: bytes, offset: int) -> tuple[int, int]:
     line = data.count(b"\n", 0, offset) + 1
     return line, offset - (data.rfind(b"\n", 0, offset) + 1) + 1
-
-
-def _duration(value: Any) -> float | None:
-    if isinstance(value, str) and _DURATION.match(value):
-        return parse_duration(value)
-    return None
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -154,73 +132,10 @@ class _Reader:
         self.data = data
         self.source = source
         self.file = str(source)
-        self.env = env
-        self.sandbox_keys = sandbox_keys
         self.opener = opener
-        self.problems: list[Problem] = []
-        self.notices: list[str] = []
-        self.doc: dict[str, Any] = {}
-        self.pos = Pos(1, 1)
-        self.seen_ids: dict[str, tuple[str, int, int]] = {}
-
-    # -- locating and reporting ------------------------------------------------------------
-
-    def locate(self, path: PathT, at_key: bool = False) -> tuple[int, int]:
-        node = self.pos
-        for step in path:
-            child = node.child(step)
-            if child is None:
-                return node.line, node.column
-            node = child
-        if at_key and node.key_line:
-            return node.key_line, node.key_column
-        return node.line, node.column
-
-    def render(self, path: PathT, job_id: str | None = None) -> str:
-        out = ""
-        for index, step in enumerate(path):
-            if isinstance(step, int):
-                out += f"[{step}]"
-                if index == 1 and path[0] == "jobs":
-                    shown = job_id if job_id is not None else self._job_id(step)
-                    if shown is not None:
-                        out += f" (id: {shown})"
-            elif _SIMPLE_KEY.match(step):
-                out += f".{step}" if out else step
-            else:
-                out += f"[{step!r}]"
-        return out
-
-    def _job_id(self, index: int) -> str | None:
-        jobs = self.doc.get("jobs")
-        if isinstance(jobs, list) and index < len(jobs) and isinstance(jobs[index], dict):
-            job_id = jobs[index].get("id")
-            return job_id if isinstance(job_id, str) else None
-        return None
-
-    def add(
-        self,
-        path: PathT,
-        message: str,
-        *,
-        at_key: bool = False,
-        where: tuple[str, int, int] | None = None,
-        job_id: str | None = None,
-    ) -> None:
-        shown = path[:-1] if at_key else path
-        if where is None:
-            line, col = self.locate(path, at_key)
-            where = (self.file, line, col)
-        self.problems.append(
-            Problem(where[0], where[1], where[2], self.render(shown, job_id), message)
-        )
-
-    def notice(self, path: PathT, message: str) -> None:
-        line, col = self.locate(path)
-        self.notices.append(f"notice: {self.file}:{line}:{col}: {self.render(path)}: {message}")
-
-    def fail_now(self, line: int, column: int, message: str) -> ManifestError:
-        return ManifestError([Problem(self.file, line, column, "", message)])
+        self.report = Report(self.file)
+        self.seen_ids: dict[str, Where] = {}
+        self.settings = SettingsReader(self.report, env, sandbox_keys)
 
     # -- the pass --------------------------------------------------------------------------
 
@@ -229,57 +144,57 @@ class _Reader:
         try:
             document = load_yaml(text)
         except YamlError as exc:
-            raise self.fail_now(exc.line, exc.column, exc.message) from None
+            raise self.report.fail_now(exc.line, exc.column, exc.message) from None
         if document.value is None:
-            raise self.fail_now(1, 1, "the manifest is empty; it needs version, name and jobs")
+            raise self.report.fail_now(
+                1, 1, "the manifest is empty; it needs version, name and jobs"
+            )
         if not isinstance(document.value, dict):
             kind = "a list" if isinstance(document.value, list) else f"{show(document.value)}"
-            raise self.fail_now(
+            raise self.report.fail_now(
                 document.pos.line,
                 document.pos.column,
                 f"the manifest is {kind}, not a mapping; it starts with 'version: 1'",
             )
-        self.doc, self.pos = document.value, document.pos
+        self.report.doc, self.report.pos = document.value, document.pos
         for warning in document.warnings:
-            self.add(warning.path, warning.message, where=(self.file, warning.line, warning.column))
-        for finding in manifest_checker().findings(self.doc):
-            self.add(finding.path, finding.message, at_key=finding.at_key)
-        self.scan_env_refs(self.doc, ())
-        defaults = _dict(self.doc.get("defaults"))
-        self.check_poll(("defaults", "poll"), defaults.get("poll"))
-        self.check_positive(("defaults", "timeout"), defaults.get("timeout"))
-        declared = _dict(self.doc.get("providers"))
+            self.report.add(
+                warning.path, warning.message, where=(self.file, warning.line, warning.column)
+            )
+        for finding in manifest_checker().findings(self.report.doc):
+            self.report.add(finding.path, finding.message, at_key=finding.at_key)
+        self.scan_env_refs(self.report.doc, ())
+        defaults = _dict(self.report.doc.get("defaults"))
+        check_poll(self.report, ("defaults", "poll"), defaults.get("poll"))
+        check_positive(self.report, ("defaults", "timeout"), defaults.get("timeout"))
+        declared = _dict(self.report.doc.get("providers"))
         settings = {
-            name: self.provider(name, _dict(conf), defaults)
+            name: self.settings.provider(name, _dict(conf), defaults)
             for name, conf in declared.items()
             if name in PROVIDERS and isinstance(conf, dict)
         }
         specs: list[JobSpec] = []
-        jobs = self.doc.get("jobs")
+        jobs = self.report.doc.get("jobs")
         for index, job in enumerate(jobs if isinstance(jobs, list) else []):
             if isinstance(job, dict):
                 self.job(index, job, declared, defaults, specs)
             if len(specs) > MAX_JOBS:
-                self.add(("jobs", index), f"more than {MAX_JOBS:,} jobs; split the batch")
+                self.report.add(("jobs", index), f"more than {MAX_JOBS:,} jobs; split the batch")
                 break
-        if self.problems:
-            raise ManifestError(sorted(set(self.problems)))
-        return LoadedManifest(self.plan(settings, specs), tuple(self.notices))
+        if self.report.problems:
+            raise ManifestError(sorted(set(self.report.problems)))
+        return LoadedManifest(self.plan(settings, specs), tuple(self.report.notices))
 
     def plan(self, settings: dict[str, ProviderSettings | None], specs: list[JobSpec]) -> Plan:
         providers = {name: s for name, s in settings.items() if s is not None}
-        secrets: list[Secret] = []
-        for provider in providers.values():
-            if provider.api_key and provider.api_key not in secrets:
-                secrets.append(provider.api_key)
         return Plan(
-            name=str(self.doc["name"]),
+            name=str(self.report.doc["name"]),
             source=self.source,
             manifest_bytes=self.data,
             manifest_sha256=hashlib.sha256(self.data).hexdigest(),
             providers=providers,
             jobs=tuple(specs),
-            secrets=tuple(secrets),
+            secrets=tuple(self.settings.secrets),
         )
 
     # -- small checks ----------------------------------------------------------------------
@@ -307,138 +222,12 @@ class _Reader:
             elif isinstance(node, str) and "${" in node:
                 match = ENV_REF.search(node)
                 if match:
-                    self.notice(
+                    self.report.notice(
                         where,
                         f"{match.group(0)} is not interpolated here; only api_key and "
                         "base_url take ${VAR}",
                     )
-        self.notices.sort()
-
-    def check_positive(self, path: PathT, value: Any) -> float | None:
-        seconds = _duration(value)
-        if seconds is not None and seconds <= 0:
-            self.add(path, f"{show(value)} must be longer than 0")
-            return None
-        return seconds
-
-    def check_poll(self, path: PathT, poll: Any) -> None:
-        if not isinstance(poll, dict):
-            return
-        initial = self.check_positive((*path, "initial"), poll.get("initial"))
-        ceiling = self.check_positive((*path, "max"), poll.get("max"))
-        if initial is not None and ceiling is not None and ceiling < initial:
-            self.add(
-                (*path, "max"),
-                f"{show(poll['max'])} is shorter than initial ({poll['initial']})",
-            )
-
-    # -- providers -------------------------------------------------------------------------
-
-    def provider(
-        self, name: str, conf: dict[str, Any], defaults: dict[str, Any]
-    ) -> ProviderSettings | None:
-        info = PROVIDERS[name]
-        base = ("providers", name)
-        key, key_var = self.api_key(name, conf.get("api_key"))
-        base_url = self.base_url(name, conf.get("base_url"))
-        self.check_poll((*base, "poll"), conf.get("poll"))
-        timeout = self.check_positive((*base, "timeout"), conf.get("timeout"))
-        self.check_positive((*base, "max_paused"), conf.get("max_paused"))
-        limits = self.limits(base, _dict(conf.get("limits")), info.default_limits)
-        if key is None or base_url is None:
-            return None
-        return ProviderSettings(
-            name=name,
-            base_url=base_url,
-            api_key=key,
-            api_key_var=key_var,
-            limits=limits,
-            poll=_resolve_poll([conf.get("poll"), defaults.get("poll")], info.default_poll),
-            timeout=timeout or _duration(defaults.get("timeout")) or DEFAULT_TIMEOUT,
-            on_interrupt=_policy(conf.get("on_interrupt")),
-            on_timeout=_policy(conf.get("on_timeout")),
-            max_paused=_duration(conf.get("max_paused")),
-        )
-
-    def api_key(self, name: str, raw: Any) -> tuple[Secret | None, str | None]:
-        path = ("providers", name, "api_key")
-        conventional = PROVIDERS[name].api_key_env
-        if not isinstance(raw, str) or not raw:
-            return None, None  # the schema said what is wrong
-        names = ENV_REF.findall(raw)
-        if not names:
-            bare = _BARE_ENV.match(raw)
-            if bare:
-                self.add(path, f"{raw!r} is not interpolated; write ${{{bare.group(1)}}}")
-                return None, None
-            self.notice(
-                path,
-                "the key is written in the manifest; keep it in the environment: "
-                f"api_key: ${{{conventional}}}",
-            )
-            return Secret(raw), None
-        missing = [var for var in names if not self.env.get(var)]
-        if missing:
-            if self.sandbox_keys:
-                self.notices.append(
-                    f"notice: {missing[0]} is not set; using a sandbox key for {name}"
-                )
-                return Secret(SANDBOX_KEY), names[0]
-            for var in missing:
-                state = "is empty" if var in self.env else "is not set"
-                self.add(path, f"environment variable {var} {state}")
-            return None, names[0]
-        return Secret(ENV_REF.sub(lambda m: self.env[m.group(1)], raw)), names[0]
-
-    def base_url(self, name: str, raw: Any) -> str | None:
-        default = PROVIDERS[name].default_base_url
-        if raw is None:
-            return default
-        if not isinstance(raw, str):
-            return None
-        path = ("providers", name, "base_url")
-        names = ENV_REF.findall(raw)
-        missing = [var for var in names if not self.env.get(var)]
-        if missing:
-            if self.sandbox_keys:
-                self.notices.append(f"notice: {missing[0]} is not set; using {default} for {name}")
-                return default
-            for var in missing:
-                state = "is empty" if var in self.env else "is not set"
-                self.add(path, f"environment variable {var} {state}")
-            return None
-        url = ENV_REF.sub(lambda m: self.env[m.group(1)], raw)
-        if not _HTTP_URL.match(url):
-            if names:
-                self.add(path, f"{', '.join(names)} must hold an http(s) URL")
-            return None
-        return url
-
-    def limits(self, base: PathT, conf: dict[str, Any], published: Limits) -> Limits:
-        path = (*base, "limits")
-        requests = self.rate((*path, "requests"), conf.get("requests")) or published.requests
-        endpoints: dict[EndpointClass, Rate] = dict(published.endpoints)
-        for endpoint in ENDPOINT_CLASSES:
-            rate = self.rate((*path, endpoint), conf.get(endpoint))
-            if rate is not None:
-                endpoints[endpoint] = rate
-        in_flight = conf.get("in_flight")
-        if not isinstance(in_flight, int) or isinstance(in_flight, bool) or in_flight < 1:
-            in_flight = published.in_flight
-        return Limits(requests=requests, endpoints=endpoints, in_flight=in_flight)
-
-    def rate(self, path: PathT, conf: Any) -> Rate | None:
-        if not isinstance(conf, dict):
-            return None
-        rate, burst = conf.get("rate"), conf.get("burst", 1)
-        per = self.check_positive((*path, "per"), conf.get("per", "1s"))
-        valid_rate = isinstance(rate, int | float) and not isinstance(rate, bool) and rate > 0
-        valid_burst = isinstance(burst, int) and not isinstance(burst, bool) and burst >= 1
-        if not (valid_rate and valid_burst and per):
-            return None
-        assert isinstance(rate, int | float)
-        assert isinstance(burst, int)
-        return Rate(float(rate), per, burst)
+        self.report.notices.sort()
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -461,19 +250,19 @@ class _Reader:
                 fetch = {**fetch_defaults(info.name, job_type), **fetch}
             elif isinstance(job_type, str):
                 hint = did_you_mean(job_type, info.job_types)
-                self.add(
+                self.report.add(
                     (*base, "type"),
                     f"unknown type {job_type!r} for provider {info.name}{hint} "
                     f"(valid: {', '.join(info.job_types)})",
                 )
             if info.name not in declared:
-                self.add(
+                self.report.add(
                     (*base, "provider"),
                     f"provider {info.name!r} is not declared under providers; add "
                     f"providers.{info.name}.api_key: ${{{info.api_key_env}}}",
                 )
-        self.check_poll((*base, "poll"), job.get("poll"))
-        timeout = self.check_positive((*base, "timeout"), job.get("timeout"))
+        check_poll(self.report, (*base, "poll"), job.get("poll"))
+        check_positive(self.report, (*base, "timeout"), job.get("timeout"))
         conf = _dict(declared.get(provider)) if isinstance(provider, str) else {}
         default_poll = info.default_poll if info is not None else PollPolicy(2.0, 60.0, 1.5)
         template = JobSpec(
@@ -482,11 +271,10 @@ class _Reader:
             type=str(job_type),
             params={},
             tags=tuple(t for t in _list(job.get("tags")) if isinstance(t, str)),
-            timeout=timeout
-            or _duration(conf.get("timeout"))
-            or _duration(defaults.get("timeout"))
-            or DEFAULT_TIMEOUT,
-            poll=_resolve_poll(
+            timeout=resolve_timeout(
+                [job.get("timeout"), conf.get("timeout"), defaults.get("timeout")]
+            ),
+            poll=resolve_poll(
                 [job.get("poll"), conf.get("poll"), defaults.get("poll")], default_poll
             ),
             fetch=fetch,
@@ -504,14 +292,14 @@ class _Reader:
                 message = f"{show(job_id)} has placeholders, but the job has no `each`"
             else:
                 message = f"{show(job_id)} is not a valid id ({_ID_RULE})"
-            self.add((*base, "id"), message)
-        self.claim_id(job_id, (self.file, *self.locate((*base, "id"))), base, job_id)
+            self.report.add((*base, "id"), message)
+        self.claim_id(job_id, (self.file, *self.report.locate((*base, "id"))), base, job_id)
         if checker is not None:
             for finding in checker.findings({"params": params, **extra}):
-                self.add((*base, *finding.path), finding.message, at_key=finding.at_key)
+                self.report.add((*base, *finding.path), finding.message, at_key=finding.at_key)
         specs.append(_spec(template, job_id, params, len(specs)))
 
-    def claim_id(self, job_id: str, where: tuple[str, int, int], base: PathT, shown: str) -> None:
+    def claim_id(self, job_id: str, where: Where, base: PathT, shown: str) -> None:
         first = self.seen_ids.get(job_id)
         if first is None:
             self.seen_ids[job_id] = where
@@ -522,14 +310,14 @@ class _Reader:
             at = f"line {first[1]}, column {first[2]}"
         else:
             at = f"line {first[1]}"
-        self.add(base, f"duplicate id {job_id!r} (first at {at})", where=where, job_id=shown)
+        self.report.add(base, f"duplicate id {job_id!r} (first at {at})", where=where, job_id=shown)
 
     def each_items(self, index: int, spec: Any) -> list[each_mod.Item] | None:
         path: PathT = ("jobs", index, "each")
         if isinstance(spec, list):
             if not spec or not all(isinstance(v, str | int | float | dict) for v in spec):
                 return None  # the schema reported it
-            positions = [self.locate((*path, i)) for i in range(len(spec))]
+            positions = [self.report.locate((*path, i)) for i in range(len(spec))]
             return each_mod.items_from_list(spec, self.file, positions)
         if not isinstance(spec, dict) or not isinstance(spec.get("file"), str):
             return None
@@ -543,9 +331,9 @@ class _Reader:
             return each_mod.read_items(target, display, fmt, self.opener)
         except each_mod.EachError as exc:
             if exc.line == 0:
-                self.add((*path, "file"), f"{name!r}: {exc.message}")
+                self.report.add((*path, "file"), f"{name!r}: {exc.message}")
             else:
-                self.add(path, exc.message, where=(exc.file, exc.line, exc.column))
+                self.report.add(path, exc.message, where=(exc.file, exc.line, exc.column))
             return None
 
     def expand(
@@ -568,7 +356,7 @@ class _Reader:
         if not self.check_placeholders(base, items[0], id_names, params_template):
             return
         if not id_names and len(items) > 1:
-            self.add(
+            self.report.add(
                 (*base, "id"),
                 f"{show(id_text)} has no placeholder, so every item of `each` would get "
                 "the same id; add {n} or a field such as {item}",
@@ -582,7 +370,7 @@ class _Reader:
             where = (item.file, item.line, item.column)
             absent = [name for name in sorted(used) if name not in fields]
             if absent:
-                self.add(
+                self.report.add(
                     (*base, "each"),
                     f"this item has no field {absent[0]!r} (used as {{{absent[0]}}})",
                     where=where,
@@ -591,7 +379,7 @@ class _Reader:
                 continue
             job_id = build_id(fields)
             if not SLUG.match(job_id):
-                self.add(
+                self.report.add(
                     base,
                     f"the id made from this item, {show(job_id)}, is not a valid id ({_ID_RULE})",
                     where=where,
@@ -616,9 +404,9 @@ class _Reader:
             specs.append(_spec(template, job_id, built, len(specs)))
         for args, count in repeats.values():
             message = args[1] if count == 1 else f"{args[1]} (and in {count - 1} more items)"
-            self.add(args[0], message, at_key=args[2], where=args[3], job_id=args[4])
+            self.report.add(args[0], message, at_key=args[2], where=args[3], job_id=args[4])
         if failing > described:
-            self.add(
+            self.report.add(
                 (*base, "each"),
                 f"{failing - described:,} more items fail validation "
                 f"(only the first {described} are described)",
@@ -644,7 +432,7 @@ class _Reader:
             if from_item:
                 where = (item.file, item.line, item.column)
             else:
-                where = (self.file, *self.locate(path, finding.at_key))
+                where = (self.file, *self.report.locate(path, finding.at_key))
             key = (where, finding.path, finding.message)
             if key in repeats:
                 repeats[key][1] += 1
@@ -679,7 +467,7 @@ class _Reader:
                 offered = ", ".join(f"{{{f}}}" for f in sorted(available))
                 hint = did_you_mean(name, available)
                 message = f"unknown placeholder {{{name}}}{hint} (available: {offered})"
-            self.add(path, message)
+            self.report.add(path, message)
         return ok
 
 
@@ -696,36 +484,3 @@ def _spec(template: JobSpec, job_id: str, params: Mapping[str, Any], index: int)
         fetch=template.fetch,
         retry=template.retry,
     )
-
-
-def _policy(value: Any) -> Policy:
-    return "cancel" if value == "cancel" else "detach"
-
-
-def _resolve_poll(layers: list[Any], fallback: PollPolicy) -> PollPolicy:
-    """Field by field, the first layer that sets it (job > provider > defaults > built-in)."""
-
-    def pick(name: str, default: float) -> float:
-        for layer in layers:
-            if isinstance(layer, dict):
-                value = layer.get(name)
-                if name == "multiplier":
-                    if (
-                        isinstance(value, int | float)
-                        and not isinstance(value, bool)
-                        and value >= 1
-                    ):
-                        return float(value)
-                else:
-                    seconds = _duration(value)
-                    if seconds:
-                        return seconds
-        return default
-
-    initial = pick("initial", fallback.initial)
-    ceiling = pick("max", fallback.max)
-    return PollPolicy(initial, max(initial, ceiling), pick("multiplier", fallback.multiplier))
-
-
-def describe_poll(poll: PollPolicy) -> str:
-    return f"{format_duration(poll.initial)} x{poll.multiplier:g} up to {format_duration(poll.max)}"

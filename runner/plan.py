@@ -1,7 +1,7 @@
 """The plan: what a validated manifest means, as frozen values the engine can run.
 
-`build_plan` (manifest → Plan) lives with the manifest code; these are the value types
-shared by the manifest, the engine, the journal and the results writer.
+`runner.manifest` builds a Plan from a manifest; these are the value types shared by the
+manifest, the engine, the journal and the results writer.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ from typing import Any
 from runner.durations import format_duration
 from runner.estimate import ASSUMPTIONS, PlanEstimate, estimate_plan
 from runner.jsonio import canonical_json
-from runner.manifest import describe_poll, load_manifest
+from runner.manifest import load_manifest
 from runner.plan import Plan, ProviderSettings, Rate
+from runner.settings import describe_poll
 
 HELP = "show the expanded jobs, the effective limits and a request / time estimate"
 SHOWN_JOBS = 20
