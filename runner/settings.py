@@ -189,6 +189,9 @@ class SettingsReader:
                 state = "is empty" if var in self.env else "is not set"
                 self.report.add(path, f"environment variable {var} {state}")
             return None, names[0]
+        # `Token ${KEY}`: the variable's value alone is as secret as the whole key.
+        for var in names:
+            self._keep(self.env[var])
         return self._keep(ENV_REF.sub(lambda m: self.env[m.group(1)], raw)), names[0]
 
     def base_url(self, name: str, raw: Any) -> str | None:

@@ -11,6 +11,7 @@ import pytest
 from runner.errors import ManifestError
 from runner.manifest import LoadedManifest, load_manifest, parse_manifest
 from runner.plan import PollPolicy, Rate, Secret
+from runner.results import redact
 
 ENV = {"PULSE_API_KEY": "pk-secret-1", "SPIDRA_API_KEY": "sk-secret-2"}
 HEAD = """\
@@ -84,6 +85,16 @@ def test_interpolation_inside_a_longer_value_and_in_base_url() -> None:
     loaded = parse(text, env={**ENV, "PULSE_URL": "http://127.0.0.1:9"})
     assert loaded.plan.providers["pulse"].api_key == "Token pk-secret-1"
     assert loaded.plan.providers["pulse"].base_url == "http://127.0.0.1:9/v2"
+
+
+def test_the_variable_inside_a_longer_key_is_a_secret_of_its_own() -> None:
+    text = HEAD.replace('"${PULSE_API_KEY}"', '"Token ${PULSE_API_KEY}"') + (
+        "  - {id: a, provider: pulse, type: extract, params: {file_url: 'https://x.example/a'}}\n"
+    )
+    plan = parse(text).plan
+    assert set(plan.secrets) == {"Token pk-secret-1", "pk-secret-1", "sk-secret-2"}
+    # a provider echoing only the token (not the `Token ` prefix) is still redacted
+    assert redact("401: bad key pk-secret-1", plan.secrets) == "401: bad key ***"
 
 
 def test_a_missing_variable_is_named_and_no_value_is_printed() -> None:
