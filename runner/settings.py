@@ -174,6 +174,11 @@ class SettingsReader:
             if bare:
                 self.report.add(path, f"{raw!r} is not interpolated; write ${{{bare.group(1)}}}")
                 return None, None
+            if "${" in raw:  # e.g. '${KEY' or '${1KEY}': never send it as a literal key
+                self.report.add(
+                    path, f"malformed ${{...}} reference; write api_key: ${{{conventional}}}"
+                )
+                return None, None
             self.report.notice(
                 path,
                 "the key is written in the manifest; keep it in the environment: "

@@ -136,6 +136,17 @@ def test_a_literal_key_works_with_a_notice_that_never_shows_it() -> None:
     )
 
 
+@pytest.mark.parametrize("raw", ["${PULSE_API_KEY", "${1PULSE}", "pre-${PULSE-KEY}"])
+def test_a_malformed_reference_is_an_error_not_a_literal_key(raw: str) -> None:
+    text = HEAD.replace('"${PULSE_API_KEY}"', f'"{raw}"') + (
+        "  - {id: a, provider: pulse, type: extract, params: {file_url: 'https://x.example/a'}}\n"
+    )
+    assert problems(text) == [
+        "m.yaml:4:20: providers.pulse.api_key: malformed ${...} reference; "
+        "write api_key: ${PULSE_API_KEY}"
+    ]
+
+
 def test_env_references_elsewhere_are_left_alone_with_a_notice() -> None:
     loaded = parse(
         HEAD
