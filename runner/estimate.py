@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runner.plan import JobSpec, Plan, PollPolicy, ProviderSettings
+from runner.providers import lobstr
 
 # A typical job duration per provider: a guess from the providers' docs, used only for the
 # "expected" figures (polls and the duration/concurrency bounds), never for the floor.
@@ -21,7 +22,8 @@ ASSUMPTIONS = (
     "policy for a job of typical duration",
     "result requests: the first results page only (bulkgrid, lobstr, skop, spidra crawl); "
     "per-item content and file downloads are not counted",
-    "submits: 1 request, lobstr 2 (tasks + run) or 4 with a new squid (+ squid, configure)",
+    "submits: 1 request; lobstr 1 (run) + 1 for each step the job needs: a new squid, "
+    "its configuration, its tasks",
     "typical durations: "
     + ", ".join(f"{name} {int(seconds)}s" for name, seconds in TYPICAL_DURATION.items()),
 )
@@ -30,10 +32,11 @@ MAX_POLLS = 10_000  # per job, guards the geometric sum against odd policies
 
 def submit_requests(job: JobSpec) -> int:
     """Requests one submit takes (wire-contracts.md §2.2: Lobstr builds a squid first)."""
-    if job.provider == "lobstr":
+    if job.provider == "lobstr":  # as LobstrAdapter._prepare: each step only when needed
         creates = "crawler" in job.params
+        configures = any(key in job.params for key in lobstr.SQUID_KEYS)
         has_tasks = bool(job.params.get("tasks"))
-        return 1 + int(has_tasks) + (2 if creates else 0)
+        return 1 + int(creates) + int(configures) + int(has_tasks)
     return 1
 
 

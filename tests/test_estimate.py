@@ -10,6 +10,8 @@ import pytest
 from runner.cli import main
 from runner.estimate import estimate_plan, expected_polls, result_requests, submit_requests
 from runner.plan import JobSpec, Limits, Plan, PollPolicy, ProviderSettings, Rate, Secret
+from runner.providers import lobstr
+from tests.providers.fakes import FakeHttp, router
 
 
 def settings(name: str, limits: Limits) -> ProviderSettings:
@@ -42,11 +44,47 @@ def test_request_counts_per_job_type() -> None:
     lobstr_old = JobSpec(
         "b", "lobstr", "run", {"squid": "s"}, fetch={"results": True, "export": True}
     )
-    assert submit_requests(lobstr_new) == 4
+    # POST /squids, /tasks, /runs: no configure without squid settings
+    assert submit_requests(lobstr_new) == 3
+    configured = {"crawler": "c", "tasks": [{"url": "u"}], "params": {"max_results": 5}}
+    assert submit_requests(JobSpec("e", "lobstr", "run", configured)) == 4
+    # an existing squid reconfigured: POST /squids/{id}, then /runs
+    assert submit_requests(JobSpec("f", "lobstr", "run", {"squid": "s", "concurrency": 2})) == 2
     assert submit_requests(lobstr_old) == 1
     assert result_requests(lobstr_old) == 3
     assert result_requests(JobSpec("c", "pulse", "extract", {})) == 0
     assert result_requests(JobSpec("d", "spidra", "crawl", {}, fetch={"pages": True})) == 1
+
+
+SQUID = "e445405ef4ab41208ef7d29b92a1a9dd"
+CRAWLER = "4734d096159ef05210e0e1677e8be823"
+TASKS = [{"url": "https://a.example"}]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"squid": SQUID},
+        {"squid": SQUID, "concurrency": 2},
+        {"squid": SQUID, "tasks": TASKS},
+        {"crawler": CRAWLER, "tasks": TASKS},
+        {"crawler": CRAWLER, "tasks": TASKS, "params": {"max_results": 5}, "accounts": ["a"]},
+    ],
+)
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_lobstr_submit_requests_match_what_the_adapter_sends(
+    params: dict[str, object], anyio_backend: str
+) -> None:
+    routes = {
+        "POST /squids": {"id": SQUID},
+        f"POST /squids/{SQUID}": {"id": SQUID},
+        "POST /tasks": {"tasks": [{"id": "t1"}], "duplicated_count": 0},
+        "POST /runs": {"id": "0393be3ea6f74986906153df1c3f9894", "status": "pending"},
+    }
+    http = FakeHttp(lobstr.ADAPTER, router(routes))
+    spec = JobSpec("a", "lobstr", "run", params)
+    await lobstr.LobstrAdapter().submit(http, spec)
+    assert len(http.seen) == submit_requests(spec)
 
 
 def test_rate_bound_plan() -> None:
