@@ -22,6 +22,7 @@ class ProviderBooks:
         "endpoint_peaks",
         "endpoint_throttled",
         "errors_injected",
+        "keyed_downloads",
         "limit",
         "peak",
         "requests",
@@ -36,6 +37,7 @@ class ProviderBooks:
         self.peak = WindowPeak(limit.per if limit else DEFAULT_WINDOW)
         self.submits: dict[str, int] = {}
         self.downloads = 0
+        self.keyed_downloads = 0  # out-of-band file requests that carried a credential
         self.errors_injected = 0
         self.dropped = 0
         self.endpoint_peaks: dict[str, tuple[RateLimit, WindowPeak]] = {}
@@ -67,6 +69,7 @@ class ProviderBooks:
             "window_seconds": self.peak.per,
             "submits": dict(sorted(self.submits.items())),
             "downloads": self.downloads,
+            "keyed_downloads": self.keyed_downloads,
             "errors_injected": self.errors_injected,
             "dropped": self.dropped,
         }

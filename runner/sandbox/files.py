@@ -3,7 +3,9 @@
 Lobstr CSV exports, Skop documents, Bulkgrid screenshots, Spidra crawl page content and Pulse
 large results all live under `/_files/{provider}/{token}/{name}`. Content is generated on
 first read from the job's seed. Single-use files answer 410 after their first download, and
-every file of a job answers 410 once that job has expired.
+every file of a job answers 410 once that job has expired. A request that brings a credential
+(`authorization`, `x-api-key`) is booked as `keyed_downloads`: a storage host must never
+see the key, and tests prove it from there.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from runner.sandbox.core import Job, Sandbox
 
 FILES_PREFIX = "/_files"
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
 
 
 @dataclass(slots=True)
@@ -64,6 +67,8 @@ class FileStore:
         books = self._sandbox.books.providers.get(provider)
         if books is not None:
             books.downloads += 1
+            if CREDENTIAL_HEADERS & {name.lower() for name in request.headers}:
+                books.keyed_downloads += 1
         if stored is None:
             return JSONResponse({"error": "not found"}, status_code=404)
         job = stored.job

@@ -62,6 +62,9 @@ def test_the_demo_manifest_succeeds_with_each_job_submitted_once(
     assert set(states.values()) == {"succeeded"}, states
     for provider, count in EXPECTED_SUBMITS.items():
         submits_once(outcome.books, provider, count)
+        # Exports, signed links, documents: no out-of-band file ever saw a key.
+        assert outcome.books[provider]["keyed_downloads"] == 0, provider
+    assert sum(outcome.books[p]["downloads"] for p in EXPECTED_SUBMITS) > 0
     assert (outcome.batch / "jobs" / "maps-restaurants" / "files" / "export.csv").exists()
     assert list((outcome.batch / "jobs" / "help-center" / "files").glob("page-*.md"))
     assert list((outcome.batch / "jobs" / "annual-reports" / "files").iterdir())

@@ -71,6 +71,7 @@ async def test_crawl_pages_results_and_saves_content_and_screenshots(
     assert seen["requests"]["GET /api/v1/runs/{runId}/results"] == 1  # 30 rows: one page
     assert sorted(seen["submits"].values()) == [1, 1]  # never submitted twice
     assert seen["downloads"] == 30  # every signed screenshot URL, fetched once
+    assert seen["keyed_downloads"] == 0  # and none of them saw the key
 
 
 @pytest.mark.sandbox(scenario=PARTIAL)

@@ -51,6 +51,8 @@ async def test_documents_are_downloaded_filtered_and_safely_named(
     taken: set[str] = set()
     expected = sorted(safe_name(skop.document_name(d), taken) for d in kept)
     assert sorted(p.name for p in (out / "files").iterdir()) == expected
+    books = httpx.get(f"{sandbox.origin}/_sandbox/stats").json()["providers"]["skop"]
+    assert (books["downloads"], books["keyed_downloads"]) == (len(kept), 0)  # no key to hosts
     for document in kept:
         name = safe_name(skop.document_name(document), set())
         assert (out / "files" / name).read_bytes() == httpx.get(document["url"]).content

@@ -107,6 +107,7 @@ def test_a_truncated_crawl_is_paged_and_its_markdown_links_downloaded(
         pages[100]["markdown"]
     ).content
     assert outcome.books["spidra"]["downloads"] == 150  # one per page, none twice
+    assert outcome.books["spidra"]["keyed_downloads"] == 0  # signed links get no key
     job = outcome.job("docs")
     assert (job["pages"], job["failed_pages"], job["counts"]) == (
         150, 0, {"files": 150, "items": 150},

@@ -122,8 +122,9 @@ def test_large_result_is_single_use_then_410(make_sandbox: MakeSandbox) -> None:
     assert first.status_code == 200
     assert len(first.content) > 50_000
     assert set(first.json()) == {"extraction_id", "markdown", "page_count", "plan-info"}
-    second = httpx.get(url)
+    second = httpx.get(url, headers={"X-Api-Key": "k"})
     assert second.status_code == 410
     stats = httpx.get(sb.origin + "/_sandbox/stats").json()["providers"]["pulse"]
     assert stats["downloads"] == 2
+    assert stats["keyed_downloads"] == 1  # the second one brought a key: booked
     assert "GET /_files" not in " ".join(stats["requests"])
