@@ -19,7 +19,7 @@ from runner.providers import lobstr
 TYPICAL_DURATION = {"bulkgrid": 60.0, "lobstr": 300.0, "spidra": 30.0, "skop": 300.0, "pulse": 60.0}
 ASSUMPTIONS = (
     "at least 1 poll per job (the one that sees it finish); expected polls follow the poll "
-    "policy for a job of typical duration",
+    "policy for a job of typical duration; a lobstr poll of a running run costs 2 (+ /stats)",
     "result requests: the first results page only (bulkgrid, lobstr, skop, spidra crawl); "
     "per-item content and file downloads are not counted",
     "submits: 1 request; lobstr 1 (run) + 1 for each step the job needs: a new squid, "
@@ -49,6 +49,12 @@ def result_requests(job: JobSpec) -> int:
     if job.provider == "spidra" and job.type == "crawl":
         return int(job.fetch.get("pages", True))
     return 0
+
+
+def poll_requests(provider: str, polls: int) -> int:
+    """Status requests of `polls` polls: a Lobstr poll of a running run also reads /stats
+    (LobstrAdapter.poll); the last poll, which sees the run finished, does not."""
+    return 2 * polls - 1 if provider == "lobstr" and polls > 0 else polls
 
 
 def expected_polls(policy: PollPolicy, duration: float) -> int:
@@ -142,7 +148,7 @@ def estimate_provider(settings: ProviderSettings, jobs: Iterable[JobSpec]) -> Pr
         submits += submit_requests(job)
         results += result_requests(job)
         if job.poll not in cache:
-            cache[job.poll] = expected_polls(job.poll, duration)
+            cache[job.poll] = poll_requests(settings.name, expected_polls(job.poll, duration))
         polls_expected += cache[job.poll]
     limits = settings.limits
     overall = limits.requests.per_second if limits.requests else None

@@ -87,6 +87,15 @@ async def test_lobstr_submit_requests_match_what_the_adapter_sends(
     assert len(http.seen) == submit_requests(spec)
 
 
+def test_lobstr_polls_of_a_running_run_also_read_stats() -> None:
+    policy = PollPolicy(10.0, 60.0, 1.5)  # polls at 10, 25, 47.5, 81.25, ... for 300 s: 8
+    jobs = [JobSpec(f"j{i}", "lobstr", "run", {"squid": "s"}, poll=policy) for i in range(3)]
+    plan = plan_of({"lobstr": settings("lobstr", Limits(requests=Rate(10, 1.0)))}, jobs)
+    (estimate,) = estimate_plan(plan).providers
+    assert expected_polls(policy, 300.0) == 8
+    assert (estimate.polls_min, estimate.polls_expected) == (3, 3 * (2 * 8 - 1))
+
+
 def test_rate_bound_plan() -> None:
     # 100 pulse jobs at 10 requests/s: floor = (100 submits + 100 polls) / 10 = 20 s
     jobs = [
