@@ -140,8 +140,7 @@ def parse_submit(reply: Reply, kind: str = "scrape") -> Submitted:
 
 
 def build_poll(ref: RemoteRef, kind: str = "scrape") -> Request:
-    path = {"scrape": "/scrape", "batch": "/batch/scrape", "crawl": "/crawl"}[kind]
-    return Request("GET", f"{path}/{_id(ref.id)}", "status")
+    return Request("GET", f"{SUBMIT_PATHS[kind]}/{_id(ref.id)}", "status")
 
 
 def build_cancel(ref: RemoteRef, kind: str) -> Request:
@@ -177,14 +176,7 @@ def parse_status(reply: Reply, kind: str = "scrape") -> Status:
     if kind == "crawl":
         return crawl_status(body, raw)
     state = state_of(raw)
-    progress_obj = body.get("progress")
-    progress = phase = None
-    if isinstance(progress_obj, dict):
-        value = progress_obj.get("progress")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            progress = float(value)
-        message = progress_obj.get("message")
-        phase = message if isinstance(message, str) else None
+    progress, phase = _progress(body)
     reason = body.get("error") if isinstance(body.get("error"), str) else None
     partial = False
     if state is RemoteState.SUCCEEDED:
@@ -373,10 +365,22 @@ def batch_urls_match(body: Any, job: JobSpec) -> bool:
     return [i.get("url") for i in items] == list(job.params.get("urls") or [])
 
 
+def error_message(reply: Reply, body: Mapping[str, Any]) -> str:
+    """As the SDK reads it (wire-contracts.md §3.4): `message`, else the `errors` list
+    joined (422 validation), else the body itself."""
+    message = body.get("message")
+    if isinstance(message, str) and message.strip():
+        return message
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors:
+        return "; ".join(str(e) for e in errors)
+    return reply.excerpt() or f"HTTP {reply.status_code}"
+
+
 def classify_error(reply: Reply) -> ApiError:
-    """Error body `{status: "error", message, code?, retry_after?}` (§3.4)."""
+    """Error body `{status: "error", message, code?, errors?, retry_after?}` (§3.4)."""
     body = _body(reply)
-    message = str(body.get("message") or reply.excerpt() or f"HTTP {reply.status_code}")
+    message = error_message(reply, body)
     code = body.get("code") if isinstance(body.get("code"), str) else None
     retry_after = body.get("retry_after")
     hint = float(retry_after) if isinstance(retry_after, int | float) else None

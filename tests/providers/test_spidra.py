@@ -128,6 +128,12 @@ def test_error_classification(
     assert error.message == body["message"]
 
 
+def test_a_validation_error_without_a_message_reads_its_errors_list() -> None:
+    body = {"status": "error", "code": "VALIDATION_ERROR", "errors": ["urls required", "bad x"]}
+    error = spidra.classify_error(reply(422, body))
+    assert (error.kind, error.message) == (ErrorKind.INVALID, "urls required; bad x")
+
+
 def test_busy_error_keeps_the_body_retry_after() -> None:
     body = {"status": "error", "message": "busy", "code": "SERVICE_BUSY", "retry_after": 60}
     error = spidra.classify_error(reply(503, body))
