@@ -93,8 +93,15 @@ def build_submit(job: JobSpec) -> Request:
 
 def parse_submit(reply: Reply) -> Submitted:
     body = _object(reply, "the submit reply")
-    job_id = body.get("job_id", body.get("tables_id"))
+    job_id = body.get("job_id")
     if job_id is None:
+        job_id = body.get("tables_id")
+    if job_id is None:
+        raw = body.get("status")
+        if isinstance(raw, str) and not state_of(raw).terminal:
+            # An async envelope without its id: a job may run that we cannot follow, and
+            # this body is no result. Never recorded as a (synchronous) success.
+            raise ProviderResponseError("pulse: the submit reply has no job_id", reply.excerpt())
         # A synchronous answer: the body is the result itself (provider-docs §5.2).
         payload = {"status": "completed", "result": dict(body)}
         answer = Status(RemoteState.SUCCEEDED, raw="completed", payload=payload)

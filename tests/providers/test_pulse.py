@@ -51,6 +51,20 @@ def test_a_reply_without_an_id_is_a_synchronous_answer() -> None:
     assert submitted.status.payload == {"status": "completed", "result": body}
 
 
+def test_job_id_null_falls_back_to_tables_id() -> None:
+    assert pulse.parse_submit(reply(200, {"job_id": None, "tables_id": "t1"})).ref.id == "t1"
+
+
+@pytest.mark.parametrize("raw", ["pending", "processing"])
+def test_an_async_envelope_without_an_id_is_malformed_not_a_result(raw: str) -> None:
+    with pytest.raises(ProviderResponseError) as info:
+        pulse.parse_submit(reply(202, {"status": raw, "message": "Extract job submitted"}))
+    assert str(info.value) == (
+        f'pulse: the submit reply has no job_id: {{"status": "{raw}", '
+        '"message": "Extract job submitted"}'
+    )
+
+
 def test_a_terminal_async_reply_is_used_as_is() -> None:
     body = {"job_id": "abc", "status": "completed", "result": {"markdown": "x"}}
     submitted = pulse.parse_submit(reply(200, body))
