@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 from typing import IO
@@ -22,6 +23,9 @@ providers:
   spidra: {api_key: "${SPIDRA_API_KEY}"}
 jobs:
 """
+PULSE_JOB = (
+    "  - {id: a, provider: pulse, type: extract, params: {file_url: 'https://x.example/a'}}\n"
+)
 
 
 def parse(
@@ -61,10 +65,7 @@ def pulse_each(each: str, params: str = '{file_url: "{item}"}', job_id: str = "d
 
 
 def test_api_keys_come_from_the_environment_and_are_secrets() -> None:
-    loaded = parse(
-        HEAD
-        + "  - {id: a, provider: pulse, type: extract, params: {file_url: 'https://x.example/a'}}\n"
-    )
+    loaded = parse(HEAD + PULSE_JOB)
     pulse = loaded.plan.providers["pulse"]
     assert pulse.api_key == "pk-secret-1"
     assert isinstance(pulse.api_key, Secret)
@@ -80,7 +81,7 @@ def test_interpolation_inside_a_longer_value_and_in_base_url() -> None:
             'pulse: {api_key: "${PULSE_API_KEY}"}',
             'pulse: {api_key: "Token ${PULSE_API_KEY}", base_url: "${PULSE_URL}/v2"}',
         )
-        + "  - {id: a, provider: pulse, type: extract, params: {file_url: 'https://x.example/a'}}\n"
+        + PULSE_JOB
     )
     loaded = parse(text, env={**ENV, "PULSE_URL": "http://127.0.0.1:9"})
     assert loaded.plan.providers["pulse"].api_key == "Token pk-secret-1"
@@ -88,9 +89,7 @@ def test_interpolation_inside_a_longer_value_and_in_base_url() -> None:
 
 
 def test_the_variable_inside_a_longer_key_is_a_secret_of_its_own() -> None:
-    text = HEAD.replace('"${PULSE_API_KEY}"', '"Token ${PULSE_API_KEY}"') + (
-        "  - {id: a, provider: pulse, type: extract, params: {file_url: 'https://x.example/a'}}\n"
-    )
+    text = HEAD.replace('"${PULSE_API_KEY}"', '"Token ${PULSE_API_KEY}"') + PULSE_JOB
     plan = parse(text).plan
     assert set(plan.secrets) == {"Token pk-secret-1", "pk-secret-1", "sk-secret-2"}
     # a provider echoing only the token (not the `Token ` prefix) is still redacted
@@ -99,8 +98,7 @@ def test_the_variable_inside_a_longer_key_is_a_secret_of_its_own() -> None:
 
 def test_a_missing_variable_is_named_and_no_value_is_printed() -> None:
     found = problems(
-        HEAD
-        + "  - {id: a, provider: pulse, type: extract, params: {file_url: 'https://x.example/a'}}\n",
+        HEAD + PULSE_JOB,
         env={"SPIDRA_API_KEY": "sk-secret-2"},
     )
     assert found == [
@@ -111,8 +109,7 @@ def test_a_missing_variable_is_named_and_no_value_is_printed() -> None:
 
 def test_sandbox_keys_replace_unset_variables_with_a_notice() -> None:
     loaded = parse(
-        HEAD
-        + "  - {id: a, provider: pulse, type: extract, params: {file_url: 'https://x.example/a'}}\n",
+        HEAD + PULSE_JOB,
         env={},
         sandbox_keys=True,
     )
@@ -124,9 +121,7 @@ def test_sandbox_keys_replace_unset_variables_with_a_notice() -> None:
 
 
 def test_a_literal_key_works_with_a_notice_that_never_shows_it() -> None:
-    text = HEAD.replace('"${PULSE_API_KEY}"', "literal-key-123") + (
-        "  - {id: a, provider: pulse, type: extract, params: {file_url: 'https://x.example/a'}}\n"
-    )
+    text = HEAD.replace('"${PULSE_API_KEY}"', "literal-key-123") + PULSE_JOB
     loaded = parse(text)
     assert loaded.plan.providers["pulse"].api_key == "literal-key-123"
     assert "literal-key-123" in loaded.plan.secrets
@@ -138,9 +133,7 @@ def test_a_literal_key_works_with_a_notice_that_never_shows_it() -> None:
 
 @pytest.mark.parametrize("raw", ["${PULSE_API_KEY", "${1PULSE}", "pre-${PULSE-KEY}"])
 def test_a_malformed_reference_is_an_error_not_a_literal_key(raw: str) -> None:
-    text = HEAD.replace('"${PULSE_API_KEY}"', f'"{raw}"') + (
-        "  - {id: a, provider: pulse, type: extract, params: {file_url: 'https://x.example/a'}}\n"
-    )
+    text = HEAD.replace('"${PULSE_API_KEY}"', f'"{raw}"') + PULSE_JOB
     assert problems(text) == [
         "m.yaml:4:20: providers.pulse.api_key: malformed ${...} reference; "
         "write api_key: ${PULSE_API_KEY}"
@@ -302,10 +295,7 @@ jobs:
 
 
 def test_without_any_poll_settings_the_provider_default_applies() -> None:
-    plan = parse(
-        HEAD
-        + "  - {id: a, provider: pulse, type: extract, params: {file_url: 'https://x.example/a'}}\n"
-    ).plan
+    plan = parse(HEAD + PULSE_JOB).plan
     assert plan.providers["spidra"].poll == PollPolicy(5.0, 15.0, 1.5)
     assert plan.jobs[0].poll == PollPolicy(2.0, 30.0, 1.5)
     assert plan.jobs[0].timeout == 1800.0
@@ -350,10 +340,7 @@ jobs:
 
 
 def test_declared_providers_without_jobs_are_in_the_plan() -> None:
-    plan = parse(
-        HEAD
-        + "  - {id: a, provider: pulse, type: extract, params: {file_url: 'https://x.example/a'}}\n"
-    ).plan
+    plan = parse(HEAD + PULSE_JOB).plan
     assert list(plan.providers) == ["pulse", "spidra"]
     assert plan.providers["spidra"].base_url == "https://api.spidra.io/api"
 
@@ -378,17 +365,12 @@ jobs:
 
 def test_the_plan_keeps_the_manifest_bytes_and_their_hash(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
-    text = (
-        HEAD
-        + "  - {id: a, provider: pulse, type: extract, params: {file_url: 'https://x.example/a'}}\n"
-    )
+    text = HEAD + PULSE_JOB
     path.write_text(text)
     plan = load_manifest(path, env=ENV).plan
     assert plan.manifest_bytes == text.encode()
     assert plan.source == path
     assert plan.name == "unit"
-    import hashlib
-
     assert plan.manifest_sha256 == hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -15,6 +15,11 @@ from runner.manifest import MAX_MANIFEST_BYTES, load_manifest
 
 INVALID = Path(__file__).parent / "data" / "manifests" / "invalid"
 CASES = sorted(p.name for p in INVALID.glob("*.yaml"))
+EACH_URLS = (
+    "version: 1\nname: big\nproviders: {pulse: {api_key: '${PULSE_API_KEY}'}}\n"
+    "jobs:\n  - {id: 'd-{n}', provider: pulse, type: extract, each: {file: urls.txt},"
+    " params: {file_url: '{item}'}}\n"
+)
 KEYS = ("SPIDRA_API_KEY", "PULSE_API_KEY", "SKOP_API_KEY", "LOBSTR_API_KEY", "BULKGRID_API_KEY")
 
 
@@ -103,11 +108,7 @@ def test_a_huge_each_file_stops_at_the_item_cap(
     tmp_path: Path, env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(each, "MAX_ITEMS", 1000)
-    (tmp_path / "m.yaml").write_text(
-        "version: 1\nname: big\nproviders: {pulse: {api_key: '${PULSE_API_KEY}'}}\n"
-        "jobs:\n  - {id: 'd-{n}', provider: pulse, type: extract, each: {file: urls.txt},"
-        " params: {file_url: '{item}'}}\n"
-    )
+    (tmp_path / "m.yaml").write_text(EACH_URLS)
     (tmp_path / "urls.txt").write_text("https://x.example/a.pdf\n" * 5000)
     with pytest.raises(ManifestError) as caught:
         load_manifest(tmp_path / "m.yaml")
@@ -121,11 +122,7 @@ def test_a_huge_each_file_is_refused_by_size(
     tmp_path: Path, env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(each, "MAX_FILE_BYTES", 1000)
-    (tmp_path / "m.yaml").write_text(
-        "version: 1\nname: big\nproviders: {pulse: {api_key: '${PULSE_API_KEY}'}}\n"
-        "jobs:\n  - {id: 'd-{n}', provider: pulse, type: extract, each: {file: urls.txt},"
-        " params: {file_url: '{item}'}}\n"
-    )
+    (tmp_path / "m.yaml").write_text(EACH_URLS)
     with (tmp_path / "urls.txt").open("wb") as handle:
         handle.truncate(10_000)
     with pytest.raises(ManifestError) as caught:
