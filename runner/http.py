@@ -168,13 +168,7 @@ class HttpxTransport:
                         if len(body) >= ERROR_BODY_LIMIT:
                             break
                     return Reply(response.status_code, head, body[:ERROR_BODY_LIMIT]), 0
-                written = 0
-                with dest.open("wb") as handle:
-                    async for chunk in response.aiter_bytes(CHUNK):
-                        written += len(chunk)
-                        if max_bytes is not None and written > max_bytes:
-                            raise TooLargeError(f"larger than the {max_bytes}-byte cap")
-                        handle.write(chunk)
+                written = await _stream_to(dest, response.aiter_bytes(CHUNK), max_bytes)
                 return Reply(response.status_code, head, b""), written
         except TooLargeError:
             raise
@@ -264,13 +258,8 @@ class AiohttpTransport:
                 if not 200 <= response.status < 300:
                     body = await response.content.read(ERROR_BODY_LIMIT)
                     return Reply(response.status, head, body), 0
-                written = 0
-                with dest.open("wb") as handle:
-                    async for chunk in response.content.iter_chunked(CHUNK):
-                        written += len(chunk)
-                        if max_bytes is not None and written > max_bytes:
-                            raise TooLargeError(f"larger than the {max_bytes}-byte cap")
-                        handle.write(chunk)
+                chunks = response.content.iter_chunked(CHUNK)
+                written = await _stream_to(dest, chunks, max_bytes)
                 return Reply(response.status, head, b""), written
         except TooLargeError:
             raise
@@ -287,6 +276,18 @@ class AiohttpTransport:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+async def _stream_to(dest: Path, chunks: AsyncIterator[bytes], max_bytes: int | None) -> int:
+    """Write `chunks` to `dest`, stopping with TooLargeError past `max_bytes`."""
+    written = 0
+    with dest.open("wb") as handle:
+        async for chunk in chunks:
+            written += len(chunk)
+            if max_bytes is not None and written > max_bytes:
+                raise TooLargeError(f"larger than the {max_bytes}-byte cap")
+            handle.write(chunk)
+    return written
 
 
 def _query(params: Mapping[str, Any] | None) -> list[tuple[str, str]] | None:
