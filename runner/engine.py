@@ -1,42 +1,39 @@
 """The engine: drives every job from planned to a terminal state, inside every limit.
 
-Per provider a fixed pool of worker tasks (≈ its connection pool) pulls work from two
-queues: polls due in a heap ordered by due time (the most overdue first), and submits in
-plan order (deferred submits first). No task exists per job, so memory follows the jobs in
-flight (performance.md §2.4). Every state change goes through `Engine.transition`, which
-asks `lifecycle.advance` and then tells every Recorder synchronously, before anything else
-happens to the job (the journal commits a remote id the moment it is known).
+Per provider a fixed pool of worker tasks (≈ its connection pool) takes polls and submits
+from that provider's Lane (runner.lanes); no task exists per job, so memory follows the jobs
+in flight (performance.md §2.4). Resume, interrupt and cancel live in runner.recovery. Every
+state change goes through `Engine.transition`, which asks `lifecycle.advance` and then tells
+every Recorder synchronously, before anything else happens to the job (the journal commits a
+remote id the moment it is known).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import heapq
 import math
 import random
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
 
+from runner import recovery
 from runner.backoff import DEFAULT_RETRY, RetryPolicy, next_poll_delay, retry_delay
 from runner.durations import format_duration
 from runner.errors import JobFailedError, NotSubmittedError, ProviderResponseError
-from runner.http import ProviderCallError, ProviderClient, Transport
+from runner.http import ProviderCallError, ProviderClient
+from runner.lanes import Lane
 from runner.lifecycle import TERMINAL, Event, JobRecord, Recorder, State, advance
-from runner.limits import Gate
-from runner.plan import Plan, ProviderSettings
+from runner.plan import Plan
 from runner.providers.base import (
     Adapter,
     ErrorKind,
     FetchReport,
     RemoteState,
-    Reply,
     ResultSink,
     Status,
 )
@@ -44,7 +41,6 @@ from runner.providers.base import (
 MAX_SUBMIT_ATTEMPTS = 12  # sends of one submit that were provably not accepted, then fail
 MAX_POLL_ERRORS = 5  # consecutive failed polls (after http's own retries), then fail
 INTERRUPT_GRACE = 3.0  # seconds work already under way may take to finish after a signal
-SENT_NOTE = "runner.sent"  # the engine's own durable note: a submit attempt left the process
 _IN_FLIGHT = frozenset({State.SUBMITTING, State.QUEUED, State.RUNNING, State.PAUSED})
 
 _EVENTS: dict[RemoteState, Event] = {
@@ -77,55 +73,6 @@ class Output(Protocol):
 
 
 Notify = Callable[[str, Mapping[str, Any]], None]
-
-
-@dataclass(slots=True)
-class Lane:
-    """One provider's share of the engine: its client, queues and stop flags."""
-
-    settings: ProviderSettings
-    adapter: Adapter
-    client: ProviderClient
-    pending: deque[JobRecord] = field(default_factory=deque)  # never sent, plan order
-    deferred: list[tuple[float, int, JobRecord]] = field(default_factory=list)  # not before
-    polls: list[tuple[float, int, JobRecord]] = field(default_factory=list)  # due heap
-    busy: int = 0
-    done: bool = False
-    stopped: str | None = None  # the key was refused: nothing more is sent
-    no_credits: str | None = None  # credits ran out: no more submits
-    idle: deque[anyio.Event] = field(default_factory=deque)  # workers waiting for work
-    timer: anyio.Event | None = None  # the one idle worker that sleeps until `timer_at`
-    timer_at: float = math.inf
-    unknown: set[str] = field(default_factory=set)  # raw statuses already reported
-
-    @property
-    def name(self) -> str:
-        return self.settings.name
-
-    @property
-    def gate(self) -> Gate:
-        return self.client.gate
-
-    def may_submit(self) -> bool:
-        return self.stopped is None and self.no_credits is None
-
-    def notify_all(self) -> None:
-        """Wake every idle worker (a stop, or the end): rare."""
-        while self.idle:
-            self.idle.popleft().set()
-        self.timer = None
-
-    def notify_one(self) -> None:
-        """Wake one idle worker to look for work (it becomes the timer if it finds none)."""
-        if self.idle:
-            self.idle.popleft().set()
-
-    def due_sooner(self, due: float) -> None:
-        """New work is due at `due`: wake the timer if it sleeps past that."""
-        if self.timer is None:
-            self.notify_one()
-        elif due < self.timer_at:
-            self.timer.set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +117,6 @@ class Engine:
         self.interrupted: str | None = None  # why the run stopped early (a signal)
         self.cancel_failures: list[str] = []  # remote cancels that failed (interrupt, cancel)
         self._scope: anyio.CancelScope | None = None
-        self._seq = 0
         self.lanes: dict[str, Lane] = {}
         for name, client in clients.items():
             self.lanes[name] = Lane(plan.providers[name], adapters[name], client)
@@ -224,6 +170,13 @@ class Engine:
         if since is not None and job.spec.id in self._deadlines:
             self._deadlines[job.spec.id] += now - since
 
+    def start_timeout(self, lane: Lane, job: JobRecord, seconds: float) -> None:
+        """The job times out `seconds` from now (a paused job's pause clock starts now)."""
+        now = lane.gate.clock.now()
+        self._deadlines[job.spec.id] = now + seconds
+        if job.state is State.PAUSED:
+            self._paused_since[job.spec.id] = now
+
     def _deadline(self, lane: Lane, job: JobRecord) -> float:
         """When the job times out: its timeout, or while paused, the end of `max_paused`."""
         since = self._paused_since.get(job.spec.id)
@@ -232,21 +185,15 @@ class Engine:
         limit = lane.settings.max_paused
         return math.inf if limit is None else since + limit
 
-    def _http(self, lane: Lane, job: JobRecord) -> ProviderClient:
+    def client_for(self, lane: Lane, job: JobRecord) -> ProviderClient:
         """The provider's client as seen by one job, carrying that job's durable notes."""
         return lane.client.for_job(
-            job.spec.id, notes=job.notes, on_note=lambda key: self._noted(job, key)
+            job.spec.id, notes=job.notes, on_note=lambda key: self.noted(job, key)
         )
 
-    def _noted(self, job: JobRecord, key: str) -> None:
+    def noted(self, job: JobRecord, key: str) -> None:
         for recorder in self.recorders:
             recorder.noted(job, key)
-
-    def mark_sent(self, job: JobRecord) -> None:
-        """A request of this submit attempt is about to go on the wire: journal it first,
-        so a resume can tell "never sent" (safe to send) from "maybe accepted"."""
-        job.notes[SENT_NOTE] = {"attempt": job.attempts, "at": time.time()}
-        self._noted(job, SENT_NOTE)
 
     def notice(self, event: str, message: str, **fields: Any) -> None:
         """A provider-level event for the user (one line) and the log."""
@@ -259,13 +206,10 @@ class Engine:
     async def run(self) -> EngineResult:
         """Drive every job to a terminal state, or until `interrupt()`; then, per provider
         `on_interrupt`, cancel its remote jobs or leave them for `runner resume`."""
-        for record, provider in self._orphans:
-            self._finish(
-                record, Event.SKIP, error=f"runner has no adapter for provider {provider!r} yet"
-            )
+        self._skip_orphans()
         with anyio.CancelScope() as scope:
             self._scope = scope
-            await self._resume_all()
+            await recovery.resume_jobs(self, self._resumed)
             if self.interrupted is None:
                 async with anyio.create_task_group() as tg:
                     for lane in self.lanes.values():
@@ -273,8 +217,14 @@ class Engine:
                             tg.start_soon(self._worker, lane)
         self._scope = None
         if self.interrupted is not None:
-            await self._after_interrupt()
+            await recovery.settle_interrupt(self)
         return self.result()
+
+    def _skip_orphans(self) -> None:
+        for record, provider in self._orphans:
+            self.finish(
+                record, Event.SKIP, error=f"runner has no adapter for provider {provider!r} yet"
+            )
 
     def result(self) -> EngineResult:
         counts = {state: n for state, n in self.counts.items() if n}
@@ -299,111 +249,13 @@ class Engine:
         cancelled if found). Jobs already finished remotely (`fetching`) are left for
         `runner resume` to fetch."""
         self.interrupted = "cancelled"
-        for record, provider in self._orphans:
-            self._finish(
-                record, Event.SKIP, error=f"runner has no adapter for provider {provider!r} yet"
-            )
-        async with anyio.create_task_group() as tg:
-            for record in self._resumed:
-                if record.state is State.SUBMITTING:
-                    tg.start_soon(
-                        self._resolve_submitting, self.lanes[record.spec.provider], record
-                    )
-        for lane in self.lanes.values():
-            lane.pending.clear()
-        for record in self.records.values():
-            if record.state is State.PLANNED:
-                self._finish(record, Event.SKIP, error=_CANCELLED_UNSENT)
-        await self._cancel_remote(list(self.lanes.values()), _CANCELLED_BY_USER)
+        self._skip_orphans()
+        await recovery.cancel_batch(self, self._resumed)
         return self.result()
-
-    # -- resume and interrupt --------------------------------------------------------------
-
-    async def _resume_all(self) -> None:
-        """Continue the jobs an earlier run left: re-poll what was submitted, resolve
-        interrupted submits, re-fetch what was being fetched, re-send unknowns if asked."""
-        async with anyio.create_task_group() as tg:
-            for record in self._resumed:
-                tg.start_soon(self._resume_job, self.lanes[record.spec.provider], record)
-        for lane in self.lanes.values():  # back in plan order
-            lane.pending = deque(sorted(lane.pending, key=lambda job: job.spec.index))
-
-    async def _resume_job(self, lane: Lane, job: JobRecord) -> None:
-        if job.state is State.SUBMIT_UNKNOWN:  # --resubmit-unknown: the user accepts the risk
-            self.transition(job, Event.RESUBMIT, error=None)
-            lane.pending.append(job)
-            return
-        if job.state is State.SUBMITTING:
-            if await self._resolve_submitting(lane, job) is State.PLANNED:
-                lane.pending.append(job)
-            return
-        if job.state is State.FETCHING:
-            self.output.job_dir(job.spec.id).reset()  # whatever a cut-off fetch left
-        if job.state is State.PAUSED:
-            self._paused_since[job.spec.id] = lane.gate.clock.now()
-        left = job.spec.timeout
-        if job.submitted_at is not None:
-            left -= time.time() - job.submitted_at
-        self._deadlines[job.spec.id] = lane.gate.clock.now() + left
-        self._schedule(lane, job, 0.0)
-
-    async def _resolve_submitting(self, lane: Lane, job: JobRecord) -> State:
-        """A job the journal left in `submitting`: the process died (or was stopped) while
-        its submit was under way. Nothing sent → planned again. Sent → ask the provider
-        (reconcile): found → polled from now on; provably absent → planned again; else
-        `submit_unknown`, never re-sent blindly."""
-        sent = job.notes.get(SENT_NOTE)
-        if not isinstance(sent, Mapping) or sent.get("attempt") != job.attempts:
-            return self.transition(job, Event.DEFERRED)  # not one byte of it left us
-        since = float(sent.get("at") or 0.0)
-        try:
-            ref = await lane.adapter.reconcile(self._http(lane, job), job.spec, since)
-        except NotSubmittedError:
-            return self.transition(job, Event.DEFERRED)
-        except (ProviderCallError, ProviderResponseError):
-            ref = None
-        if ref is None:
-            self._finish(job, Event.AMBIGUOUS, error=_AMBIGUOUS_RESUMED)
-            return job.state
-        self.transition(job, Event.AMBIGUOUS, error=_AMBIGUOUS_RESUMED)
-        self._deadlines[job.spec.id] = lane.gate.clock.now() + job.spec.timeout
-        self.transition(job, Event.RECONCILED, remote=ref, submitted_at=since, error=None)
-        if self.interrupted is None:
-            self._schedule(lane, job, 0.0)
-        return job.state
-
-    async def _after_interrupt(self) -> None:
-        """Tidy the journal after a stop, then apply each provider's `on_interrupt`."""
-        for job in self.records.values():
-            sent = job.notes.get(SENT_NOTE)
-            current = isinstance(sent, Mapping) and sent.get("attempt") == job.attempts
-            if job.state is State.SUBMITTING and not current:
-                self.transition(job, Event.DEFERRED)  # never sent: simply planned again
-        lanes = [lane for lane in self.lanes.values() if lane.settings.on_interrupt == "cancel"]
-        await self._cancel_remote(lanes, _CANCELLED_ON_INTERRUPT)
-
-    async def _cancel_remote(self, lanes: Sequence[Lane], why: str) -> None:
-        """Cancel every remote job still active on `lanes` (concurrently, through the gate)."""
-
-        async def cancel(lane: Lane, job: JobRecord) -> None:
-            assert job.remote is not None
-            try:
-                await lane.adapter.cancel(self._http(lane, job), job.spec, job.remote)
-            except (ProviderCallError, ProviderResponseError) as exc:
-                job.error = f"the remote cancel failed: {exc}"
-                self.cancel_failures.append(f"{job.spec.id}: {job.error}")
-                return
-            self._finish(job, Event.CANCEL, error=why)
-
-        async with anyio.create_task_group() as tg:
-            for lane in lanes:
-                for job in list(self.records.values()):
-                    if job.spec.provider == lane.name and job.state.remote:
-                        tg.start_soon(cancel, lane, job)
 
     async def _worker(self, lane: Lane) -> None:
         while True:
-            work = await self._next(lane)
+            work = await lane.next_work()
             if work is None:
                 return
             kind, job = work
@@ -416,64 +268,11 @@ class Engine:
             finally:
                 lane.busy -= 1
 
-    async def _next(self, lane: Lane) -> tuple[str, JobRecord] | None:
-        """The next piece of work for a worker, or None when the provider is finished.
-
-        Idle workers wait on their own event; only one of them (the timer) sleeps until the
-        earliest due poll or deferred submit. Waking one worker per change, not all of them,
-        keeps the cost per request flat in the pool size (measured in bench_engine).
-        """
-        clock = lane.gate.clock
-        while True:
-            if lane.done:
-                return None
-            now = clock.now()
-            work = self._take(lane, now)
-            if work is not None:
-                if lane.polls or self._submittable(lane):
-                    lane.due_sooner(now)  # someone else watches what is left
-                return work
-            if not lane.polls and lane.busy == 0 and not self._submittable(lane):
-                lane.done = True
-                lane.notify_all()
-                return None
-            wake_at = lane.polls[0][0] if lane.polls else math.inf
-            if lane.deferred and lane.may_submit():
-                wake_at = min(wake_at, lane.deferred[0][0])
-            event = anyio.Event()
-            timeout = math.inf
-            if lane.timer is None:
-                lane.timer, lane.timer_at, timeout = event, wake_at, wake_at - now
-            lane.idle.append(event)
-            with anyio.move_on_after(max(0.0, timeout)):
-                await event.wait()
-            if lane.timer is event:
-                lane.timer, lane.timer_at = None, math.inf
-            with contextlib.suppress(ValueError):  # still listed unless notify took it
-                lane.idle.remove(event)
-
-    @staticmethod
-    def _take(lane: Lane, now: float) -> tuple[str, JobRecord] | None:
-        if lane.polls and lane.polls[0][0] <= now:
-            return "poll", heapq.heappop(lane.polls)[2]
-        if lane.may_submit() and lane.gate.can_submit():
-            if lane.deferred and lane.deferred[0][0] <= now:
-                return "submit", heapq.heappop(lane.deferred)[2]
-            if lane.pending and not lane.deferred:
-                return "submit", lane.pending.popleft()
-        return None
-
-    @staticmethod
-    def _submittable(lane: Lane) -> bool:
-        return lane.may_submit() and bool(lane.pending or lane.deferred)
-
-    def _schedule(self, lane: Lane, job: JobRecord, delay: float) -> None:
+    def schedule(self, lane: Lane, job: JobRecord, delay: float) -> None:
         now = lane.gate.clock.now()
         due = min(now + delay, self._deadline(lane, job))
         job.next_poll_at = time.time() + (due - now)
-        self._seq += 1
-        heapq.heappush(lane.polls, (due, self._seq, job))
-        lane.due_sooner(due)
+        lane.push_poll(job, due)
 
     def _next_poll(self, lane: Lane, job: JobRecord) -> None:
         delay = next_poll_delay(
@@ -483,9 +282,9 @@ class Engine:
             in_flight=lane.gate.jobs_in_flight,
             status_rate=lane.gate.status_rate(),
         )
-        self._schedule(lane, job, delay)
+        self.schedule(lane, job, delay)
 
-    def _finish(
+    def finish(
         self,
         job: JobRecord,
         event: Event,
@@ -511,20 +310,20 @@ class Engine:
         spec = job.spec
         self.transition(job, Event.SUBMIT, attempts=job.attempts + 1)
         since = time.time()
-        http = self._http(lane, job)
-        http = dataclasses.replace(http, transport=_MarkSent(http.transport, self, job))
+        http = self.client_for(lane, job)
+        http = dataclasses.replace(http, transport=recovery.MarkSent(http.transport, self, job))
         try:
             submitted = await lane.adapter.submit(http, spec)
         except ProviderCallError as exc:
             await self._submit_failed(lane, job, exc, since)
             return
         except ProviderResponseError as exc:  # a 2xx we cannot read: it may exist remotely
-            self._finish(job, Event.ERROR, error=str(exc))
+            self.finish(job, Event.ERROR, error=str(exc))
             return
         except JobFailedError as exc:  # refused before sending (e.g. unsupported type)
-            self._finish(job, Event.REJECTED, error=str(exc))
+            self.finish(job, Event.REJECTED, error=str(exc))
             return
-        self._deadlines[spec.id] = lane.gate.clock.now() + spec.timeout
+        self.start_timeout(lane, job, spec.timeout)
         status = submitted.status
         event = _EVENTS.get(status.state, Event.QUEUED) if status else Event.QUEUED
         self.transition(
@@ -544,10 +343,10 @@ class Engine:
         kind = exc.kind
         if kind is ErrorKind.AUTH:
             self._stop(lane, exc)
-            self._finish(job, Event.SKIP, error=lane.stopped)
+            self.finish(job, Event.SKIP, error=lane.stopped)
         elif kind is ErrorKind.CREDITS:
             self._out_of_credits(lane, exc)
-            self._finish(job, Event.SKIP, error=lane.no_credits)
+            self.finish(job, Event.SKIP, error=lane.no_credits)
         elif exc.not_accepted and kind in (
             ErrorKind.RATE_LIMITED,
             ErrorKind.BUSY,
@@ -555,7 +354,7 @@ class Engine:
         ):
             if job.attempts >= MAX_SUBMIT_ATTEMPTS:
                 error = f"not accepted after {job.attempts} attempts: {exc}"
-                self._finish(job, Event.REJECTED, error=error)
+                self.finish(job, Event.REJECTED, error=error)
                 return
             self.transition(job, Event.DEFERRED)
             if exc.code == "TOO_MANY_PENDING_JOBS":
@@ -566,33 +365,33 @@ class Engine:
                 delay = 0.0  # the gate is paused already; keep this job's place
             else:
                 delay = exc.retry_after if exc.retry_after is not None else self._backoff(job)
-            self._seq += 1
-            not_before = lane.gate.clock.now() + delay
-            heapq.heappush(lane.deferred, (not_before, self._seq, job))
-            lane.due_sooner(not_before)
+            lane.defer(job, lane.gate.clock.now() + delay)
         elif exc.not_accepted or kind in (ErrorKind.INVALID, ErrorKind.NOT_FOUND):
-            self._finish(job, Event.REJECTED, error=str(exc))
+            self.finish(job, Event.REJECTED, error=str(exc))
         else:
             # Sent, and no proof it was not accepted: never re-send blindly.
+            state = await self.reconcile(lane, job, since, f"{_AMBIGUOUS}: {exc}")
+            if state is State.PLANNED:
+                lane.defer(job, lane.gate.clock.now() + self._backoff(job))
+            elif state is State.QUEUED:
+                self._next_poll(lane, job)
+
+    async def reconcile(self, lane: Lane, job: JobRecord, since: float, error: str) -> State:
+        """A submit that may have been accepted: ask the provider (`adapter.reconcile`).
+        Found → `queued`, polled from now on; provably absent (NotSubmittedError) →
+        `planned`, safe to send again; no answer → `submit_unknown` with `error`."""
+        try:
+            ref = await lane.adapter.reconcile(self.client_for(lane, job), job.spec, since)
+        except NotSubmittedError:
+            return self.transition(job, Event.DEFERRED)
+        except (ProviderCallError, ProviderResponseError):
             ref = None
-            try:
-                ref = await lane.adapter.reconcile(self._http(lane, job), job.spec, since)
-            except NotSubmittedError:  # the provider's own listing proves it is absent
-                self.transition(job, Event.DEFERRED)
-                self._seq += 1
-                not_before = lane.gate.clock.now() + self._backoff(job)
-                heapq.heappush(lane.deferred, (not_before, self._seq, job))
-                lane.due_sooner(not_before)
-                return
-            except (ProviderCallError, ProviderResponseError):
-                ref = None
-            if ref is None:
-                self._finish(job, Event.AMBIGUOUS, error=f"{_AMBIGUOUS}: {exc}")
-                return
-            self.transition(job, Event.AMBIGUOUS, error=f"{_AMBIGUOUS}: {exc}")
-            self._deadlines[job.spec.id] = lane.gate.clock.now() + job.spec.timeout
-            self.transition(job, Event.RECONCILED, remote=ref, submitted_at=since, error=None)
-            self._next_poll(lane, job)
+        if ref is None:
+            self.finish(job, Event.AMBIGUOUS, error=error)
+            return job.state
+        self.transition(job, Event.AMBIGUOUS, error=error)
+        self.start_timeout(lane, job, job.spec.timeout)
+        return self.transition(job, Event.RECONCILED, remote=ref, submitted_at=since, error=None)
 
     def _backoff(self, job: JobRecord) -> float:
         return retry_delay(self.retry, job.attempts, self.rng)
@@ -604,19 +403,19 @@ class Engine:
         if job.state not in _IN_FLIGHT | {State.FETCHING}:
             return
         if lane.stopped is not None:  # taken from the heap just before the stop
-            self._finish(job, Event.ERROR, error=lane.stopped)
+            self.finish(job, Event.ERROR, error=lane.stopped)
             return
         if lane.gate.clock.now() >= self._deadline(lane, job):
             await self._timed_out(lane, job)
             return
         assert job.remote is not None
         try:
-            status = await lane.adapter.poll(self._http(lane, job), spec, job.remote)
+            status = await lane.adapter.poll(self.client_for(lane, job), spec, job.remote)
         except ProviderCallError as exc:
             self._poll_failed(lane, job, exc)
             return
         except ProviderResponseError as exc:
-            self._finish(job, Event.ERROR, error=str(exc))
+            self.finish(job, Event.ERROR, error=str(exc))
             return
         self._poll_errors.pop(spec.id, None)
         job.polls += 1
@@ -630,7 +429,7 @@ class Engine:
         fields = _status_fields(status)
         target = advance(job.state, event) if event is not None else job.state
         if event is not None and target in TERMINAL:
-            self._finish(job, event, status=status, **fields)
+            self.finish(job, event, status=status, **fields)
             return
         if event is not None and target is not job.state:
             self.transition(job, event, **fields)
@@ -655,17 +454,17 @@ class Engine:
     def _poll_failed(self, lane: Lane, job: JobRecord, exc: ProviderCallError) -> None:
         if exc.kind is ErrorKind.AUTH:
             self._stop(lane, exc)
-            self._finish(job, Event.ERROR, error=lane.stopped)
+            self.finish(job, Event.ERROR, error=lane.stopped)
             return
         if exc.kind in (ErrorKind.TRANSIENT, ErrorKind.RATE_LIMITED, ErrorKind.BUSY):
             errors = self._poll_errors.get(job.spec.id, 0) + (exc.kind is ErrorKind.TRANSIENT)
             self._poll_errors[job.spec.id] = errors
             if errors < MAX_POLL_ERRORS:
-                self._schedule(lane, job, retry_delay(self.retry, errors + 1, self.rng))
+                self.schedule(lane, job, retry_delay(self.retry, errors + 1, self.rng))
                 return
-            self._finish(job, Event.ERROR, error=f"polling kept failing: {exc}")
+            self.finish(job, Event.ERROR, error=f"polling kept failing: {exc}")
             return
-        self._finish(job, Event.ERROR, error=str(exc))
+        self.finish(job, Event.ERROR, error=str(exc))
 
     def _note_unknown(self, lane: Lane, status: Status) -> None:
         if status.state is not RemoteState.UNKNOWN:
@@ -687,7 +486,7 @@ class Engine:
         what = "left running remotely"
         if settings.on_timeout == "cancel" and job.remote is not None:
             try:
-                await lane.adapter.cancel(self._http(lane, job), spec, job.remote)
+                await lane.adapter.cancel(self.client_for(lane, job), spec, job.remote)
                 what = "cancel requested remotely"
             except (ProviderCallError, ProviderResponseError) as exc:
                 what = f"remote cancel failed: {exc}"
@@ -699,7 +498,7 @@ class Engine:
             )
         else:
             error = f"timed out after {format_duration(spec.timeout)} ({what})"
-        self._finish(job, Event.TIMEOUT, error=error)
+        self.finish(job, Event.TIMEOUT, error=error)
 
     # -- fetch -----------------------------------------------------------------------------
 
@@ -709,20 +508,22 @@ class Engine:
         out.write_status(status_document(status, job))
         assert job.remote is not None
         try:
-            report = await lane.adapter.fetch(self._http(lane, job), spec, job.remote, status, out)
+            report = await lane.adapter.fetch(
+                self.client_for(lane, job), spec, job.remote, status, out
+            )
         except ProviderCallError as exc:
             if exc.kind is ErrorKind.GONE:
                 error = f"the result is gone (HTTP 410) and cannot be fetched again: {exc}"
-                self._finish(job, Event.GONE, error=error, results_ready=False)
+                self.finish(job, Event.GONE, error=error, results_ready=False)
             else:
                 if exc.kind is ErrorKind.AUTH:
                     self._stop(lane, exc)
-                self._finish(job, Event.ERROR, error=f"fetching the result failed: {exc}")
+                self.finish(job, Event.ERROR, error=f"fetching the result failed: {exc}")
             return
         except (ProviderResponseError, JobFailedError) as exc:
-            self._finish(job, Event.ERROR, error=str(exc))
+            self.finish(job, Event.ERROR, error=str(exc))
             return
-        self._finish(job, Event.FETCHED, report=report, partial=job.partial or report.partial)
+        self.finish(job, Event.FETCHED, report=report, partial=job.partial or report.partial)
 
     # -- provider-wide stops ---------------------------------------------------------------
 
@@ -740,10 +541,9 @@ class Engine:
         # jobs already taken by a worker are skipped too: their sends stay blocked
         skipped = self._skip_pending(lane, lane.stopped) + self._submitting(lane)
         failed = 0
-        while lane.polls:
-            job = heapq.heappop(lane.polls)[2]
+        for job in lane.drain_polls():
             if job.state in _IN_FLIGHT:
-                self._finish(job, Event.ERROR, error=lane.stopped)
+                self.finish(job, Event.ERROR, error=lane.stopped)
                 failed += 1
         self.notice(
             "provider.stopped",
@@ -782,57 +582,13 @@ class Engine:
         )
 
     def _skip_pending(self, lane: Lane, reason: str) -> int:
-        skipped = 0
-        while lane.deferred:
-            self._finish(heapq.heappop(lane.deferred)[2], Event.SKIP, error=reason)
-            skipped += 1
-        while lane.pending:
-            self._finish(lane.pending.popleft(), Event.SKIP, error=reason)
-            skipped += 1
-        return skipped
+        unsent = lane.drain_unsent()
+        for job in unsent:
+            self.finish(job, Event.SKIP, error=reason)
+        return len(unsent)
 
 
 _AMBIGUOUS = "the submit may or may not have been accepted; not re-sent"
-_AMBIGUOUS_RESUMED = (
-    "the batch stopped while this job was being submitted and the provider cannot tell "
-    "whether it was accepted; not re-sent (runner resume --resubmit-unknown re-sends it)"
-)
-_CANCELLED_UNSENT = "not submitted: the batch was cancelled (runner cancel)"
-_CANCELLED_BY_USER = "cancelled remotely by runner cancel"
-_CANCELLED_ON_INTERRUPT = "cancelled remotely on interrupt (on_interrupt: cancel)"
-
-
-class _MarkSent:
-    """The transport of one submit attempt: journals "sent" before the first request that
-    can change anything (not GET/HEAD) leaves, after the gate has granted its slot."""
-
-    def __init__(self, inner: Transport, engine: Engine, job: JobRecord) -> None:
-        self._inner = inner
-        self._engine = engine
-        self._job = job
-        self._marked = False
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str],
-        params: Mapping[str, Any] | None = None,
-        json: Any = None,
-    ) -> Reply:
-        if not self._marked and method.upper() not in ("GET", "HEAD"):
-            self._marked = True
-            self._engine.mark_sent(self._job)
-        return await self._inner.request(method, url, headers=headers, params=params, json=json)
-
-    async def download(
-        self, url: str, dest: Path, *, headers: Mapping[str, str], max_bytes: int | None
-    ) -> tuple[Reply, int]:
-        return await self._inner.download(url, dest, headers=headers, max_bytes=max_bytes)
-
-    async def aclose(self) -> None:
-        """Owned by the provider's client, not by one submit."""
 
 
 def _status_fields(status: Status) -> dict[str, Any]:

@@ -305,7 +305,7 @@ async def test_the_most_overdue_poll_is_served_first() -> None:
         engine.counts[State.PLANNED] -= 1
         engine.counts[State.RUNNING] += 1
         lane.pending.remove(job)
-        engine._schedule(lane, job, -overdue)
+        engine.schedule(lane, job, -overdue)
     await engine.run()
     assert adapter.poll_log == ["j1", "j3", "j2", "j0"]
 

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
-from runner.engine import SENT_NOTE, Engine, scrub
+from runner.engine import Engine, scrub
 from runner.errors import NotSubmittedError
 from runner.http import ProviderClient
 from runner.lifecycle import Event, JobRecord, State
 from runner.limits import Gate
 from runner.plan import JobSpec, Limits, Plan
 from runner.providers.base import ProviderHttp, RemoteRef, RemoteState, Reply, Request, Status
+from runner.recovery import SENT_NOTE
 from tests.test_engine import (
     FakeAdapter,
     FakeJobOutput,

@@ -1,0 +1,153 @@
+"""One provider's share of the engine: its queues, and how its workers find the next work.
+
+Polls wait in a heap by due time (the most overdue first), submits in plan order (deferred
+submits, each with a not-before instant, go first). Idle workers each wait on their own
+event; one of them, the timer, sleeps until the earliest due work (performance.md §2.4).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import anyio
+
+from runner.http import ProviderClient
+from runner.lifecycle import JobRecord
+from runner.limits import Gate
+from runner.plan import ProviderSettings
+from runner.providers.base import Adapter
+
+Kind = Literal["poll", "submit"]
+Work = tuple[Kind, JobRecord]
+_Entry = tuple[float, int, JobRecord]  # (due or not-before, insertion order, job)
+
+
+@dataclass(slots=True)
+class Lane:
+    """One provider's client, queues, stop flags and idle workers."""
+
+    settings: ProviderSettings
+    adapter: Adapter
+    client: ProviderClient
+    pending: deque[JobRecord] = field(default_factory=deque)  # never sent, plan order
+    deferred: list[_Entry] = field(default_factory=list)  # not accepted yet: heap, not before
+    polls: list[_Entry] = field(default_factory=list)  # heap, due time
+    busy: int = 0  # workers holding a piece of work
+    done: bool = False
+    stopped: str | None = None  # the key was refused: nothing more is sent
+    no_credits: str | None = None  # credits ran out: no more submits
+    idle: deque[anyio.Event] = field(default_factory=deque)  # workers waiting for work
+    timer: anyio.Event | None = None  # the one idle worker that sleeps until `timer_at`
+    timer_at: float = math.inf
+    unknown: set[str] = field(default_factory=set)  # raw statuses already reported
+    _order: itertools.count[int] = field(default_factory=itertools.count)
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def gate(self) -> Gate:
+        return self.client.gate
+
+    def may_submit(self) -> bool:
+        return self.stopped is None and self.no_credits is None
+
+    # -- queueing ----------------------------------------------------------------------------
+
+    def push_poll(self, job: JobRecord, due: float) -> None:
+        """Poll `job` at `due` (gate clock)."""
+        heapq.heappush(self.polls, (due, next(self._order), job))
+        self.due_sooner(due)
+
+    def defer(self, job: JobRecord, not_before: float) -> None:
+        """Submit `job` again, ahead of the never-sent jobs, not before `not_before`."""
+        heapq.heappush(self.deferred, (not_before, next(self._order), job))
+        self.due_sooner(not_before)
+
+    def drain_unsent(self) -> list[JobRecord]:
+        """Take every job still waiting to be submitted (deferred first, then plan order)."""
+        jobs = [heapq.heappop(self.deferred)[2] for _ in range(len(self.deferred))]
+        jobs.extend(self.pending)
+        self.pending.clear()
+        return jobs
+
+    def drain_polls(self) -> list[JobRecord]:
+        """Take every job waiting for its next poll (most overdue first)."""
+        return [heapq.heappop(self.polls)[2] for _ in range(len(self.polls))]
+
+    def has_submits(self) -> bool:
+        return self.may_submit() and bool(self.pending or self.deferred)
+
+    def take(self, now: float) -> Work | None:
+        """The work due at `now`: a due poll first, then a submit the gate allows."""
+        if self.polls and self.polls[0][0] <= now:
+            return "poll", heapq.heappop(self.polls)[2]
+        if self.may_submit() and self.gate.can_submit():
+            if self.deferred and self.deferred[0][0] <= now:
+                return "submit", heapq.heappop(self.deferred)[2]
+            if self.pending and not self.deferred:
+                return "submit", self.pending.popleft()
+        return None
+
+    # -- workers -----------------------------------------------------------------------------
+
+    async def next_work(self) -> Work | None:
+        """The next piece of work for a worker, or None when the provider is finished.
+
+        Idle workers wait on their own event; only one of them (the timer) sleeps until the
+        earliest due poll or deferred submit. Waking one worker per change, not all of them,
+        keeps the cost per request flat in the pool size (measured in bench_engine).
+        """
+        clock = self.gate.clock
+        while True:
+            if self.done:
+                return None
+            now = clock.now()
+            work = self.take(now)
+            if work is not None:
+                if self.polls or self.has_submits():
+                    self.due_sooner(now)  # someone else watches what is left
+                return work
+            if not self.polls and self.busy == 0 and not self.has_submits():
+                self.done = True
+                self.notify_all()
+                return None
+            wake_at = self.polls[0][0] if self.polls else math.inf
+            if self.deferred and self.may_submit():
+                wake_at = min(wake_at, self.deferred[0][0])
+            event = anyio.Event()
+            timeout = math.inf
+            if self.timer is None:
+                self.timer, self.timer_at, timeout = event, wake_at, wake_at - now
+            self.idle.append(event)
+            with anyio.move_on_after(max(0.0, timeout)):
+                await event.wait()
+            if self.timer is event:
+                self.timer, self.timer_at = None, math.inf
+            with contextlib.suppress(ValueError):  # still listed unless notify took it
+                self.idle.remove(event)
+
+    def notify_all(self) -> None:
+        """Wake every idle worker (a stop, or the end): rare."""
+        while self.idle:
+            self.idle.popleft().set()
+        self.timer = None
+
+    def notify_one(self) -> None:
+        """Wake one idle worker to look for work (it becomes the timer if it finds none)."""
+        if self.idle:
+            self.idle.popleft().set()
+
+    def due_sooner(self, due: float) -> None:
+        """New work is due at `due`: wake the timer if it sleeps past that."""
+        if self.timer is None:
+            self.notify_one()
+        elif due < self.timer_at:
+            self.timer.set()

@@ -1,0 +1,170 @@
+"""Continuing and stopping a batch: resume what an earlier run left, tidy up after a signal,
+`runner cancel`, and the durable "sent" mark that tells a never-sent submit (safe to send)
+from one the provider may have accepted (never re-sent blindly)."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from runner.errors import ProviderResponseError
+from runner.http import ProviderCallError, Transport
+from runner.lanes import Lane
+from runner.lifecycle import Event, JobRecord, State
+from runner.providers.base import Reply
+
+if TYPE_CHECKING:
+    from runner.engine import Engine
+
+SENT_NOTE = "runner.sent"  # the engine's own durable note: a submit attempt left the process
+
+AMBIGUOUS_RESUMED = (
+    "the batch stopped while this job was being submitted and the provider cannot tell "
+    "whether it was accepted; not re-sent (runner resume --resubmit-unknown re-sends it)"
+)
+CANCELLED_UNSENT = "not submitted: the batch was cancelled (runner cancel)"
+CANCELLED_BY_USER = "cancelled remotely by runner cancel"
+CANCELLED_ON_INTERRUPT = "cancelled remotely on interrupt (on_interrupt: cancel)"
+
+
+# -- the sent mark ---------------------------------------------------------------------------
+
+
+def was_sent(job: JobRecord) -> bool:
+    """Did a request of the job's current submit attempt leave the process?"""
+    sent = job.notes.get(SENT_NOTE)
+    return isinstance(sent, Mapping) and sent.get("attempt") == job.attempts
+
+
+class MarkSent:
+    """The transport of one submit attempt: journals "sent" before the first request that
+    can change anything (not GET/HEAD) leaves, after the gate has granted its slot."""
+
+    def __init__(self, inner: Transport, engine: Engine, job: JobRecord) -> None:
+        self._inner = inner
+        self._engine = engine
+        self._job = job
+        self._marked = False
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> Reply:
+        if not self._marked and method.upper() not in ("GET", "HEAD"):
+            self._marked = True
+            job = self._job
+            job.notes[SENT_NOTE] = {"attempt": job.attempts, "at": time.time()}
+            self._engine.noted(job, SENT_NOTE)
+        return await self._inner.request(method, url, headers=headers, params=params, json=json)
+
+    async def download(
+        self, url: str, dest: Path, *, headers: Mapping[str, str], max_bytes: int | None
+    ) -> tuple[Reply, int]:
+        return await self._inner.download(url, dest, headers=headers, max_bytes=max_bytes)
+
+    async def aclose(self) -> None:
+        """Owned by the provider's client, not by one submit."""
+
+
+# -- resume ----------------------------------------------------------------------------------
+
+
+async def resume_jobs(engine: Engine, jobs: Sequence[JobRecord]) -> None:
+    """Continue the jobs an earlier run left: re-poll what was submitted, resolve
+    interrupted submits, re-fetch what was being fetched, re-send unknowns if asked."""
+    async with anyio.create_task_group() as tg:
+        for job in jobs:
+            tg.start_soon(_resume_job, engine, engine.lanes[job.spec.provider], job)
+    for lane in engine.lanes.values():  # back in plan order
+        lane.pending = deque(sorted(lane.pending, key=lambda job: job.spec.index))
+
+
+async def _resume_job(engine: Engine, lane: Lane, job: JobRecord) -> None:
+    if job.state is State.SUBMIT_UNKNOWN:  # --resubmit-unknown: the user accepts the risk
+        engine.transition(job, Event.RESUBMIT, error=None)
+        lane.pending.append(job)
+        return
+    if job.state is State.SUBMITTING:
+        if await resolve_submitting(engine, lane, job) is State.PLANNED:
+            lane.pending.append(job)
+        return
+    if job.state is State.FETCHING:
+        engine.output.job_dir(job.spec.id).reset()  # whatever a cut-off fetch left
+    left = job.spec.timeout
+    if job.submitted_at is not None:
+        left -= time.time() - job.submitted_at
+    engine.start_timeout(lane, job, left)
+    engine.schedule(lane, job, 0.0)
+
+
+async def resolve_submitting(engine: Engine, lane: Lane, job: JobRecord) -> State:
+    """A job the journal left in `submitting`: the process died (or was stopped) while
+    its submit was under way. Nothing sent → planned again. Sent → ask the provider
+    (reconcile): found → polled from now on; provably absent → planned again; else
+    `submit_unknown`, never re-sent blindly."""
+    if not was_sent(job):
+        return engine.transition(job, Event.DEFERRED)  # not one byte of it left us
+    since = float(job.notes[SENT_NOTE].get("at") or 0.0)
+    state = await engine.reconcile(lane, job, since, AMBIGUOUS_RESUMED)
+    if state is State.QUEUED and engine.interrupted is None:
+        engine.schedule(lane, job, 0.0)
+    return state
+
+
+# -- interrupt and cancel --------------------------------------------------------------------
+
+
+async def settle_interrupt(engine: Engine) -> None:
+    """Tidy the journal after a stop, then apply each provider's `on_interrupt`."""
+    for job in engine.records.values():
+        if job.state is State.SUBMITTING and not was_sent(job):
+            engine.transition(job, Event.DEFERRED)  # never sent: simply planned again
+    lanes = [lane for lane in engine.lanes.values() if lane.settings.on_interrupt == "cancel"]
+    await cancel_remote(engine, lanes, CANCELLED_ON_INTERRUPT)
+
+
+async def cancel_batch(engine: Engine, resumed: Sequence[JobRecord]) -> None:
+    """`runner cancel`: submit nothing more and cancel every remote job still active.
+
+    Jobs never sent are skipped; an interrupted submit is reconciled first (and cancelled
+    if found). Jobs already finished remotely (`fetching`) are left for `runner resume`."""
+    async with anyio.create_task_group() as tg:
+        for job in resumed:
+            if job.state is State.SUBMITTING:
+                tg.start_soon(resolve_submitting, engine, engine.lanes[job.spec.provider], job)
+    for lane in engine.lanes.values():
+        lane.pending.clear()
+    for job in engine.records.values():
+        if job.state is State.PLANNED:
+            engine.finish(job, Event.SKIP, error=CANCELLED_UNSENT)
+    await cancel_remote(engine, list(engine.lanes.values()), CANCELLED_BY_USER)
+
+
+async def cancel_remote(engine: Engine, lanes: Sequence[Lane], why: str) -> None:
+    """Cancel every remote job still active on `lanes` (concurrently, through the gate)."""
+
+    async def cancel(lane: Lane, job: JobRecord) -> None:
+        assert job.remote is not None
+        try:
+            await lane.adapter.cancel(engine.client_for(lane, job), job.spec, job.remote)
+        except (ProviderCallError, ProviderResponseError) as exc:
+            job.error = f"the remote cancel failed: {exc}"
+            engine.cancel_failures.append(f"{job.spec.id}: {job.error}")
+            return
+        engine.finish(job, Event.CANCEL, error=why)
+
+    async with anyio.create_task_group() as tg:
+        for lane in lanes:
+            for job in list(engine.records.values()):
+                if job.spec.provider == lane.name and job.state.remote:
+                    tg.start_soon(cancel, lane, job)
