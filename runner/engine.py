@@ -146,7 +146,9 @@ class Engine:
         for name, value in changes.items():
             setattr(job, name, value)
         job.state = state
-        if state in TERMINAL and job.finished_at is None:
+        if state not in TERMINAL:
+            job.finished_at = None  # submit_unknown reconciled or re-sent: not finished yet
+        elif previous not in TERMINAL:
             job.finished_at = time.time()
         self.counts[previous] -= 1
         self.counts[state] += 1
@@ -371,7 +373,10 @@ class Engine:
         else:
             # Sent, and no proof it was not accepted: never re-send blindly.
             state = await self.reconcile(lane, job, since, f"{_AMBIGUOUS}: {exc}")
-            if state is State.PLANNED:
+            if state is State.PLANNED and job.attempts >= MAX_SUBMIT_ATTEMPTS:
+                error = f"{job.attempts} attempts sent, none reached {lane.name}: {exc}"
+                self.finish(job, Event.SKIP, error=f"not submitted: {error}")
+            elif state is State.PLANNED:
                 lane.defer(job, lane.gate.clock.now() + self._backoff(job))
             elif state is State.QUEUED:
                 self._next_poll(lane, job)

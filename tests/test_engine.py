@@ -538,3 +538,61 @@ async def test_adapter_notes_reach_every_recorder_and_stay_with_the_job() -> Non
     assert result.counts == {State.SUCCEEDED: 2}
     assert sorted(rec.notes) == [("j0", "step"), ("j1", "step")]
     assert engine.records["j1"].notes == {"step": "done-j1"}
+
+
+class ReconcilingAdapter(FakeAdapter):
+    """Every submit is ambiguous (sent, no answer); reconcile answers `found`."""
+
+    def __init__(self, found: RemoteRef | Exception, **kw: Any) -> None:
+        super().__init__(submit=lambda j, n: call_error(ErrorKind.TRANSIENT), **kw)
+        self.found = found
+        self.reconciled = 0
+
+    async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
+        self.reconciled += 1
+        if isinstance(self.found, Exception):
+            raise self.found
+        return self.found
+
+
+async def test_a_submit_proven_absent_every_time_is_not_resent_forever() -> None:
+    from runner.errors import NotSubmittedError
+
+    adapter = ReconcilingAdapter(NotSubmittedError("spidra: no such job"))
+    engine, output, _ = make_engine(make_plan(1), adapter)
+    assert (await engine.run()).counts == {State.SKIPPED: 1}
+    assert len(adapter.submits) == 12
+    assert adapter.reconciled == 12
+    assert engine.records["j0"].error == (
+        "not submitted: 12 attempts sent, none reached spidra: spidra: POST /scrape: transient"
+    )
+    assert output.jobs["j0"].outcome is not None
+    assert output.jobs["j0"].outcome[0] is State.SKIPPED
+
+
+async def test_a_reconciled_submit_is_not_finished_until_it_really_finishes() -> None:
+    seen: list[tuple[State, float | None]] = []
+
+    class FinishTimes(Recording):
+        def transition(self, job: JobRecord, event: Event, previous: State) -> None:
+            seen.append((job.state, job.finished_at))
+
+    adapter = ReconcilingAdapter(RemoteRef("r-found"), polls=lambda j, n: done())
+    engine, _, _ = make_engine(make_plan(1), adapter)
+    engine.recorders.append(FinishTimes())
+    assert (await engine.run()).counts == {State.SUCCEEDED: 1}
+    states = [state for state, _ in seen]
+    assert states == [
+        State.SUBMITTING,
+        State.SUBMIT_UNKNOWN,
+        State.QUEUED,
+        State.FETCHING,
+        State.SUCCEEDED,
+    ]
+    unknown_at = seen[1][1]
+    assert unknown_at is not None  # submit_unknown is terminal, for a moment
+    assert [at for _, at in seen[2:4]] == [None, None]  # then it was found: running again
+    finished_at = seen[4][1]
+    assert finished_at is not None
+    assert finished_at >= unknown_at
+    assert engine.records["j0"].finished_at == finished_at
