@@ -90,7 +90,7 @@ class _Frame:
     pos: Pos
     path: tuple[str | int, ...]
     anchor: str | None
-    events: list[Event] | None  # recorded events when anchored (for aliases)
+    start: int  # where its events begin on the tape (when anchored)
     key: Any = None
     key_pos: Pos | None = None
     have_key: bool = False
@@ -135,8 +135,11 @@ class _Builder:
 
     def __init__(self) -> None:
         self.stack: list[_Frame] = []
-        self.anchors: dict[str, list[Event]] = {}
-        self.recording: list[list[Event]] = []
+        # Events under an anchor are kept once, on one tape, however deeply anchors nest;
+        # an anchor is a slice of it, which an alias replays.
+        self.tape: list[Event] = []
+        self.anchors: dict[str, tuple[int, int]] = {}
+        self.recording = 0  # anchored collections open
         self.nodes = 0
         self.alias_nodes = 0
         self.alias_depth = 0  # > 0 while replaying an alias
@@ -145,9 +148,11 @@ class _Builder:
         self.root: tuple[Any, Pos] | None = None
 
     def feed(self, event: Event) -> None:
-        if self.recording and not isinstance(event, AliasEvent):
-            for rec in self.recording:
-                rec.append(event)
+        anchored = getattr(event, "anchor", None) is not None
+        if anchored and isinstance(event, (MappingStartEvent, SequenceStartEvent)):
+            self.recording += 1
+        if (self.recording or anchored) and not isinstance(event, AliasEvent):
+            self.tape.append(event)
         if isinstance(event, AliasEvent):
             self._alias(event)
         elif isinstance(event, ScalarEvent):
@@ -155,7 +160,7 @@ class _Builder:
             self._count(line, col)
             self._add(_scalar(event), Pos(line, col))
             if event.anchor is not None:
-                self.anchors[event.anchor] = [event]
+                self.anchors[event.anchor] = (len(self.tape) - 1, len(self.tape))
         elif isinstance(event, (MappingStartEvent, SequenceStartEvent)):
             self._open(event)
         elif isinstance(event, (MappingEndEvent, SequenceEndEvent)):
@@ -189,25 +194,21 @@ class _Builder:
             if parent.kind == "map":
                 step = parent.key if isinstance(parent.key, str) else ""
             path = (*parent.path, step)
-        events: list[Event] | None = None
-        if event.anchor is not None:
-            events = [event]
-            self.recording.append(events)
         frame = _Frame(
             kind="map" if is_map else "seq",
             value={} if is_map else [],
             pos=Pos(line, col, children={} if is_map else []),
             path=path,
             anchor=event.anchor,
-            events=events,
+            start=len(self.tape) - 1,
         )
         self.stack.append(frame)
 
     def _close(self) -> None:
         frame = self.stack.pop()
-        if frame.events is not None and frame.anchor is not None:
-            self.recording.remove(frame.events)
-            self.anchors[frame.anchor] = frame.events
+        if frame.anchor is not None:
+            self.recording -= 1
+            self.anchors[frame.anchor] = (frame.start, len(self.tape))
         if frame.kind == "map" and frame.merges:
             self._merge(frame)
         self._add(frame.value, frame.pos)
@@ -236,7 +237,8 @@ class _Builder:
             self.alias_at = (line, col)
         self.alias_depth += 1
         try:
-            for replayed in recorded:
+            for index in range(*recorded):  # the tape may grow meanwhile, never shrink
+                replayed = self.tape[index]
                 if isinstance(replayed, (MappingStartEvent, SequenceStartEvent, ScalarEvent)):
                     # the copy must not re-register the anchor or nest recordings
                     replayed = _without_anchor(replayed)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from runner.each import EachError, compile_id, compile_template, read_items, shorten, slug
-from runner.yamlsafe import MAX_ALIAS_NODES, YamlError, load_yaml
+from runner.yamlsafe import MAX_ALIAS_NODES, YamlError, _Builder, _events, load_yaml
 
 
 def test_positions_of_values_and_keys_are_one_based() -> None:
@@ -61,6 +61,24 @@ def test_an_alias_bomb_stops_quickly() -> None:
         load_yaml("\n".join(lines) + "\n")
     assert time.perf_counter() - started < 5
     assert f"more than {MAX_ALIAS_NODES:,} values" in caught.value.message
+
+
+def test_nested_anchors_keep_each_event_once_and_aliases_replay_them() -> None:
+    depth, width = 40, 50
+    text = "".join(f"&a{i} [" for i in range(depth)) + ", ".join(["x"] * width)
+    text = "doc: " + text + "]" * depth + "\ncopy: *a38\n"
+    builder = _Builder()
+    for event in _events(text):
+        builder.feed(event)
+    # one start and one end per level plus the scalars, not once per enclosing anchor
+    taped = 2 * depth + width
+    assert len(builder.tape) == taped  # the alias outside every anchor is not taped again
+    assert builder.root is not None
+    value = builder.root[0]
+    a38 = value["doc"]
+    for _ in range(38):
+        a38 = a38[0]
+    assert value["copy"] == a38 == [["x"] * width]
 
 
 def test_deep_nesting_stops_at_the_cap() -> None:
