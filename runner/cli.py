@@ -56,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.execute(args)
     except ManifestError as exc:
         print(exc, file=sys.stderr)
+        count = len(exc.problems)
+        print(f"{count} problem{'' if count == 1 else 's'}; nothing was sent", file=sys.stderr)
         return ExitCode.INVALID
     except UsageError as exc:
         print(f"runner: {exc}", file=sys.stderr)

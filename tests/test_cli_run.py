@@ -50,3 +50,17 @@ def test_without_a_tty_each_notable_event_is_one_line(
     assert lines[1] == "p-1 succeeded"
     assert lines[2].startswith("e2e ")
     assert len(lines) == 3
+
+
+def test_an_invalid_manifest_lists_every_problem_then_says_nothing_was_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("version: 1\nname: x\njobs: []\nprovidrs: {}\n")
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}:3:7: jobs: must not be empty (at least 1 item)",
+        f"{path}:4:1: unknown key 'providrs'; did you mean 'providers'?",
+        "2 problems; nothing was sent",
+    ]
+    assert not (tmp_path / "out").exists()
