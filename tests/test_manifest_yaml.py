@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from runner.each import EachError, compile_id, compile_template, read_items, shorten, slug
-from runner.yamlsafe import MAX_ALIAS_NODES, YamlError, _Builder, _events, load_yaml
+from runner.yamlsafe import MAX_ALIAS_NODES, MAX_NODES, YamlError, _Builder, _events, load_yaml
 
 
 def test_positions_of_values_and_keys_are_one_based() -> None:
@@ -61,6 +61,14 @@ def test_an_alias_bomb_stops_quickly() -> None:
         load_yaml("\n".join(lines) + "\n")
     assert time.perf_counter() - started < 5
     assert f"more than {MAX_ALIAS_NODES:,} values" in caught.value.message
+
+
+def test_a_document_with_too_many_values_is_refused_where_it_crosses_the_cap() -> None:
+    text = "big: [" + ", ".join(["1"] * (MAX_NODES + 10)) + "]\n"
+    with pytest.raises(YamlError) as caught:
+        load_yaml(text)
+    assert caught.value.message == f"the document has more than {MAX_NODES:,} values"
+    assert caught.value.line == 1
 
 
 def test_nested_anchors_keep_each_event_once_and_aliases_replay_them() -> None:
