@@ -5,7 +5,7 @@ Endpoints (paths carry `/api/v1`, the base URL is an origin; auth `x-api-key`):
   GET  /api/v1/runs/{id}                                poll → Run + `statistics`
   GET  /api/v1/runs?type=&page=&limit=                  list runs (reconcile)
   GET  /api/v1/runs/{id}/results?page=&limit=           result pages `{results, page, limit, total}`
-  GET  /api/v1/runs/{id}/results/{rid}/content?type=    content as text (4 formats)
+  GET  /api/v1/runs/{id}/results/{rid}/content?type=    content as text (4 formats), streamed
   GET  /api/v1/runs/{id}/results/{rid}/screenshot       `{signedUrl}` (or `?download=true` bytes)
   POST /api/v1/runs/{id}/retry  `{urls}`                re-run the failed URLs (once)
   POST /api/v1/runs/{id}/cancel (no body)               cancel
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from runner.errors import JobFailedError, ProviderResponseError, RunnerError
 from runner.plan import JobSpec, Limits, PollPolicy, Rate
@@ -97,14 +97,13 @@ def build_results_page(run_id: str, page: int) -> Request:
     return Request("GET", run_path(run_id, "results"), "results", params=params)
 
 
-def build_content(run_id: str, result_id: str, fmt: str) -> Request:
-    return Request(
-        "GET",
-        run_path(run_id, "results", result_id, "content"),
-        "download",
-        params={"type": fmt},
-        expect="text",
-    )
+def content_url(run_id: str, result_id: str, fmt: str) -> str:
+    """`/api/v1/runs/{id}/results/{rid}/content?type=<fmt>`, the query already in the URL
+    (a streamed download takes a URL, not params): one string value, never a list (§1.1)."""
+    if fmt not in CONTENT_FORMATS:
+        raise ProviderResponseError(f"bulkgrid: unknown content format {fmt!r}")
+    path = run_path(run_id, "results", result_id, "content")
+    return f"{path}?{urlencode({'type': fmt})}"
 
 
 def build_screenshot(run_id: str, result_id: str, *, download: bool = False) -> Request:
@@ -433,14 +432,16 @@ class BulkgridAdapter:
                     continue
                 rid = result_id(result)
                 for fmt in formats:
+                    # Streamed to disk under the size cap (an API download: the gate's
+                    # "download" class, with the key), never held whole in memory.
+                    dest = sink.file_path(content_name(rid, fmt))
                     try:
-                        reply = await http.send(build_content(run_id, rid, fmt))
+                        await http.download(content_url(run_id, rid, fmt), dest, send_key=True)
                     except RunnerError as exc:
                         if not _skippable(exc):
                             raise
                         tally.skipped.append(f"result {rid}: no {fmt} content ({exc})")
                         continue
-                    sink.write_file(content_name(rid, fmt), reply.body)
                     tally.files += 1
                 if screenshots and result.get("screenshot"):
                     try:

@@ -61,6 +61,12 @@ async def test_crawl_pages_results_and_saves_content_and_screenshots(
         for suffix in ("markdown.md", "links.txt", "screenshot.png")
     )
     assert names == expected
+    # Each format's own content (the `type` query reached the API): links are URLs.
+    for item in items:
+        links = (crawl / "files" / f"{item['id']}.links.txt").read_text().splitlines()
+        assert links
+        assert all(link.startswith("https://") for link in links)
+        assert (crawl / "files" / f"{item['id']}.markdown.md").read_text() != "\n".join(links)
     outcome = json.loads((crawl / "job.json").read_text())
     assert (outcome["counts"], outcome["partial"]) == ({"files": 90, "items": 30}, False)
     mapped = [json.loads(x) for x in (ran.job("map") / "results.jsonl").read_text().splitlines()]
@@ -69,6 +75,7 @@ async def test_crawl_pages_results_and_saves_content_and_screenshots(
 
     seen = books(sandbox)
     assert seen["requests"]["GET /api/v1/runs/{runId}/results"] == 1  # 30 rows: one page
+    assert seen["requests"]["GET /api/v1/runs/{runId}/results/{resultId}/content"] == 60
     assert sorted(seen["submits"].values()) == [1, 1]  # never submitted twice
     assert seen["downloads"] == 30  # every signed screenshot URL, fetched once
     assert seen["keyed_downloads"] == 0  # and none of them saw the key

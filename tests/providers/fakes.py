@@ -52,7 +52,7 @@ class Seen:
     url: httpx.URL
     headers: httpx.Headers
     body: bytes
-    endpoint: str | None = None  # the adapter's endpoint class (None for downloads)
+    endpoint: str | None = None  # the adapter's endpoint class (None: an out-of-band download)
 
     @property
     def path(self) -> str:
@@ -101,6 +101,11 @@ class FakeHttp:
             return path
         return self.base_url.rstrip("/") + "/" + path.lstrip("/")
 
+    def is_api_url(self, url: str) -> bool:
+        """Under the provider's base URL: the only place a key may go (as the engine's)."""
+        base = self.base_url.rstrip("/")
+        return url == base or url.startswith(base + "/")
+
     def _raise(self, response: httpx.Response) -> None:
         reply = Reply(response.status_code, dict(response.headers), response.content)
         error = self.adapter.classify_error(reply)
@@ -129,8 +134,11 @@ class FakeHttp:
         self, url: str, dest: Path, *, send_key: bool, max_bytes: int | None = None
     ) -> int:
         self.downloads.append((url, send_key, max_bytes))
-        headers = self.adapter.auth_headers(self.api_key) if send_key else {}
-        self._endpoint = None
+        # As the engine's client: the key and the gate's "download" class only on the API;
+        # anything else is out of band (no key, no endpoint class).
+        on_api = send_key and self.is_api_url(self.url(url))
+        headers = self.adapter.auth_headers(self.api_key) if on_api else {}
+        self._endpoint = "download" if on_api else None
         response = await self._client.get(self.url(url), headers=headers)
         if not 200 <= response.status_code < 300:
             self._raise(response)

@@ -98,7 +98,6 @@ def test_run_ids_are_percent_encoded_and_dot_segments_refused() -> None:
 def test_query_values_are_strings_never_lists() -> None:
     requests = [
         bulkgrid.build_results_page(RUN, 3),
-        bulkgrid.build_content(RUN, "r1", "cleanHtml"),
         bulkgrid.build_screenshot(RUN, "r1", download=True),
         bulkgrid.build_list_runs("crawl", 2),
     ]
@@ -106,9 +105,26 @@ def test_query_values_are_strings_never_lists() -> None:
         assert request.params is not None
         assert all(isinstance(v, str) for v in request.params.values())
     assert requests[0].params == {"page": "3", "limit": "100"}
-    assert requests[2].params == {"download": "true"}
-    assert requests[2].expect == "bytes"
-    assert requests[1].expect == "text"
+    assert requests[1].params == {"download": "true"}
+    assert requests[1].expect == "bytes"
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "cleanHtml", "rawHtml", "links"])
+def test_content_url_carries_the_type_as_one_plain_query_value(fmt: str) -> None:
+    url = bulkgrid.content_url(RUN, "r1", fmt)
+    assert url == f"{RUN_PATH}/results/r1/content?type={fmt}"
+    assert httpx.URL(url).params.get_list("type") == [fmt]  # one value, never a list repr
+
+
+def test_content_url_encodes_ids_and_refuses_unknown_formats() -> None:
+    assert bulkgrid.content_url("a/b", "r 1", "links") == (
+        "/api/v1/runs/a%2Fb/results/r%201/content?type=links"
+    )
+    with pytest.raises(ProviderResponseError) as refused:
+        bulkgrid.content_url(RUN, "r1", "x y")
+    assert str(refused.value) == "bulkgrid: unknown content format 'x y'"
+    with pytest.raises(ProviderResponseError, match=r"refusing the path segment '\.\.'"):
+        bulkgrid.content_url(RUN, "..", "markdown")
 
 
 @pytest.mark.parametrize(
@@ -246,6 +262,15 @@ async def test_fetch_streams_every_page_and_content_per_format(tmp_path: Path) -
     assert (out.files_dir / "r1.markdown.md").read_text() == "markdown of r1"
     assert (out.files_dir / "r1.rawHtml.html").read_text() == "rawHtml of r1"
     assert not (out.files_dir / "r8.markdown.md").exists()  # the failed URL has no content
+    assert len(list(out.files_dir.iterdir())) == 498
+    # Streamed to disk as API downloads (the "download" class, with the key), never `send`.
+    contents = [s for s in http.seen if s.path.endswith("/content")]
+    assert len(contents) == 498
+    assert {(s.endpoint, s.headers["x-api-key"]) for s in contents} == {("download", API_KEY)}
+    assert http.downloads[:2] == [
+        (f"{RUN_PATH}/results/r1/content?type=markdown", True, None),
+        (f"{RUN_PATH}/results/r1/content?type=rawHtml", True, None),
+    ]
 
 
 @pytest.mark.anyio
