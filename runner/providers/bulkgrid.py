@@ -16,7 +16,7 @@ defaults below are conservative. Query values go out as the SDK sends them (bool
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -257,13 +257,17 @@ def job_urls(job: JobSpec) -> tuple[str, ...]:
 
 
 def match_run(
-    runs: Sequence[Mapping[str, Any]], job: JobSpec, since: float
+    runs: Sequence[Mapping[str, Any]],
+    job: JobSpec,
+    since: float,
+    taken: Collection[str] = frozenset(),
 ) -> Mapping[str, Any] | None:
-    """The earliest listed run of this job's type and URLs created at or after `since`."""
+    """The earliest listed run of this job's type and URLs created at or after `since`
+    that is not `taken` (owned by another job of this batch)."""
     wanted = job_urls(job)
     found: list[tuple[float, Mapping[str, Any]]] = []
     for run in runs:
-        if run.get("type") != job.type or run_urls(run) != wanted:
+        if run.get("type") != job.type or run_urls(run) != wanted or run.get("id") in taken:
             continue
         created = replies.parse_time(run.get("created_at"))
         if created is not None and created >= since - replies.CLOCK_SKEW:
@@ -325,6 +329,14 @@ def map_links(run: Mapping[str, Any]) -> list[Any] | None:
 
 
 @dataclass(slots=True)
+class _Memory:
+    """Per batch, across jobs: the runs this batch submitted, polled or adopted, so a
+    reconcile never claims a sibling job's run (two jobs of one type and URLs)."""
+
+    ours: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
 class _Tally:
     items: int = 0
     files: int = 0
@@ -349,6 +361,9 @@ class BulkgridAdapter:
 
     info = INFO
 
+    def __init__(self) -> None:
+        self._memory: replies.PerClient[_Memory] = replies.PerClient(_Memory)
+
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {"x-api-key": api_key, "accept": "application/json"}
 
@@ -357,10 +372,13 @@ class BulkgridAdapter:
 
     async def submit(self, http: ProviderHttp, job: JobSpec) -> Submitted:
         body = replies.reply_json(await http.send(build_submit(job)), "bulkgrid")
-        return Submitted(RemoteRef(parse_run_id(body)), parse_status(body))
+        run_id = parse_run_id(body)
+        self._memory.of(http).ours.add(run_id)
+        return Submitted(RemoteRef(run_id), parse_status(body))
 
     async def poll(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> Status:
         current = retry_run(http.notes, ref)  # after a retry, follow the retry's run
+        self._memory.of(http).ours.update((ref.id, current))
         body = replies.reply_json(await http.send(build_poll(current)), "bulkgrid")
         status = parse_status(body)
         if job.retry != "failed" or not status.partial or NOTE_RETRY_SENT in http.notes:
@@ -374,7 +392,9 @@ class BulkgridAdapter:
         body = replies.reply_json(await http.send(build_retry(ref.id, urls)), "bulkgrid")
         # The reply is a Run: the same run re-opened, or (the sandbox's reading) a new run of
         # just those URLs, which later polls and the fetch follow.
-        http.note(NOTE_RETRY_RUN, parse_run_id(body))
+        retried = parse_run_id(body)
+        self._memory.of(http).ours.add(retried)
+        http.note(NOTE_RETRY_RUN, retried)
         after = parse_status(body)
         # Being re-run even when the reply still shows the old terminal status.
         state = RemoteState.RUNNING if after.state.terminal else after.state
@@ -486,12 +506,17 @@ class BulkgridAdapter:
         await http.send(build_cancel(ref.id))
 
     async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
+        """The earliest run of this job's type and URLs created since the submit (less the
+        clock skew) that no other job of this batch owns; adopted, it is ours from now on."""
+        memory = self._memory.of(http)
         for page in range(1, RECONCILE_PAGES + 1):
             body = replies.reply_json(await http.send(build_list_runs(job.type, page)), "bulkgrid")
             listing = parse_results_page(body, page, key="runs")
-            run = match_run(listing.results, job, since)
+            run = match_run(listing.results, job, since, memory.ours)
             if run is not None:
-                return RemoteRef(parse_run_id(run))
+                run_id = parse_run_id(run)
+                memory.ours.add(run_id)
+                return RemoteRef(run_id)
             if listing.is_last():
                 return None
         return None

@@ -66,7 +66,7 @@ class Seen:
         return json.loads(self.body) if self.body else None
 
 
-@dataclass
+@dataclass(eq=False)  # hashable by identity: adapters keep per-client memory
 class FakeHttp:
     adapter: Adapter
     handler: Handler

@@ -216,6 +216,7 @@ def test_reconcile_matching_takes_type_urls_and_creation_time() -> None:
     since = 1795348800.0  # 2026-11-22T12:00:00Z
     assert bulkgrid.match_run(runs, spec, since) == runs[3]
     assert bulkgrid.match_run(runs[:3], spec, since) is None
+    assert bulkgrid.match_run(runs, spec, since, {"ours"}) is None  # a sibling's run
 
 
 # -- the adapter against a fake client ----------------------------------------------------------
@@ -430,6 +431,49 @@ async def test_reconcile_pages_the_run_list_by_type() -> None:
         {"type": "crawl", "page": "1", "limit": "100"},
         {"type": "crawl", "page": "2", "limit": "100"},
     ]
+
+
+TWIN_URLS = ["https://a.example", "https://b.example"]
+
+
+def twin_runs(request: httpx.Request) -> httpx.Response:
+    """Two runs of one type and URLs, as two identical jobs' lost submits would leave."""
+    runs = [
+        {"id": f"twin-{n}", "type": "crawl", "urls": TWIN_URLS,
+         "created_at": f"2026-11-22T12:00:0{n}Z"}
+        for n in (2, 1)
+    ]  # fmt: skip
+    return httpx.Response(200, json={"runs": runs, "page": 1, "total": 2})
+
+
+@pytest.mark.anyio
+async def test_reconcile_never_adopts_a_run_another_job_of_the_batch_adopted() -> None:
+    http = FakeHttp(bulkgrid.ADAPTER, router({"GET /api/v1/runs": twin_runs}))
+    adapter = bulkgrid.BulkgridAdapter()
+    since = 1795348800.0
+    first = await adapter.reconcile(http, job(), since)
+    second = await adapter.reconcile(http, job(), since)
+    third = await adapter.reconcile(http, job(), since)
+    assert (first, second, third) == (RemoteRef("twin-1"), RemoteRef("twin-2"), None)
+    # Another batch (another client) has its own memory.
+    other = FakeHttp(bulkgrid.ADAPTER, router({"GET /api/v1/runs": twin_runs}))
+    assert await adapter.reconcile(other, job(), since) == RemoteRef("twin-1")
+
+
+@pytest.mark.anyio
+async def test_reconcile_skips_runs_this_batch_submitted_or_polled() -> None:
+    routes = {
+        "GET /api/v1/runs": twin_runs,
+        "POST /api/v1/crawl": run("pending", id="twin-1", done=0),
+        "GET /api/v1/runs/twin-2": run(id="twin-2"),
+    }
+    http = FakeHttp(bulkgrid.ADAPTER, router(routes))
+    adapter = bulkgrid.BulkgridAdapter()
+    assert (await adapter.submit(http, job())).ref == RemoteRef("twin-1")
+    assert await adapter.reconcile(http, job(), 1795348800.0) == RemoteRef("twin-2")
+    polled = FakeHttp(bulkgrid.ADAPTER, router(routes))
+    await adapter.poll(polled, job(), RemoteRef("twin-2"))
+    assert await adapter.reconcile(polled, job(), 1795348800.0) == RemoteRef("twin-1")
 
 
 @pytest.mark.anyio
