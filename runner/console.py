@@ -1,5 +1,6 @@
 """Human output on stderr, separate from the log: a rich progress display on a TTY, one terse
-line per notable event otherwise, and only errors plus the summary line with `quiet` (cron).
+line per notable event otherwise, and with `quiet` (cron) only errors, the jobs that did not
+succeed, and the summary line.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ class Console:
         name = event_name(event, previous, job.state)
         if job.state in _ENDINGS:
             detail = job.error or job.reason or job.raw_status or "no reason given"
-            self._notable(f"{job.spec.id} {job.state.value}: {detail}", error=False)
+            # Shown under --quiet too: cron mail names the jobs that did not succeed (README).
+            self._notable(f"{job.spec.id} {job.state.value}: {detail}", error=True)
         elif name == "job.submitted" and not self.tty:
             remote = f" (remote id {job.remote.id})" if job.remote is not None else ""
             self._notable(f"{job.spec.id} submitted to {job.spec.provider}{remote}")

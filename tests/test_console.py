@@ -1,4 +1,4 @@
-"""Console output: terse lines off a TTY, nothing but errors and the summary when quiet."""
+"""Console output: terse lines off a TTY; errors, failed jobs and the summary when quiet."""
 
 from __future__ import annotations
 
@@ -64,10 +64,11 @@ def test_one_line_per_notable_event_off_a_tty() -> None:
     assert (console.requests, console.throttled) == (2, 1)
 
 
-def test_quiet_prints_only_errors_and_the_summary() -> None:
+def test_quiet_prints_only_errors_failed_jobs_and_the_summary() -> None:
     stream = io.StringIO()
     _drive(Console(stream=stream, quiet=True, tty=True))
     assert stream.getvalue().splitlines() == [
+        "job-1 failed: rejected: urls[0] is not a URL",
         "pulse stopped: API key refused (PULSE_API_KEY)",
         "nightly 20261122T030000Z: 1 succeeded, 1 failed in 2m05s; "
         "results in results/nightly/20261122T030000Z (exit 1)",
