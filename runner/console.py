@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -26,6 +26,7 @@ from runner.durations import format_duration
 from runner.lifecycle import Event, JobRecord, Recorder, State
 from runner.log import event_name
 from runner.providers.base import Status
+from runner.results import redact
 
 _ENDINGS = {State.FAILED, State.CANCELLED, State.EXPIRED, State.TIMED_OUT, State.SUBMIT_UNKNOWN}
 
@@ -66,8 +67,11 @@ class Console:
         quiet: bool = False,
         tty: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
+        secrets: Sequence[str] = (),
     ) -> None:
         self._stream = stream if stream is not None else sys.stderr
+        # Job errors can quote a provider's payload, and a provider may echo the key.
+        self._secrets = tuple(s for s in secrets if s)
         self.quiet = quiet
         self.tty = (self._stream.isatty() if tty is None else tty) and not quiet
         self._clock = clock
@@ -168,6 +172,7 @@ class Console:
     def _notable(self, text: str, *, error: bool = False) -> None:
         if self.quiet and not error:
             return
+        text = redact(text, self._secrets)
         if self._progress is not None:
             self._progress.console.print(text, markup=False, highlight=False)
         else:

@@ -99,3 +99,18 @@ def test_resume_starts_from_the_journal_counts() -> None:
 def test_summary_of_an_empty_batch() -> None:
     line = summary_line("n", "b", {}, elapsed=0.5, path=Path("r"), exit_code=0)
     assert line == "n b: no jobs in 0.5s; results in r (exit 0)"
+
+
+def test_secrets_never_reach_the_console() -> None:
+    stream = io.StringIO()
+    console = Console(stream=stream, tty=False, secrets=["sk-live-SECRET", ""])
+    job = JobRecord(spec=make_plan(1).jobs[0], state=State.SUBMITTING)
+    job.state, job.error = State.FAILED, "HTTP 400: bad key sk-live-SECRET"
+    console.transition(job, Event.REJECTED, State.SUBMITTING)
+    console.provider_stopped("spidra", "key sk-live-SECRET refused")
+    console.error("crashed near sk-live-SECRET")
+    assert stream.getvalue().splitlines() == [
+        "job-0 failed: HTTP 400: bad key ***",
+        "spidra stopped: key *** refused",
+        "runner: error: crashed near ***",
+    ]
