@@ -317,7 +317,7 @@ class Journal:
             (
                 job.polls,
                 job.next_poll_at,
-                job.raw_status,
+                self._redact(job.raw_status),
                 self._redact(job.reason),
                 job.progress,
                 int(job.partial),
@@ -441,7 +441,7 @@ class Journal:
             job.next_poll_at,
             job.submitted_at,
             job.finished_at,
-            job.raw_status,
+            self._redact(job.raw_status),
             self._redact(job.reason),
             job.progress,
             int(job.partial),

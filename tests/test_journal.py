@@ -204,13 +204,24 @@ def test_secrets_never_reach_the_journal(tmp_path: Path) -> None:
     journal = Journal.create(path, plan, "b")
     job = JobRecord(spec=plan.jobs[0])
     _move(journal, job, Event.SUBMIT)
+    job.remote = RemoteRef("r")
+    job.raw_status, job.reason = "running as sk-live-SECRET", "quota of sk-live-SECRET"
+    _move(journal, job, Event.RUNNING)
+    job.polls += 1
+    journal.polled(job, Status(RemoteState.RUNNING, raw=job.raw_status))
     job.error = "refused key sk-live-SECRET for this account"
-    _move(journal, job, Event.REJECTED)
+    _move(journal, job, Event.FAILED)
     journal.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     assert b"sk-live-SECRET" not in raw
     with Journal.open(path) as reopened:
-        assert reopened.row("job-0").error == "refused key *** for this account"  # type: ignore[union-attr]
+        row = reopened.row("job-0")
+        assert row is not None
+        assert (row.raw_status, row.reason, row.error) == (
+            "running as ***",
+            "quota of ***",
+            "refused key *** for this account",
+        )
 
 
 def test_remote_ids_and_schema_checks(tmp_path: Path) -> None:
