@@ -265,9 +265,7 @@ class Journal:
             value = getattr(job, key)
             if value is not None:
                 detail[key] = self._redact(value)
-        if not self._conn.in_transaction:
-            self._conn.execute("BEGIN")
-        try:
+        with self._transaction():
             self._conn.execute(_UPDATE_JOB, (*self._job_values(job), now, job.spec.id))
             self._conn.execute(
                 "INSERT INTO events (time, job_id, event, from_state, to_state, detail) "
@@ -281,29 +279,14 @@ class Journal:
                     json.dumps(detail, sort_keys=True),
                 ),
             )
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
-        self._pending_polls = 0
-        self._last_commit = now
 
     def noted(self, job: JobRecord, key: str) -> None:
         """Persist the adapter's notes (a finished submit step) and COMMIT before returning."""
-        now = self._clock()
-        if not self._conn.in_transaction:
-            self._conn.execute("BEGIN")
-        try:
+        with self._transaction():
             self._conn.execute(
                 "UPDATE jobs SET notes = ?, updated_at = ? WHERE job_id = ?",
-                (json.dumps(job.notes, sort_keys=True, default=str), now, job.spec.id),
+                (json.dumps(job.notes, sort_keys=True, default=str), self._clock(), job.spec.id),
             )
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
-        self._pending_polls = 0
-        self._last_commit = now
 
     def polled(self, job: JobRecord, status: Status) -> None:
         """Record a poll. Committed with the next transition, or every POLL_COMMIT_EVERY
