@@ -1,3 +1,6 @@
+"""Request limits: the GCRA pacer under stalls, AIMD after 429s, the Gate on a real loop,
+and the rate-limit header parsing the Gate is fed from."""
+
 from __future__ import annotations
 
 import heapq
