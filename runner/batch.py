@@ -441,7 +441,7 @@ def _execute(
     stderr = options.stderr
     clock = time.monotonic()
     log = BatchLog(batch.log_path, batch_id=batch.batch_id, secrets=plan.secrets)
-    console = Console(stream=stderr, quiet=options.quiet)
+    console = Console(stream=stderr, quiet=options.quiet, secrets=plan.secrets)
     signals = _Signals(journal, log, console, batch)
     try:
         counts = journal.counts()

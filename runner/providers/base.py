@@ -103,6 +103,10 @@ class Request:
     expect: Expect = "json"
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     status_code: int
@@ -110,7 +114,9 @@ class Reply:
     body: bytes = field(repr=False)
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        """The body as JSON; ValueError for anything that is not strict JSON (including the
+        NaN / Infinity that Python's parser would accept and no result file may hold)."""
+        return json.loads(self.body, parse_constant=_not_json)
 
     @property
     def text(self) -> str:
