@@ -18,5 +18,5 @@ def test_non_standard_json_constants_are_not_json(constant: str) -> None:
 
 def test_a_status_with_nan_fails_that_job_as_a_malformed_response() -> None:
     reply = Reply(200, {}, b'{"job_id": "j1", "status": "completed", "result": {"score": NaN}}')
-    with pytest.raises(ProviderResponseError, match="pulse: .* is not JSON"):
+    with pytest.raises(ProviderResponseError, match=r"pulse: .* is not JSON"):
         pulse.parse_status(reply)
