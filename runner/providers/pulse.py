@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from runner.errors import JobFailedError, ProviderResponseError, RunnerError
 from runner.plan import JobSpec, Limits, PollPolicy, Rate
+from runner.providers import replies
 from runner.providers.base import (
     ApiError,
     ErrorKind,
@@ -67,13 +68,7 @@ def state_of(raw: str) -> RemoteState:
 
 
 def _object(reply: Reply, what: str) -> Mapping[str, Any]:
-    try:
-        body = reply.json()
-    except ValueError:
-        raise ProviderResponseError(f"pulse: {what} is not JSON", reply.excerpt()) from None
-    if not isinstance(body, dict):
-        raise ProviderResponseError(f"pulse: {what} is not a JSON object", reply.excerpt())
-    return body
+    return replies.json_object(reply, f"pulse: {what}")
 
 
 # -- pure request builders and parsers --------------------------------------------------------

@@ -39,6 +39,17 @@ def reply_json(reply: Reply, provider: str) -> Any:
         raise ProviderResponseError(f"{provider}: the reply is not JSON", reply.excerpt()) from None
 
 
+def json_object(reply: Reply, what: str) -> Mapping[str, Any]:
+    """The reply as a JSON object; ProviderResponseError naming `what` otherwise."""
+    try:
+        body = reply.json()
+    except ValueError:
+        raise ProviderResponseError(f"{what} is not JSON", reply.excerpt()) from None
+    if not isinstance(body, dict):
+        raise ProviderResponseError(f"{what} is not a JSON object", reply.excerpt())
+    return body
+
+
 def require_object(body: Any, what: str) -> Mapping[str, Any]:
     if not isinstance(body, Mapping):
         raise ProviderResponseError(f"{what} is not a JSON object", excerpt(body))

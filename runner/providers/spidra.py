@@ -82,13 +82,7 @@ def _body(reply: Reply) -> Mapping[str, Any]:
 
 
 def _object(reply: Reply, what: str) -> Mapping[str, Any]:
-    try:
-        body = reply.json()
-    except ValueError:
-        raise ProviderResponseError(f"spidra: {what} is not JSON", reply.excerpt()) from None
-    if not isinstance(body, dict):
-        raise ProviderResponseError(f"spidra: {what} is not a JSON object", reply.excerpt())
-    return body
+    return replies.json_object(reply, f"spidra: {what}")
 
 
 # -- pure request builders and parsers --------------------------------------------------------
