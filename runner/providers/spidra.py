@@ -440,6 +440,16 @@ class _Tally:
         elif len(self.problems) == MAX_NOTES:
             self.problems.append("more page files could not be downloaded (not listed)")
 
+    def report(self, status: Status, notes: list[str], outcome: dict[str, Any]) -> FetchReport:
+        """Partial when the provider said so, an item failed, or a download did not land."""
+        return FetchReport(
+            items=self.lines,
+            files=self.files,
+            partial=status.partial or self.failed > 0 or bool(self.problems),
+            notes=tuple(notes + self.problems),
+            outcome=outcome,
+        )
+
 
 class SpidraAdapter:
     info = INFO
@@ -552,13 +562,7 @@ class SpidraAdapter:
             "retried_items": http.notes.get(NOTE_RETRIED),
             "credits_used": credits,
         }
-        return FetchReport(
-            items=tally.lines,
-            files=tally.files,
-            partial=status.partial or tally.failed > 0 or bool(tally.problems),
-            notes=tuple(notes + tally.problems),
-            outcome=outcome,
-        )
+        return tally.report(status, notes, outcome)
 
     async def _fetch_crawl(
         self, http: ProviderHttp, job: JobSpec, ref: RemoteRef, status: Status, sink: ResultSink
@@ -588,13 +592,7 @@ class SpidraAdapter:
                 tally.lines += 1
         notes = [f"{tally.failed} of {number} pages failed"] if tally.failed else []
         outcome = {"pages": number, "failed_pages": tally.failed}
-        return FetchReport(
-            items=tally.lines,
-            files=tally.files,
-            partial=status.partial or tally.failed > 0 or bool(tally.problems),
-            notes=tuple(notes + tally.problems),
-            outcome=outcome,
-        )
+        return tally.report(status, notes, outcome)
 
     async def _crawl_pages(
         self, http: ProviderHttp, ref: RemoteRef, status: Status
