@@ -7,7 +7,6 @@ through `jsonschema` (pure Python, ~100 µs a call) for its detailed errors.
 
 from __future__ import annotations
 
-import ast
 import difflib
 import json
 from collections.abc import Iterable, Sequence
@@ -85,7 +84,7 @@ class Checker:
             return []
         found: list[Finding] = []
         for error in self.slow.iter_errors(instance):
-            found.extend(describe(error))
+            found.extend(f for f in describe(error) if f not in found)  # `required`: see describe
         if not found:  # the two validators disagree: still say something useful
             try:
                 self.fast.validate(instance)
@@ -181,9 +180,11 @@ def describe(error: ValidationError) -> list[Finding]:
 
     if keyword == "additionalProperties" and isinstance(value, dict):
         return _unknown_keys(path, value, schema)
-    if keyword == "required":
-        key = _required_key(error.message)
-        return [Finding(path, f"missing required key {key!r}")]
+    if keyword == "required" and isinstance(value, dict):
+        # From the schema and the instance, not from the library's wording of the message
+        # (jsonschema reports each missing key as an error of its own: checker dedupes).
+        missing = [key for key in expected if key not in value]
+        return [Finding(path, f"missing required key {key!r}") for key in missing]
     if custom and keyword in ("pattern", "format", "type", "const", "enum", "not"):
         prefix = f"{shown} " if not isinstance(value, dict | list) else ""
         return [Finding(path, f"{prefix}{custom}")]
@@ -260,15 +261,6 @@ def _closest_branch(error: ValidationError) -> list[ValidationError]:
         if not any(e.validator == "type" and not e.relative_path for e in errors)
     ]
     return min(fitting, key=len) if fitting else []
-
-
-def _required_key(message: str) -> str:
-    text = message.removesuffix(" is a required property")
-    try:
-        key = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-    return str(key)
 
 
 def _unknown_keys(

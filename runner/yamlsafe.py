@@ -7,6 +7,7 @@ caps on depth, nodes and alias expansion so that no input costs unbounded time o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -318,6 +319,11 @@ def load_yaml(text: str) -> Document:
             builder.feed(event)
     except yaml.MarkedYAMLError as exc:
         line, col = _where(exc.problem_mark or exc.context_mark)
+        # libyaml reads flow collections ahead of the events we count, so its own nesting
+        # limit can fire first: our limit, our message, whatever the library does.
+        deep = flow_too_deep(text, line)
+        if deep is not None:
+            raise YamlError(*deep, f"nesting is deeper than {MAX_DEPTH} levels") from exc
         detail = exc.problem or "invalid YAML"
         if exc.context:
             detail = f"{detail} ({exc.context})"
@@ -331,6 +337,56 @@ def load_yaml(text: str) -> Document:
         return Document(None, Pos(1, 1), builder.warnings)
     value, pos = builder.root
     return Document(value, pos, builder.warnings)
+
+
+_BLOCK_SCALAR = re.compile(r"(?:^|[\s:-])[|>][-+0-9]*\s*(?:#.*)?$")
+
+
+def flow_too_deep(text: str, last_line: int) -> tuple[int, int] | None:
+    """Where flow collections (`[`, `{`) first nest deeper than MAX_DEPTH within the first
+    `last_line` lines, or None. A lexical scan: quoted scalars, comments and block scalars
+    are skipped, and outside a flow collection only a bracket that starts a value counts."""
+    depth = 0
+    block_indent: int | None = None  # inside a block scalar: lines indented more than this
+    for number, line in enumerate(text.split("\n")[:last_line], start=1):
+        stripped = line.lstrip(" ")
+        indent = len(line) - len(stripped)
+        if block_indent is not None:
+            if not stripped.strip() or indent > block_indent:
+                continue
+            block_indent = None
+        quote = ""
+        column = 0
+        while column < len(line):
+            char = line[column]
+            if quote:
+                if char == "\\" and quote == '"':
+                    column += 1
+                elif char == quote:
+                    if quote == "'" and line[column + 1 : column + 2] == "'":
+                        column += 1
+                    else:
+                        quote = ""
+            elif char == "#" and (column == 0 or line[column - 1] in " \t"):
+                break
+            elif char in "'\"" and (depth or _starts_value(line, column)):
+                quote = char
+            elif char in "[{" and (depth or _starts_value(line, column)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return number, column + 1
+            elif char in "]}" and depth:
+                depth -= 1
+            column += 1
+        if not depth and not quote and _BLOCK_SCALAR.search(line):
+            block_indent = indent
+    return None
+
+
+def _starts_value(line: str, column: int) -> bool:
+    """Can a node start at `column` of a block-context line?"""
+    before = line[:column].rstrip(" ")
+    return not before or (before.endswith(("-", ":", "?")) and column > len(before))
 
 
 def _offset_position(text: str, offset: int) -> tuple[int, int]:

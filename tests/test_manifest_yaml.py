@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from runner.each import EachError, compile_id, compile_template, read_items, shorten, slug
-from runner.yamlsafe import MAX_ALIAS_NODES, MAX_NODES, YamlError, _Builder, _events, load_yaml
+from runner.yamlsafe import (
+    MAX_ALIAS_NODES,
+    MAX_NODES,
+    YamlError,
+    _Builder,
+    _events,
+    flow_too_deep,
+    load_yaml,
+)
 
 
 def test_positions_of_values_and_keys_are_one_based() -> None:
@@ -93,6 +101,38 @@ def test_deep_nesting_stops_at_the_cap() -> None:
     with pytest.raises(YamlError) as caught:
         load_yaml("[" * 100_000)
     assert caught.value.message == "nesting is deeper than 64 levels"
+    assert (caught.value.line, caught.value.column) == (1, 65)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        # libyaml reads a run of flow openers ahead of the events and stops at its own
+        # limit (1,000 levels) first; runner's cap and message still win.
+        ("a: " + "[" * 2_000, (1, 68)),
+        ("- " + "{" * 5_000, (1, 67)),
+        ("a: b\nc: [[[[\n  " + "[" * 3_000, (3, 63)),
+        ('x: \'[[[[\'\ny: "[[\\"["  # [[[\nz: ' + "[" * 2_000, (3, 68)),
+    ],
+)
+def test_runners_depth_cap_speaks_before_the_librarys(text: str, where: tuple[int, int]) -> None:
+    with pytest.raises(YamlError) as caught:
+        load_yaml(text)
+    assert caught.value.message == "nesting is deeper than 64 levels"
+    assert (caught.value.line, caught.value.column) == where
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "p: |\n  " + "[" * 100 + "\nq: 1\n",  # inside a block scalar: text, not nesting
+        "p: '" + "[" * 100 + "'\n",  # inside quotes
+        "p: a" + "[" * 100 + "\n",  # inside a plain scalar
+        "p: 1 # " + "[" * 100 + "\n",  # a comment
+    ],
+)
+def test_brackets_that_are_text_are_not_nesting(text: str) -> None:
+    assert flow_too_deep(text, text.count("\n") + 1) is None
 
 
 def test_templates_fill_placeholders_and_keep_types() -> None:
