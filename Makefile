@@ -3,18 +3,30 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Every install is pinned, with hashes: requirements/dev.lock (runtime + dev tools) is what
+# `make` installs; requirements/runtime.lock is the runtime alone, for deployments.
+# `make lock` refreshes both from pyproject.toml.
+LOCK   := requirements/dev.lock
 DEMO   ?= manifests/all-providers.yaml
 OUT    ?= results
 
-.PHONY: install test lint format typecheck pytest validate demo bench clean
+.PHONY: install lock test lint format typecheck pytest validate demo bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check  # the lock is complete: nothing installed lacks a dependency
 	touch $(STAMP)
+
+lock: $(STAMP)
+	$(BIN)/uv pip compile --quiet pyproject.toml --extra dev --generate-hashes \
+		--python-version 3.11 --upgrade -o requirements/dev.lock
+	$(BIN)/uv pip compile --quiet pyproject.toml --generate-hashes \
+		--python-version 3.11 --upgrade -o requirements/runtime.lock
+	@echo "requirements/*.lock refreshed; run make test, then commit them"
 
 lint: $(STAMP)
 	$(BIN)/ruff check runner tests
