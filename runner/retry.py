@@ -18,7 +18,7 @@ from runner.log import BatchLog
 from runner.results import ATTEMPTS, JOBS, OUTCOME, BatchDir, StoreError
 
 _LISTED = 10  # jobs named on the console line; the log names every one
-_ENDINGS = ", ".join(sorted(state.value for state in RETRIABLE))
+_ENDINGS = "failed, timed_out or expired"  # the states of lifecycle.RETRIABLE
 
 
 @dataclass(frozen=True, slots=True)
