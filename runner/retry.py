@@ -119,7 +119,8 @@ def start_attempts(
         print(f"runner: retry: {line}", file=stderr)
     if not retries:
         if not quiet:
-            print(f"runner: retry: nothing to retry (no job is {_ENDINGS})", file=stderr)
+            which = "of the jobs named" if only else "job"
+            print(f"runner: retry: nothing to retry (no {which} is {_ENDINGS})", file=stderr)
         return retries
     with BatchLog(batch.log_path, batch_id=batch.batch_id, secrets=batch.secrets) as log:
         for retry in retries:
