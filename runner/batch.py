@@ -1,4 +1,4 @@
-"""`runner run`, `resume` and `cancel` end to end: the one place the parts are wired together.
+"""`runner run`, `resume`, `cancel`, `retry` end to end: the one place the parts are wired up.
 
 manifest → plan → (sandbox) → lock → BatchDir + journal (before any request) + log + console →
 one Gate, transport and ProviderClient per provider → Engine (signals stop it) → finish.
@@ -38,6 +38,7 @@ from runner.plan import Plan
 from runner.providers import ADAPTERS
 from runner.providers.base import Reply
 from runner.results import BATCH, OUTCOME, BatchDir, redact
+from runner.retry import start_attempts
 
 _SIGNALS = {
     signal.SIGINT: ("SIGINT", ExitCode.SIGINT),
@@ -266,7 +267,8 @@ class _Options:
     quiet: bool
     client: str | None
     resubmit_unknown: bool = False
-    mode: str = "run"  # run | resume | cancel
+    mode: str = "run"  # run | resume | cancel | retry
+    only: Sequence[str] = ()  # retry: the jobs named by --only
 
 
 def run_batch(
@@ -392,6 +394,23 @@ def cancel_batch(
     )
 
 
+def retry_batch(
+    path: Path,
+    *,
+    only: Sequence[str] = (),
+    sandbox: str | None = None,
+    argv: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    stderr: TextIO | None = None,
+    client: str | None = None,
+    quiet: bool = False,
+) -> int:
+    """`runner retry DIR`: a new attempt, in the same directory, of every job that failed,
+    timed out or expired (of those named by `only`), then continue and seal as resume."""
+    options = _Options(argv, stderr or sys.stderr, quiet, client, mode="retry", only=only)
+    return _continue(path, sandbox, env, options)
+
+
 def _continue(
     path: Path, sandbox: str | None, env: Mapping[str, str] | None, options: _Options
 ) -> int:
@@ -402,6 +421,14 @@ def _continue(
     with lock.acquire(real.parent.parent, real.parent.name) as held:
         held.note_batch(real.name)
         batch, journal, plan = _reopen(path, sandbox, env, options.stderr)
+        if options.mode == "retry":
+            try:
+                start_attempts(
+                    batch, journal, options.only, stderr=options.stderr, quiet=options.quiet
+                )
+            except BaseException:
+                journal.close()
+                raise
         with sandbox_urls(sandbox) as urls:
             if urls is not None:
                 plan = point_at(plan, urls)
@@ -445,7 +472,12 @@ def _execute(
     signals = _Signals(journal, log, console, batch)
     try:
         counts = journal.counts()
-        event = {"run": "batch.started", "resume": "batch.resumed", "cancel": "batch.cancelling"}
+        event = {
+            "run": "batch.started",
+            "resume": "batch.resumed",
+            "cancel": "batch.cancelling",
+            "retry": "batch.retrying",
+        }
         log.logger.info(
             event[options.mode],
             name=plan.name,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from runner import __version__
-from runner.commands import cancel, plan, resume, run, sandbox, status, validate, verify
+from runner.commands import cancel, plan, resume, retry, run, sandbox, status, validate, verify
 from runner.errors import LockHeldError, ManifestError, RunnerError, UsageError
 from runner.exits import ExitCode
 
@@ -21,6 +21,7 @@ COMMANDS: dict[str, ModuleType] = {
     "plan": plan,
     "run": run,
     "resume": resume,
+    "retry": retry,
     "status": status,
     "cancel": cancel,
     "verify": verify,

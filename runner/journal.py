@@ -10,13 +10,13 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import RunnerError
-from runner.lifecycle import Event, JobRecord, Recorder, State
+from runner.lifecycle import Event, JobRecord, Recorder, State, advance
 from runner.plan import Plan
 from runner.providers.base import RemoteRef, Status
 from runner.results import redact
@@ -74,6 +74,12 @@ _UPDATE_POLL = """
 UPDATE jobs SET polls = ?, next_poll_at = ?, raw_status = ?, reason = ?, progress = ?,
     partial = ?, results_ready = ?, updated_at = ?
 WHERE job_id = ?
+"""
+_RESET_JOB = """
+UPDATE jobs SET state = ?, remote = NULL, attempts = 0, polls = 0, next_poll_at = NULL,
+    submitted_at = NULL, finished_at = NULL, raw_status = NULL, reason = NULL, progress = NULL,
+    partial = 0, results_ready = 1, error = NULL, notes = NULL, updated_at = ?
+WHERE job_id = ? AND state = ?
 """
 _INSERT_JOB = """
 INSERT OR IGNORE INTO jobs (job_id, position, provider, type, state, updated_at)
@@ -323,6 +329,45 @@ class Journal:
         self._pending_polls = 0
         self._last_commit = self._clock()
 
+    def reset(self, job_id: str, event: Event, detail: Mapping[str, Any]) -> State:
+        """Put a finished job back where `event` takes it (`runner retry`: planned) for a
+        new attempt, and COMMIT: its remote ref, submit sends, polls, statuses, error and
+        notes (the adapter's steps and the engine's sent mark) are cleared, so it is sent
+        afresh. The event keeps what the attempt left (remote ref, error) and `detail`."""
+        row = self.row(job_id)
+        if row is None:
+            raise JournalError(f"no job {job_id!r} in {self.path}")
+        state = advance(row.state, event)
+        kept: dict[str, Any] = dict(detail)
+        if row.remote is not None:
+            kept["remote"] = row.remote.as_dict()
+        if row.error is not None:
+            kept["error"] = row.error  # redacted when it was written
+        now = self._clock()
+        with self._transaction():
+            self._conn.execute(_RESET_JOB, (state.value, now, job_id, row.state.value))
+            self._conn.execute(
+                "INSERT INTO events (time, job_id, event, from_state, to_state, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    now,
+                    job_id,
+                    event.value,
+                    row.state.value,
+                    state.value,
+                    json.dumps(kept, sort_keys=True),
+                ),
+            )
+        return state
+
+    def attempts(self) -> dict[str, int]:
+        """job id → its attempt number, for the jobs `runner retry` sent again (others: 1)."""
+        cursor = self._conn.execute(
+            "SELECT job_id, COUNT(*) FROM events WHERE event = ? GROUP BY job_id",
+            (Event.RETRY.value,),
+        )
+        return {job_id: 1 + retries for job_id, retries in cursor}
+
     def set_meta(self, key: str, value: str) -> None:
         """Store one batch-level fact (e.g. the original manifest path, for resume)."""
         with self._transaction():
@@ -383,6 +428,7 @@ class Journal:
         (jobs it does not know yet are added as planned)."""
         self._insert_missing(plan)
         rows = {row.job_id: row for row in self.rows()}
+        attempts = self.attempts()
         records = []
         for spec in plan.jobs:
             row = rows[spec.id]
@@ -403,6 +449,7 @@ class Journal:
                     results_ready=row.results_ready,
                     error=row.error,
                     notes=dict(row.notes),
+                    attempt=attempts.get(spec.id, 1),
                 )
             )
         return records

@@ -52,6 +52,7 @@ TERMINAL = frozenset(
     }
 )
 REMOTE_ACTIVE = frozenset({State.QUEUED, State.RUNNING, State.PAUSED})
+RETRIABLE = frozenset({State.FAILED, State.TIMED_OUT, State.EXPIRED})  # `runner retry`
 
 
 class Event(StrEnum):
@@ -74,6 +75,7 @@ class Event(StrEnum):
     TIMEOUT = "timeout"  # the job outlived its timeout
     CANCEL = "cancel"  # we cancelled the remote job (interrupt or `runner cancel`)
     SKIP = "skip"  # never submitted: its provider stopped (bad key, no credits) or filtered
+    RETRY = "retry"  # `runner retry`: a new attempt of a job that failed, timed out or expired
 
 
 class IllegalTransitionError(RunnerError):
@@ -118,6 +120,10 @@ def _table() -> dict[tuple[State, Event], State]:
         table[(source, Event.TIMEOUT)] = State.TIMED_OUT
         table[(source, Event.CANCEL)] = State.CANCELLED
     table[(State.SUBMITTING, Event.ERROR)] = State.FAILED
+    # Only these endings can be tried again: a succeeded job never is, cancelled and skipped
+    # were the user's or the provider's decision, submit_unknown may exist remotely.
+    for source in RETRIABLE:
+        table[(source, Event.RETRY)] = State.PLANNED
     return table
 
 
@@ -155,6 +161,7 @@ class JobRecord:
     results_ready: bool = True
     error: str | None = None  # our message when it did not succeed
     notes: dict[str, Any] = field(default_factory=dict)  # the adapter's durable memory
+    attempt: int = 1  # 1 + the times `runner retry` sent this job again (job.json says so)
 
 
 class Recorder(Protocol):

@@ -32,6 +32,7 @@ BATCH = "batch.json"
 JOURNAL = "journal.sqlite"
 LOG = "log.jsonl"
 JOBS = "jobs"
+ATTEMPTS = "attempts"  # attempts/<id>/<n>/: attempt n's jobs/<id>/, moved by `runner retry`
 SUMS = "SHA256SUMS"
 LATEST = "latest"
 
@@ -200,7 +201,8 @@ class JobDir:
     def write_outcome(self, record: JobRecord, report: FetchReport | None = None) -> None:
         """`job.json`: the normalized outcome. Commits the item stream of a succeeded job
         (and drops that of any other). Holds nothing that differs between two runs with the
-        same answers: no remote ids, timestamps, timings or attempt counts."""
+        same answers: no remote ids, timestamps, timings or submit counts (a job sent again
+        by `runner retry` names its attempt and where the earlier ones are)."""
         if record.state is State.SUCCEEDED:
             self.commit()
         else:
@@ -239,6 +241,11 @@ def outcome_document(
             "error": record.error,
         }
     )
+    if record.attempt > 1:  # `runner retry`: where the earlier attempts' files are
+        document["attempt"] = record.attempt
+        document["previous_attempts"] = [
+            f"{ATTEMPTS}/{spec.id}/{n}" for n in range(1, record.attempt)
+        ]
     return document
 
 
@@ -418,13 +425,19 @@ def _digest(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+_SUMMED = (JOBS, ATTEMPTS)  # the directories SHA256SUMS covers
+
+
 def _listed(batch_path: Path) -> list[str]:
-    """Relative posix paths of every file under jobs/, sorted."""
-    return sorted(p.relative_to(batch_path).as_posix() for p in _walk(batch_path / JOBS))
+    """Relative posix paths of every file under jobs/ and attempts/, sorted."""
+    return sorted(
+        p.relative_to(batch_path).as_posix() for top in _SUMMED for p in _walk(batch_path / top)
+    )
 
 
 def render_sums(batch_path: Path) -> bytes:
-    """`sha256sum` format (`HEX  jobs/x/y`), one line per file under jobs/, sorted by path."""
+    """`sha256sum` format (`HEX  jobs/x/y`), one line per file under jobs/ and attempts/,
+    sorted by path."""
     lines = [f"{_digest(batch_path / rel)}  {rel}\n" for rel in _listed(batch_path)]
     return "".join(lines).encode("utf-8")
 
@@ -444,7 +457,7 @@ def check(path: Path) -> tuple[int, list[str]]:
         match = _SUM_LINE.match(line)
         rel = match.group(2) if match else ""
         parts = rel.split("/")
-        if match is None or parts[0] != JOBS or ".." in parts or "" in parts:
+        if match is None or parts[0] not in _SUMMED or ".." in parts or "" in parts:
             problems.append(f"{SUMS}:{number}: not a line for a file under {JOBS}/")
             continue
         expected[rel] = match.group(1)

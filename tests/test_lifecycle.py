@@ -12,12 +12,23 @@ def test_happy_path_reaches_succeeded() -> None:
     assert state is State.SUCCEEDED
 
 
-def test_terminal_states_have_no_way_out_except_reconciling_unknown_submits() -> None:
+def test_terminal_states_have_no_way_out_except_unknown_submits_and_retries() -> None:
     exits = {(s, e) for (s, e) in TRANSITIONS if s in TERMINAL}
     assert exits == {
         (State.SUBMIT_UNKNOWN, Event.RECONCILED),
         (State.SUBMIT_UNKNOWN, Event.RESUBMIT),
+        (State.FAILED, Event.RETRY),
+        (State.TIMED_OUT, Event.RETRY),
+        (State.EXPIRED, Event.RETRY),
     }
+
+
+def test_a_retry_plans_again_only_what_failed_timed_out_or_expired() -> None:
+    for state in (State.FAILED, State.TIMED_OUT, State.EXPIRED):
+        assert advance(state, Event.RETRY) is State.PLANNED
+    for state in set(State) - {State.FAILED, State.TIMED_OUT, State.EXPIRED}:
+        with pytest.raises(IllegalTransitionError):
+            advance(state, Event.RETRY)
 
 
 def test_illegal_transition_names_state_and_event() -> None:
