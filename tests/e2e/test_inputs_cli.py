@@ -164,9 +164,21 @@ def test_batch_json_and_the_journal_record_each_input_copy_and_its_sha256(
     assert set(books(sandbox)["submits"]) == expected_submits(DOCS)
 
 
-@pytest.mark.parametrize("change", ["edit", "delete"])
-def test_resume_refuses_a_tampered_input_copy_in_one_line_naming_it(
-    tmp_path: Path, sandbox: RunningSandbox, change: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("change", "what"),
+    [
+        ("edit", "its copy of input 'data/items.csv' (inputs/items.csv) has changed since "
+         "the batch started (sha256 differs)"),
+        ("delete", "its copy of input 'data/items.csv' (inputs/items.csv) is missing"),
+        ("manifest", "its manifest.yaml has changed since the batch started (sha256 differs)"),
+    ],
+)  # fmt: skip
+def test_resume_refuses_a_tampered_copy_in_one_line_naming_it(
+    tmp_path: Path,
+    sandbox: RunningSandbox,
+    change: str,
+    what: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     manifest = write_inputs(tmp_path, in_flight=4)
     out = tmp_path / "results"
@@ -175,22 +187,48 @@ def test_resume_refuses_a_tampered_input_copy_in_one_line_naming_it(
     copy = batch / "inputs" / "items.csv"
     if change == "edit":
         copy.write_text("doc,pages\nforged,1\n")
-    else:
+    elif change == "delete":
         copy.unlink()
+    else:
+        with (batch / "manifest.yaml").open("a") as handle:
+            handle.write("# edited afterwards\n")
     capsys.readouterr()
 
-    code = main(["resume", str(batch), "--sandbox", sandbox.origin, "--quiet"])
+    for command in ("resume", "cancel"):
+        code = main([command, str(batch), "--sandbox", sandbox.origin, "--quiet"])
+        assert code == 2
+        assert capsys.readouterr().err == (f"runner: {batch}: cannot continue this batch: {what}\n")
+
+
+def test_a_csv_edited_between_validation_and_the_copy_stops_the_run_before_any_request(
+    tmp_path: Path,
+    sandbox: RunningSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import runner.batch
+
+    manifest = write_inputs(tmp_path, in_flight=4)
+    load = runner.batch.load_manifest
+
+    def load_then_edit(*args: Any, **kwargs: Any) -> Any:
+        loaded = load(*args, **kwargs)
+        (tmp_path / "data" / "items.csv").write_text("doc,pages\nzulu,1\n")
+        return loaded
+
+    monkeypatch.setattr(runner.batch, "load_manifest", load_then_edit)
+    monkeypatch.setenv("PULSE_API_KEY", "k")
+    out = tmp_path / "results"
+
+    code = main(["run", str(manifest), "--sandbox", sandbox.origin, "--out", str(out)])
 
     assert code == 2
-    what = (
-        "has changed since the batch started (sha256 differs)"
-        if change == "edit"
-        else ("is missing")
-    )
     assert capsys.readouterr().err == (
-        f"runner: {batch}: cannot continue this batch: its copy of input 'data/items.csv' "
-        f"(inputs/items.csv) {what}\n"
+        "runner: each file 'data/items.csv' changed while the batch was starting; "
+        "nothing was sent: run it again\n"
     )
+    assert list((out / "inp").iterdir()) == []  # no half-made batch left behind
+    assert books(sandbox)["requests"] == {}
 
 
 def test_verify_reports_an_edited_manifest_and_input_copy_and_exits_1(
