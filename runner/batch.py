@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from runner import lock
+from runner import inputs, lock
 from runner.console import Console, summary_line
 from runner.engine import Engine, EngineResult
 from runner.errors import UsageError
@@ -37,7 +38,7 @@ from runner.manifest import load_manifest, parse_manifest
 from runner.plan import Plan
 from runner.providers import ADAPTERS
 from runner.providers.base import Reply
-from runner.results import BATCH, OUTCOME, BatchDir, redact
+from runner.results import BATCH, MANIFEST, OUTCOME, BatchDir, redact
 from runner.retry import start_attempts
 
 _SIGNALS = {
@@ -299,8 +300,14 @@ def run_batch(
         started = datetime.now(UTC)
         batch = BatchDir.create(out, plan, now=started)
         held.note_batch(batch.batch_id)
+        try:
+            batch.inputs = inputs.copy_inputs(batch.path, loaded.inputs)
+        except BaseException:
+            shutil.rmtree(batch.path, ignore_errors=True)  # nothing was sent: leave no batch
+            raise
         journal = Journal.create(batch.journal_path, plan, batch.batch_id)
         journal.set_meta("source", str(Path(os.path.abspath(plan.source))))
+        journal.set_meta(inputs.META_KEY, inputs.render(batch.inputs))
         return _execute(plan, batch, journal, None, started, options)
 
 
@@ -312,8 +319,9 @@ def _batch_path(path: Path) -> Path:
 def _reopen(
     path: Path, sandbox: str | None, env: Mapping[str, str] | None, stderr: TextIO
 ) -> tuple[BatchDir, Journal, Plan]:
-    """The batch at `path`, its journal, and the plan of its manifest.yaml (keys from the
-    environment again: they are never stored), restricted to the journal's jobs."""
+    """The batch at `path`, its journal, and the plan of its manifest.yaml and its copies of
+    its `each` files, both checked against their recorded sha256 (keys from the environment
+    again: they are never stored), restricted to the journal's jobs."""
     if sandbox == IN_PROCESS:
         raise UsageError(
             "--sandbox needs the URL of the sandbox the batch ran against "
@@ -327,25 +335,25 @@ def _reopen(
     except JournalError as exc:
         raise UsageError(f"{path}: cannot continue this batch: {exc}") from exc
     try:
-        meta = journal.meta()
-        # `each:` files are read where the original manifest was (relative paths).
-        source = Path(meta.get("source") or batch.manifest_path)
-        loaded = parse_manifest(
-            batch.manifest_path.read_bytes(),
-            source=source,
-            env=env,
-            sandbox_keys=sandbox is not None,
-        )
+        try:  # the batch's own copies, never the files where the manifest was
+            record, resolve = inputs.reopen(batch.path, journal.meta(), MANIFEST)
+            loaded = parse_manifest(
+                batch.manifest_path.read_bytes(),
+                source=batch.manifest_path,
+                env=env,
+                sandbox_keys=sandbox is not None,
+                resolve=resolve,
+            )
+            inputs.check_read(record, loaded.inputs)
+        except inputs.InputError as exc:
+            raise UsageError(f"{path}: cannot continue this batch: {exc}") from None
         for notice in loaded.notices:
             print(f"runner: {notice}", file=stderr)
         known = [row.job_id for row in journal.rows()]
         ids = {spec.id for spec in loaded.plan.jobs}
         missing = [job_id for job_id in known if job_id not in ids]
         if missing:
-            raise UsageError(
-                f"{path}: job {missing[0]!r} of this batch is no longer in its manifest "
-                f"(did an `each` file next to {source} change?)"
-            )
+            raise UsageError(f"{path}: job {missing[0]!r} of this batch is not in its manifest")
         wanted = set(known)
         plan = dataclasses.replace(
             loaded.plan, jobs=tuple(j for j in loaded.plan.jobs if j.id in wanted)
@@ -354,6 +362,7 @@ def _reopen(
         journal.close()
         raise
     batch = BatchDir(batch.path, secrets=plan.secrets)
+    batch.inputs = record
     return batch, journal, plan
 
 

@@ -50,7 +50,18 @@ class Item:
         return {"item": self.value, "n": n}
 
 
+@dataclass(frozen=True, slots=True)
+class EachFile:
+    """An `each` file the manifest read: as written, where it was read, and the sha256 of
+    exactly the bytes its items came from (what the batch must copy)."""
+
+    written: str  # the `file:` value, relative to the manifest
+    path: Path  # the file opened
+    sha256: str
+
+
 Opener = Callable[[Path], IO[bytes]]
+Resolver = Callable[[str], Path]  # an `each` file as written -> the file to open
 
 
 def open_file(path: Path) -> IO[bytes]:
@@ -62,8 +73,15 @@ def guess_format(path: str) -> str:
     return FORMATS.get(Path(path).suffix.lower(), "text")
 
 
-def read_items(path: Path, display: str, fmt: str, opener: Opener = open_file) -> list[Item]:
-    """Every item of an each file. EachError with line 0 is about the file as a whole."""
+def read_items(
+    path: Path,
+    display: str,
+    fmt: str,
+    opener: Opener = open_file,
+    on_bytes: Callable[[bytes], None] | None = None,
+) -> list[Item]:
+    """Every item of an each file. EachError with line 0 is about the file as a whole.
+    `on_bytes` sees every byte read, in order (to hash what the items came from)."""
     try:
         handle = opener(path)
     except FileNotFoundError:
@@ -81,7 +99,7 @@ def read_items(path: Path, display: str, fmt: str, opener: Opener = open_file) -
             raise EachError(
                 display, 0, 0, f"{size:,} bytes is too big (at most {MAX_FILE_BYTES:,})"
             )
-        lines = _lines(handle, display)
+        lines = _lines(handle, display, on_bytes)
         if fmt == "csv":
             items = _csv_items(lines, display)
         elif fmt == "jsonl":
@@ -100,8 +118,12 @@ def read_items(path: Path, display: str, fmt: str, opener: Opener = open_file) -
     return result
 
 
-def _lines(handle: IO[bytes], display: str) -> Iterator[tuple[int, str]]:
+def _lines(
+    handle: IO[bytes], display: str, on_bytes: Callable[[bytes], None] | None = None
+) -> Iterator[tuple[int, str]]:
     for number, raw in enumerate(handle, start=1):
+        if on_bytes is not None:
+            on_bytes(raw)
         if b"\x00" in raw:
             raise EachError(display, number, raw.index(b"\x00") + 1, "binary file (NUL byte)")
         try:

@@ -2,8 +2,9 @@
 `each:`, check ids and params, and build the frozen Plan the engine runs (provider settings
 and `${ENV}` are resolved in `settings`, problems located in `report`).
 
-`parse_manifest` decides (it reads nothing but `each` files, through an injected opener);
-`load_manifest` reads the file with a size cap and calls it.
+`parse_manifest` decides (it reads nothing but `each` files, through an injected opener, found
+relative to the manifest or through a resolver); `load_manifest` reads the file with a size
+cap and calls it.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ _ID_RULE = "lower-case letters, digits, '.', '_', '-'"
 class LoadedManifest:
     plan: Plan
     notices: tuple[str, ...] = ()
+    inputs: tuple[each_mod.EachFile, ...] = ()  # every `each` file read, first use first
 
 
 def load_manifest(
@@ -84,9 +86,12 @@ def parse_manifest(
     env: Mapping[str, str] | None = None,
     sandbox_keys: bool = False,
     opener: each_mod.Opener = each_mod.open_file,
+    resolve: each_mod.Resolver | None = None,
 ) -> LoadedManifest:
-    """Check `data` (the manifest's bytes) completely and build its Plan."""
-    reader = _Reader(data, source, os.environ if env is None else env, sandbox_keys, opener)
+    """Check `data` (the manifest's bytes) completely and build its Plan. `each` files are
+    found relative to `source`, or by `resolve` (a batch's copies) when given."""
+    environ = os.environ if env is None else env
+    reader = _Reader(data, source, environ, sandbox_keys, opener, resolve)
     return reader.run()
 
 
@@ -128,11 +133,14 @@ class _Reader:
         env: Mapping[str, str],
         sandbox_keys: bool,
         opener: each_mod.Opener,
+        resolve: each_mod.Resolver | None = None,
     ) -> None:
         self.data = data
         self.source = source
         self.file = str(source)
         self.opener = opener
+        self.resolve: each_mod.Resolver = resolve or (lambda name: source.parent / name)
+        self.inputs: dict[str, each_mod.EachFile] = {}
         self.report = Report(self.file)
         self.seen_ids: dict[str, Where] = {}
         self.settings = SettingsReader(self.report, env, sandbox_keys)
@@ -183,7 +191,9 @@ class _Reader:
                 break
         if self.report.problems:
             raise ManifestError(sorted(set(self.report.problems)))
-        return LoadedManifest(self.plan(settings, specs), tuple(self.report.notices))
+        return LoadedManifest(
+            self.plan(settings, specs), tuple(self.report.notices), tuple(self.inputs.values())
+        )
 
     def plan(self, settings: dict[str, ProviderSettings | None], specs: list[JobSpec]) -> Plan:
         providers = {name: s for name, s in settings.items() if s is not None}
@@ -325,16 +335,18 @@ class _Reader:
         fmt = spec.get("format")
         if fmt not in ("text", "jsonl", "csv"):
             fmt = each_mod.guess_format(name)
-        target = self.source.parent / name
-        display = str(Path(self.file).parent / name)
+        digest = hashlib.sha256()
         try:
-            return each_mod.read_items(target, display, fmt, self.opener)
+            target = self.resolve(name)
+            items = each_mod.read_items(target, str(target), fmt, self.opener, digest.update)
         except each_mod.EachError as exc:
             if exc.line == 0:
                 self.report.add((*path, "file"), f"{name!r}: {exc.message}")
             else:
                 self.report.add(path, exc.message, where=(exc.file, exc.line, exc.column))
             return None
+        self.inputs.setdefault(name, each_mod.EachFile(name, target, digest.hexdigest()))
+        return items
 
     def expand(
         self,

@@ -1,7 +1,8 @@
 """The results directory of one batch: atomic files, canonical JSON, SHA256SUMS, `latest`.
 
-Layout (design.md §"Results directory"): manifest.yaml, batch.json, journal.sqlite,
-log.jsonl, jobs/<id>/{job.json, status.json, result.json | results.jsonl, files/}, SHA256SUMS.
+Layout (design.md §"Results directory"): manifest.yaml, inputs/ (copies of its `each` files),
+batch.json, journal.sqlite, log.jsonl, jobs/<id>/{job.json, status.json, result.json |
+results.jsonl, files/}, SHA256SUMS (over manifest.yaml, inputs/ and jobs/).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ JOURNAL = "journal.sqlite"
 LOG = "log.jsonl"
 JOBS = "jobs"
 ATTEMPTS = "attempts"  # attempts/<id>/<n>/: attempt n's jobs/<id>/, moved by `runner retry`
+INPUTS = "inputs"  # the batch's copies of its `each` files (runner.inputs)
 SUMS = "SHA256SUMS"
 LATEST = "latest"
 
@@ -259,6 +261,7 @@ class BatchDir:
         self.path = path
         self.batch_id = path.name
         self.secrets = tuple(s for s in secrets if s)  # redacted from job.json texts
+        self.inputs: Mapping[str, Any] = {}  # runner.inputs' record of the copied `each` files
         self._jobs: dict[str, JobDir] = {}
 
     @classmethod
@@ -341,7 +344,8 @@ class BatchDir:
         secrets: Sequence[str],
         remote_ids: Mapping[str, str] | None = None,
     ) -> None:
-        """Seal the batch: SHA256SUMS over jobs/, batch.json, then point `latest` here."""
+        """Seal the batch: SHA256SUMS over manifest.yaml, inputs/ and jobs/, batch.json, then
+        point `latest` here."""
         for job in self._jobs.values():
             job.abort()  # an outcome was written for every finished job; the rest is debris
         _sweep(self.path / JOBS)
@@ -359,6 +363,7 @@ class BatchDir:
             "counts": dict(counts),
             "exit_code": int(exit_code),
             "remote_ids": dict(remote_ids or {}),
+            "inputs": dict(self.inputs),
         }
         write_atomic(self.path / BATCH, canonical_json(document), fsync=True)
         point_latest(self.path)
@@ -425,19 +430,30 @@ def _digest(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-_SUMMED = (JOBS, ATTEMPTS)  # the directories SHA256SUMS covers
+_SUMMED = (INPUTS, JOBS, ATTEMPTS)  # the directories SHA256SUMS covers (and manifest.yaml)
 
 
 def _listed(batch_path: Path) -> list[str]:
-    """Relative posix paths of every file under jobs/ and attempts/, sorted."""
-    return sorted(
-        p.relative_to(batch_path).as_posix() for top in _SUMMED for p in _walk(batch_path / top)
-    )
+    """Relative posix paths of the files SHA256SUMS covers, sorted: manifest.yaml, every file
+    under inputs/, jobs/ and attempts/ (what the batch ran from, and what it produced)."""
+    found = [p for top in _SUMMED for p in _walk(batch_path / top)]
+    if (batch_path / MANIFEST).is_file():
+        found.append(batch_path / MANIFEST)
+    return sorted(p.relative_to(batch_path).as_posix() for p in found)
+
+
+def _covered(rel: str) -> bool:
+    """A SHA256SUMS path names a file SHA256SUMS may cover (never one outside the batch)."""
+    parts = rel.split("/")
+    if parts == [MANIFEST]:
+        return True
+    return len(parts) > 1 and parts[0] in _SUMMED and not {"", ".", ".."} & set(parts)
 
 
 def render_sums(batch_path: Path) -> bytes:
-    """`sha256sum` format (`HEX  jobs/x/y`), one line per file under jobs/ and attempts/,
-    sorted by path."""
+    """`sha256sum` format (`HEX  jobs/x/y`), one line per file covered (manifest.yaml,
+    inputs/, jobs/, attempts/), sorted by path: `sha256sum -c SHA256SUMS` in the batch dir
+    agrees."""
     lines = [f"{_digest(batch_path / rel)}  {rel}\n" for rel in _listed(batch_path)]
     return "".join(lines).encode("utf-8")
 
@@ -456,9 +472,11 @@ def check(path: Path) -> tuple[int, list[str]]:
     for number, line in enumerate(sums.read_text("utf-8").splitlines(), start=1):
         match = _SUM_LINE.match(line)
         rel = match.group(2) if match else ""
-        parts = rel.split("/")
-        if match is None or parts[0] not in _SUMMED or ".." in parts or "" in parts:
-            problems.append(f"{SUMS}:{number}: not a line for a file under {JOBS}/")
+        if match is None or not _covered(rel):
+            problems.append(
+                f"{SUMS}:{number}: not a line for a file of the batch "
+                f"({MANIFEST}, {INPUTS}/, {JOBS}/ or {ATTEMPTS}/)"
+            )
             continue
         expected[rel] = match.group(1)
     actual = set(_listed(path))

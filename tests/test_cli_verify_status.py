@@ -56,8 +56,8 @@ def _live(root: Path) -> BatchDir:
 
 def test_verify_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     batch = _finished(tmp_path)
-    assert main(["verify", str(batch.path)]) == 0
-    assert capsys.readouterr().out == f"{batch.path}: OK (2 files)\n"
+    assert main(["verify", str(batch.path)]) == 0  # 2 results and manifest.yaml
+    assert capsys.readouterr().out == f"{batch.path}: OK (3 files)\n"
 
 
 def test_verify_reports_tampering_and_exits_1(

@@ -327,16 +327,35 @@ def test_full_disk_while_streaming_items_names_the_path(tmp_path: Path) -> None:
     assert not (job.path / "results.jsonl").exists()
 
 
-def test_sums_are_sha256sum_format_sorted_and_cover_every_job_file(tmp_path: Path) -> None:
+def test_sums_are_sha256sum_format_sorted_and_cover_the_manifest_and_every_job_file(
+    tmp_path: Path,
+) -> None:
     batch = _run(tmp_path)
     lines = (batch.path / "SHA256SUMS").read_text().splitlines()
     paths = [line.split("  ", 1)[1] for line in lines]
     assert paths == sorted(paths)
-    assert len(paths) == 10
+    assert len(paths) == 11
+    assert paths[-1] == "manifest.yaml"
     for line in lines:
         digest, rel = line.split("  ", 1)
         assert hashlib.sha256((batch.path / rel).read_bytes()).hexdigest() == digest
-    assert check(batch.path) == (10, [])
+    assert check(batch.path) == (11, [])
+
+
+def test_sums_cover_the_input_copies_and_batch_json_records_them(tmp_path: Path) -> None:
+    plan = make_plan()
+    batch = BatchDir.create(tmp_path, plan, now=START)
+    (batch.path / "inputs").mkdir()
+    (batch.path / "inputs/items.csv").write_bytes(b"url\nhttps://a.example/\n")
+    record = {"data/items.csv": {"copy": "inputs/items.csv", "sha256": "ab" * 32}}
+    batch.inputs = record
+    batch.finish(counts={}, exit_code=0, started=START, ended=END, argv=[], secrets=())
+    digest = hashlib.sha256(b"url\nhttps://a.example/\n").hexdigest()
+    manifest = hashlib.sha256(MANIFEST).hexdigest()
+    assert (batch.path / "SHA256SUMS").read_text() == (
+        f"{digest}  inputs/items.csv\n{manifest}  manifest.yaml\n"
+    )
+    assert json.loads((batch.path / "batch.json").read_text())["inputs"] == record
 
 
 def test_finish_sweeps_debris_of_interrupted_writes(tmp_path: Path) -> None:
@@ -347,7 +366,9 @@ def test_finish_sweeps_debris_of_interrupted_writes(tmp_path: Path) -> None:
     job.path.joinpath(".result.json.abc123.tmp").write_bytes(b"{")
     batch.finish(counts={}, exit_code=1, started=START, ended=END, argv=[], secrets=plan.secrets)
     assert sorted(p.name for p in job.path.iterdir()) == []
-    assert (batch.path / "SHA256SUMS").read_bytes() == b""
+    assert (batch.path / "SHA256SUMS").read_text() == (
+        f"{hashlib.sha256(MANIFEST).hexdigest()}  manifest.yaml\n"  # and nothing under jobs/
+    )
 
 
 def test_verify_reports_changed_missing_and_extra_files(tmp_path: Path) -> None:
@@ -363,11 +384,32 @@ def test_verify_reports_changed_missing_and_extra_files(tmp_path: Path) -> None:
     ]
 
 
-def test_verify_rejects_sum_lines_pointing_outside_jobs(tmp_path: Path) -> None:
+def test_verify_rejects_sum_lines_pointing_outside_what_it_covers(tmp_path: Path) -> None:
     batch = _run(tmp_path)
     sums = batch.path / "SHA256SUMS"
-    sums.write_text(sums.read_text() + f"{'0' * 64}  jobs/../../etc/passwd\n")
-    assert verify(batch.path) == ["SHA256SUMS:11: not a line for a file under jobs/"]
+    bad = ["jobs/../../etc/passwd", "inputs/../journal.sqlite", "batch.json", "./manifest.yaml"]
+    sums.write_text(sums.read_text() + "".join(f"{'0' * 64}  {rel}\n" for rel in bad))
+    assert verify(batch.path) == [
+        f"SHA256SUMS:{n}: not a line for a file of the batch "
+        "(manifest.yaml, inputs/, jobs/ or attempts/)"
+        for n in range(12, 16)
+    ]
+
+
+def test_verify_reports_an_edited_manifest_and_a_missing_or_extra_input(tmp_path: Path) -> None:
+    batch = BatchDir.create(tmp_path, make_plan(), now=START)
+    (batch.path / "inputs").mkdir()
+    (batch.path / "inputs/a.txt").write_bytes(b"one\n")
+    batch.finish(counts={}, exit_code=0, started=START, ended=END, argv=[], secrets=())
+    assert verify(batch.path) == []
+    (batch.path / "manifest.yaml").write_bytes(MANIFEST + b"jobs: []\n")
+    (batch.path / "inputs/a.txt").unlink()
+    (batch.path / "inputs/b.txt").write_bytes(b"two\n")
+    assert verify(batch.path) == [
+        "inputs/a.txt: missing",
+        "inputs/b.txt: not listed in SHA256SUMS",
+        "manifest.yaml: changed (sha256 differs)",
+    ]
 
 
 def test_verify_of_an_unfinished_batch_says_so(tmp_path: Path) -> None:
@@ -387,6 +429,7 @@ def test_batch_json_records_run_facts_with_secrets_redacted(tmp_path: Path) -> N
     assert document["counts"] == {"succeeded": 2}
     assert document["exit_code"] == 0
     assert document["remote_ids"] == {"job-0": "remote-123"}
+    assert document["inputs"] == {}  # no `each` file
     assert document["runner_version"] == "0.1.0"
     assert "structlog" in document["dependencies"]
     assert "pytest" not in document["dependencies"]  # dev extras are not run facts

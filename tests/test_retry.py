@@ -254,6 +254,7 @@ def test_sums_cover_attempts_and_verify_checks_them(tmp_path: Path) -> None:
         "attempts/job-0/1/job.json",
         "jobs/job-1/job.json",
         "jobs/job-1/results.jsonl",
+        "manifest.yaml",
     ]
     assert verify(batch.path) == []
     (batch.path / "attempts/job-0/1/files/page.html").write_bytes(b"tampered")
