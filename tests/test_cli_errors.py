@@ -111,9 +111,7 @@ def test_out_permission_denied_reaches_the_user_as_one_line(
     )
 
 
-def test_a_missing_manifest_is_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_missing_manifest_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nope.yaml"
     for command in (["run", str(missing), "--out", str(tmp_path / "r")], ["plan", str(missing)]):
         assert main(command) == 2
