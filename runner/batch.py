@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import sys
@@ -20,7 +21,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
 import anyio
 
@@ -30,16 +30,34 @@ from runner.engine import Engine, EngineResult
 from runner.errors import UsageError
 from runner.exits import ExitCode
 from runner.http import ProviderClient, Transport, make_transport
-from runner.journal import Journal, JournalError
+from runner.journal import JobRow, Journal, JournalError
+from runner.jsonio import canonical_json
 from runner.lifecycle import JobRecord, Recorder, State
 from runner.limits import Gate, pool_size_for
+from runner.locate import resolve_batch_dir
 from runner.log import BatchLog, LogRecorder
 from runner.manifest import load_manifest, parse_manifest
 from runner.plan import Plan
 from runner.providers import ADAPTERS
 from runner.providers.base import Reply
-from runner.results import BATCH, MANIFEST, OUTCOME, BatchDir, redact
+from runner.results import (
+    BATCH,
+    MANIFEST,
+    OUTCOME,
+    BatchDir,
+    Endpoints,
+    redact,
+    write_atomic,
+)
 from runner.retry import start_attempts
+from runner.usable import (
+    check_url,
+    prepare_out,
+    require_manifest,
+    require_sandbox,
+    sandbox_command,
+    sandbox_silence,
+)
 
 _SIGNALS = {
     signal.SIGINT: ("SIGINT", ExitCode.SIGINT),
@@ -73,9 +91,7 @@ def point_at(plan: Plan, base_urls: Mapping[str, str]) -> Plan:
 
 
 def check_sandbox_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"--sandbox: {url!r} is not a URL like http://127.0.0.1:8000")
+    check_url("--sandbox", url)
 
 
 @contextlib.contextmanager
@@ -87,7 +103,6 @@ def sandbox_urls(sandbox: str | None) -> Iterator[Mapping[str, str] | None]:
     from runner.sandbox.server import sandbox_base_urls
 
     if sandbox != IN_PROCESS:
-        check_sandbox_url(sandbox)
         yield sandbox_base_urls(sandbox)
         return
     from runner.sandbox.app import create_app
@@ -215,6 +230,39 @@ def exit_code(result: EngineResult) -> ExitCode:
     return ExitCode.OK if result.succeeded else ExitCode.JOBS_FAILED
 
 
+# -- hints -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Hints:
+    """The commands printed to a person (interrupt, internal error, a second Ctrl-C,
+    cancel): each one works when pasted. A batch on an in-process sandbox cannot be resumed
+    (the sandbox ended with its run), so its hints start over instead."""
+
+    resume: str | None  # `runner resume DIR`, None when it could not work
+    start_over: str  # `runner run M --sandbox --out ROOT`
+
+    @classmethod
+    def of(cls, batch: BatchDir, endpoints: Endpoints, source: str | None) -> Hints:
+        manifest = source or str(batch.manifest_path)
+        start_over = (
+            f"runner run {shlex.quote(manifest)} --sandbox "
+            f"--out {shlex.quote(str(batch.path.parent.parent))}"
+        )
+        if endpoints.sandbox == IN_PROCESS:
+            return cls(None, start_over)
+        return cls(f"runner resume {shlex.quote(str(batch.path))}", start_over)
+
+    def next_step(self) -> str:
+        """The sentence that ends an interrupted run."""
+        if self.resume is not None:
+            return f"Continue with: {self.resume}"
+        return (
+            "The in-process sandbox ended with this run, so this batch cannot be resumed; "
+            f"start over with: {self.start_over}"
+        )
+
+
 # -- signals ---------------------------------------------------------------------------------
 
 
@@ -226,7 +274,7 @@ class _Signals:
     journal: Journal
     log: BatchLog
     console: Console
-    batch: BatchDir
+    hints: Hints
     name: str | None = None
     code: ExitCode | None = None
 
@@ -251,7 +299,7 @@ class _Signals:
                     self.console.close()
                     print(
                         f"runner: {name} again: exited at once; the journal is intact. "
-                        f"Continue with: runner resume {self.batch.path}",
+                        f"{self.hints.next_step()}",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -272,6 +320,11 @@ class _Options:
     only: Sequence[str] = ()  # retry: the jobs named by --only
 
 
+def endpoints_of(plan: Plan, sandbox: str | None) -> Endpoints:
+    """Where `plan` (already pointed at any sandbox) sends each provider."""
+    return Endpoints({name: s.base_url for name, s in plan.providers.items()}, sandbox)
+
+
 def run_batch(
     manifest: Path,
     *,
@@ -289,14 +342,20 @@ def run_batch(
     stderr = stderr or sys.stderr
     if sandbox is not None and sandbox != IN_PROCESS:
         check_sandbox_url(sandbox)  # before reading anything
+    require_manifest(manifest)
     loaded = load_manifest(manifest, env=env, sandbox_keys=sandbox is not None)
     for notice in loaded.notices:
         print(f"runner: {notice}", file=stderr)
     plan = select_jobs(loaded.plan, only, tags)
+    # Before anything is created: a sandbox must answer, and --out must take files.
+    if sandbox is not None and sandbox != IN_PROCESS:
+        require_sandbox(sandbox)
+    prepare_out(out)
     options = _Options(argv, stderr, quiet, client)
     with lock.acquire(out, plan.name) as held, sandbox_urls(sandbox) as urls:
         if urls is not None:
             plan = point_at(plan, urls)
+        endpoints = endpoints_of(plan, sandbox)
         started = datetime.now(UTC)
         batch = BatchDir.create(out, plan, now=started)
         held.note_batch(batch.batch_id)
@@ -305,43 +364,182 @@ def run_batch(
         except BaseException:
             shutil.rmtree(batch.path, ignore_errors=True)  # nothing was sent: leave no batch
             raise
+        # batch.json from the start: a killed batch still says where its jobs are.
+        batch.write_info(
+            started=started, argv=options.argv, secrets=plan.secrets, endpoints=endpoints
+        )
         journal = Journal.create(batch.journal_path, plan, batch.batch_id)
-        journal.set_meta("source", str(Path(os.path.abspath(plan.source))))
+        source = str(Path(os.path.abspath(plan.source)))
+        journal.set_meta("source", source)
         journal.set_meta(inputs.META_KEY, inputs.render(batch.inputs))
-        return _execute(plan, batch, journal, None, started, options)
+        hints = Hints.of(batch, endpoints, source)
+        return _execute(plan, batch, journal, None, started, options, endpoints, hints)
 
 
-def _batch_path(path: Path) -> Path:
-    """`results/<name>/latest` names the batch it points to."""
-    return path.parent / os.readlink(path) if path.is_symlink() else path
+# -- where a batch goes on -------------------------------------------------------------------
+
+# States whose job may exist at the provider and is not finished there: their remote ids
+# (or a submit that may have arrived) belong to the endpoint they were sent to.
+_AT_ENDPOINT = frozenset(
+    {
+        State.SUBMITTING,
+        State.QUEUED,
+        State.RUNNING,
+        State.PAUSED,
+        State.FETCHING,
+        State.SUBMIT_UNKNOWN,
+    }
+)
+
+
+def remote_jobs(rows: Sequence[JobRow]) -> dict[str, int]:
+    """provider → how many of its jobs live at its recorded endpoint."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        if row.state in _AT_ENDPOINT:
+            counts[row.provider] = counts.get(row.provider, 0) + 1
+    return counts
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return (a or "").rstrip("/") == (b or "").rstrip("/")
+
+
+def choose_endpoints(
+    recorded: Endpoints,
+    providers: Sequence[str],
+    *,
+    sandbox: str | None,
+    overrides: Sequence[tuple[str, str]],
+    remote: Mapping[str, int],
+    resume: str,
+) -> Endpoints:
+    """Where a resumed or cancelled batch sends each provider: where it ran (recorded),
+    unless `--sandbox`/`--endpoint` re-point it. A provider whose jobs live at the recorded
+    endpoint cannot move (their remote ids mean nothing elsewhere): UsageError, one line.
+    An in-process `--sandbox` leaves `urls` to be filled when it starts. Pure."""
+    urls = dict(recorded.urls)
+    mode = recorded.sandbox
+    moves: list[tuple[str, str, str]] = []  # (flag, provider, url)
+    if sandbox is not None and not (sandbox == IN_PROCESS and mode == IN_PROCESS):
+        flag = "--sandbox" if sandbox == IN_PROCESS else f"--sandbox {sandbox}"
+        from runner.sandbox.server import sandbox_base_urls
+
+        targets = {} if sandbox == IN_PROCESS else sandbox_base_urls(sandbox)
+        moves += [(flag, name, targets.get(name, IN_PROCESS)) for name in providers]
+        mode = sandbox
+    for name, url in overrides:
+        if name not in providers:
+            raise UsageError(
+                f"--endpoint {name}={url}: this batch has no provider {name!r} "
+                f"(it has: {', '.join(providers)})"
+            )
+        moves.append((f"--endpoint {name}={url}", name, url))
+    for flag, name, url in moves:
+        old = recorded.urls.get(name)
+        if old is not None and not _same(old, url) and remote.get(name, 0):
+            n = remote[name]
+            are = "job of this batch is" if n == 1 else "jobs of this batch are"
+            raise UsageError(
+                f"{flag}: {n} {name} {are} at {old} (remote ids there, or submits that "
+                f"may have reached it), so {name} cannot move; continue where they are "
+                f"with: {resume}"
+            )
+        if url != IN_PROCESS:
+            urls[name] = url
+    return Endpoints(urls, mode)
+
+
+def _unfinished(rows: Sequence[JobRow]) -> int:
+    return sum(not row.state.terminal for row in rows)
+
+
+def _resume_command(path: Path) -> str:
+    return f"runner resume {shlex.quote(str(path))}"
+
+
+def _check_reachable(
+    path: Path, recorded: Endpoints, chosen: Endpoints, rows: Sequence[JobRow], start_over: str
+) -> None:
+    """Refuse, in one line, a continuation that could only fail: the in-process sandbox
+    the batch ran on is gone; the sandbox it ran against does not answer."""
+    unfinished = _unfinished(rows)
+    if not unfinished:
+        return  # nothing will be sent
+    if chosen.sandbox == IN_PROCESS and recorded.sandbox == IN_PROCESS:
+        jobs = "job" if unfinished == 1 else "jobs"
+        raise UsageError(
+            f"{path} ran on an in-process sandbox, which ended with that run: its "
+            f"{unfinished} unfinished {jobs} cannot be reached, and nothing was sent; "
+            f"start over with: {start_over}"
+        )
+    if chosen.sandbox is None or chosen.sandbox == IN_PROCESS:
+        return
+    if _same(chosen.sandbox, recorded.sandbox):
+        silence = sandbox_silence(chosen.sandbox)
+        if silence is not None:
+            raise UsageError(
+                f"{path} ran against the sandbox at {chosen.sandbox}, which does not answer "
+                f"({silence}); start it again there with: {sandbox_command(chosen.sandbox)}"
+            )
+    else:
+        require_sandbox(chosen.sandbox)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Reopened:
+    batch: BatchDir
+    journal: Journal
+    plan: Plan
+    recorded: Endpoints
+    endpoints: Endpoints
+    hints: Hints
+    fresh_sandbox: bool  # an in-process sandbox to start for this continuation
 
 
 def _reopen(
-    path: Path, sandbox: str | None, env: Mapping[str, str] | None, stderr: TextIO
-) -> tuple[BatchDir, Journal, Plan]:
-    """The batch at `path`, its journal, and the plan of its manifest.yaml and its copies of
-    its `each` files, both checked against their recorded sha256 (keys from the environment
-    again: they are never stored), restricted to the journal's jobs."""
-    if sandbox == IN_PROCESS:
-        raise UsageError(
-            "--sandbox needs the URL of the sandbox the batch ran against "
-            "(an in-process sandbox does not outlive its run)"
-        )
-    if sandbox is not None:
+    path: Path,
+    sandbox: str | None,
+    overrides: Sequence[tuple[str, str]],
+    env: Mapping[str, str] | None,
+    stderr: TextIO,
+) -> _Reopened:
+    """The batch at `path`, its journal, where it goes on, and the plan of its
+    manifest.yaml and its copies of its `each` files, both checked against their recorded
+    sha256 (keys from the environment again: they are never stored), restricted to the
+    journal's jobs and pointed at those endpoints."""
+    if sandbox is not None and sandbox != IN_PROCESS:
         check_sandbox_url(sandbox)
+    for name, url in overrides:
+        check_url(f"--endpoint {name}={url}", url)
     batch = BatchDir.open(path)
     try:
         journal = Journal.open(batch.journal_path)
     except JournalError as exc:
         raise UsageError(f"{path}: cannot continue this batch: {exc}") from exc
     try:
+        meta = journal.meta()
+        rows = journal.rows()
+        recorded = Endpoints.from_info(batch.read_info())
+        providers = sorted(recorded.urls) or sorted({row.provider for row in rows})
+        hints = Hints.of(batch, recorded, meta.get("source"))
+        chosen = choose_endpoints(
+            recorded,
+            providers,
+            sandbox=sandbox,
+            overrides=overrides,
+            remote=remote_jobs(rows),
+            resume=_resume_command(path),
+        )
+        _check_reachable(path, recorded, chosen, rows, hints.start_over)
+        fresh = chosen.sandbox == IN_PROCESS and recorded.sandbox != IN_PROCESS
         try:  # the batch's own copies, never the files where the manifest was
-            record, resolve = inputs.reopen(batch.path, journal.meta(), MANIFEST)
+            record, resolve = inputs.reopen(batch.path, meta, MANIFEST)
             loaded = parse_manifest(
                 batch.manifest_path.read_bytes(),
-                source=batch.manifest_path,
+                source=batch.manifest_path,  # problems name the copy resume reads
                 env=env,
-                sandbox_keys=sandbox is not None,
+                sandbox_keys=chosen.sandbox is not None,
                 resolve=resolve,
             )
             inputs.check_read(record, loaded.inputs)
@@ -349,7 +547,7 @@ def _reopen(
             raise UsageError(f"{path}: cannot continue this batch: {exc}") from None
         for notice in loaded.notices:
             print(f"runner: {notice}", file=stderr)
-        known = [row.job_id for row in journal.rows()]
+        known = [row.job_id for row in rows]
         ids = {spec.id for spec in loaded.plan.jobs}
         missing = [job_id for job_id in known if job_id not in ids]
         if missing:
@@ -358,12 +556,13 @@ def _reopen(
         plan = dataclasses.replace(
             loaded.plan, jobs=tuple(j for j in loaded.plan.jobs if j.id in wanted)
         )
+        plan = point_at(plan, {**{n: s.base_url for n, s in plan.providers.items()}, **chosen.urls})
     except BaseException:
         journal.close()
         raise
     batch = BatchDir(batch.path, secrets=plan.secrets)
     batch.inputs = record
-    return batch, journal, plan
+    return _Reopened(batch, journal, plan, recorded, chosen, hints, fresh)
 
 
 def resume_batch(
@@ -371,16 +570,19 @@ def resume_batch(
     *,
     resubmit_unknown: bool = False,
     sandbox: str | None = None,
+    endpoints: Sequence[tuple[str, str]] = (),
     argv: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     stderr: TextIO | None = None,
     client: str | None = None,
     quiet: bool = False,
 ) -> int:
-    """`runner resume DIR`: continue a batch from its journal in the same directory."""
+    """`runner resume DIR`: continue a batch from its journal in the same directory, at the
+    endpoints it ran against (`sandbox` / `endpoints` re-point it while no job lives there)."""
     return _continue(
         path,
         sandbox,
+        endpoints,
         env,
         _Options(argv, stderr or sys.stderr, quiet, client, resubmit_unknown, "resume"),
     )
@@ -390,6 +592,7 @@ def cancel_batch(
     path: Path,
     *,
     sandbox: str | None = None,
+    endpoints: Sequence[tuple[str, str]] = (),
     argv: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     stderr: TextIO | None = None,
@@ -399,7 +602,11 @@ def cancel_batch(
     """`runner cancel DIR`: cancel every remote job of a stopped batch still active, skip
     what was never submitted, and seal the directory. 0 unless a remote cancel failed."""
     return _continue(
-        path, sandbox, env, _Options(argv, stderr or sys.stderr, quiet, client, mode="cancel")
+        path,
+        sandbox,
+        endpoints,
+        env,
+        _Options(argv, stderr or sys.stderr, quiet, client, mode="cancel"),
     )
 
 
@@ -408,6 +615,7 @@ def retry_batch(
     *,
     only: Sequence[str] = (),
     sandbox: str | None = None,
+    endpoints: Sequence[tuple[str, str]] = (),
     argv: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     stderr: TextIO | None = None,
@@ -417,33 +625,61 @@ def retry_batch(
     """`runner retry DIR`: a new attempt, in the same directory, of every job that failed,
     timed out or expired (of those named by `only`), then continue and seal as resume."""
     options = _Options(argv, stderr or sys.stderr, quiet, client, mode="retry", only=only)
-    return _continue(path, sandbox, env, options)
+    return _continue(path, sandbox, endpoints, env, options)
 
 
 def _continue(
-    path: Path, sandbox: str | None, env: Mapping[str, str] | None, options: _Options
+    path: Path,
+    sandbox: str | None,
+    overrides: Sequence[tuple[str, str]],
+    env: Mapping[str, str] | None,
+    options: _Options,
 ) -> int:
-    path = _batch_path(path)
+    path = resolve_batch_dir(path)
     real = path.resolve()
-    if not (real / "manifest.yaml").is_file():
-        BatchDir.open(path)  # raises NotABatchDirError with the usual message
     with lock.acquire(real.parent.parent, real.parent.name) as held:
         held.note_batch(real.name)
-        batch, journal, plan = _reopen(path, sandbox, env, options.stderr)
-        if options.mode == "retry":
+        reopened = _reopen(path, sandbox, overrides, env, options.stderr)
+        batch, journal, plan = reopened.batch, reopened.journal, reopened.plan
+        endpoints, hints = reopened.endpoints, reopened.hints
+        with contextlib.ExitStack() as stack:
             try:
-                start_attempts(
-                    batch, journal, options.only, stderr=options.stderr, quiet=options.quiet
-                )
+                if options.mode == "retry":
+                    start_attempts(
+                        batch, journal, options.only, stderr=options.stderr, quiet=options.quiet
+                    )
+                started = _started(batch)
+                fresh = IN_PROCESS if reopened.fresh_sandbox else None
+                urls = stack.enter_context(sandbox_urls(fresh))
+                if urls is not None:
+                    plan = point_at(plan, urls)
+                    endpoints = endpoints_of(plan, IN_PROCESS)
+                if endpoints != reopened.recorded:
+                    _record_endpoints(batch, endpoints, started, options.argv, plan.secrets)
+                    hints = Hints.of(batch, endpoints, journal.meta().get("source"))
+                records = journal.load_records(plan)
+                _repair_outcomes(batch, records)
             except BaseException:
                 journal.close()
                 raise
-        with sandbox_urls(sandbox) as urls:
-            if urls is not None:
-                plan = point_at(plan, urls)
-            records = journal.load_records(plan)
-            _repair_outcomes(batch, records)
-            return _execute(plan, batch, journal, records, _started(batch), options)
+            return _execute(plan, batch, journal, records, started, options, endpoints, hints)
+
+
+def _record_endpoints(
+    batch: BatchDir,
+    endpoints: Endpoints,
+    started: datetime,
+    argv: Sequence[str],
+    secrets: Sequence[str],
+) -> None:
+    """A re-point is written down before any request goes there: batch.json keeps every
+    other field; a batch without one (an older runner's) gets it now."""
+    document = batch.read_info()
+    if document is None:
+        batch.write_info(started=started, argv=argv, secrets=secrets, endpoints=endpoints)
+        return
+    document.update(endpoints.as_info())
+    write_atomic(batch.path / BATCH, canonical_json(document), fsync=True)
 
 
 def _repair_outcomes(batch: BatchDir, records: Sequence[JobRecord]) -> None:
@@ -472,13 +708,15 @@ def _execute(
     records: list[JobRecord] | None,
     started: datetime,
     options: _Options,
+    endpoints: Endpoints,
+    hints: Hints,
 ) -> int:
     """Drive the engine with journal, log and console attached; seal the directory."""
     stderr = options.stderr
     clock = time.monotonic()
     log = BatchLog(batch.log_path, batch_id=batch.batch_id, secrets=plan.secrets)
     console = Console(stream=stderr, quiet=options.quiet, secrets=plan.secrets)
-    signals = _Signals(journal, log, console, batch)
+    signals = _Signals(journal, log, console, hints)
     try:
         counts = journal.counts()
         event = {
@@ -529,10 +767,11 @@ def _execute(
                 argv=list(options.argv),
                 secrets=list(plan.secrets),
                 remote_ids=journal.remote_ids(),
+                endpoints=endpoints,
             )
         except Exception as exc:  # a bug, or the disk: the journal holds what was done
-            return _internal_error(exc, plan, batch, log, console, stderr)
-        _report(plan, batch, log, console, engine, signals, counts, code, clock, options)
+            return _internal_error(exc, plan, batch, log, console, stderr, hints)
+        _report(plan, batch, log, console, engine, signals, counts, code, clock, options, hints)
         return int(code)
     finally:
         console.close()
@@ -549,7 +788,13 @@ def _code(options: _Options, signals: _Signals, result: EngineResult, engine: En
 
 
 def _internal_error(
-    exc: Exception, plan: Plan, batch: BatchDir, log: BatchLog, console: Console, stderr: TextIO
+    exc: Exception,
+    plan: Plan,
+    batch: BatchDir,
+    log: BatchLog,
+    console: Console,
+    stderr: TextIO,
+    hints: Hints,
 ) -> int:
     with contextlib.suppress(Exception):
         log.logger.error("batch.internal_error", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
@@ -558,10 +803,14 @@ def _internal_error(
     while isinstance(cause, BaseExceptionGroup) and len(cause.exceptions) == 1:
         cause = cause.exceptions[0]  # the task groups' wrapping says nothing to a person
     message = redact(f"{type(cause).__name__}: {cause}", plan.secrets)
+    step = (
+        f"the journal keeps every finished step: {hints.resume} continues"
+        if hints.resume is not None
+        else "the in-process sandbox ended with this run; start over with: " + hints.start_over
+    )
     print(
         f"runner: internal error: {message}\n"
-        f"runner: the traceback is in {batch.log_path}; the journal keeps every finished "
-        f"step: runner resume {batch.path} continues",
+        f"runner: the traceback is in {shlex.quote(str(batch.log_path))}; {step}",
         file=stderr,
         flush=True,
     )
@@ -579,6 +828,7 @@ def _report(
     code: ExitCode,
     clock: float,
     options: _Options,
+    hints: Hints,
 ) -> None:
     stderr = options.stderr
     elapsed = time.monotonic() - clock
@@ -593,8 +843,7 @@ def _report(
         print(f"runner: {failure}", file=stderr)
     if signals.name is not None:
         print(
-            f"runner: interrupted by {signals.name}; state saved. "
-            f"Continue with: runner resume {batch.path}",
+            f"runner: interrupted by {signals.name}; state saved. {hints.next_step()}",
             file=stderr,
         )
     else:  # what did not succeed, once more at the end (cron mails this)
@@ -603,10 +852,10 @@ def _report(
                 detail = f": {record.error}" if record.error else ""
                 print(f"  {record.spec.id}: {record.state.value}{detail}", file=stderr)
     fetching = counts.get(State.FETCHING.value, 0)
-    if options.mode == "cancel" and fetching:
+    if options.mode == "cancel" and fetching and hints.resume is not None:
         print(
             f"runner: {fetching} job(s) had finished remotely and were not fetched; "
-            f"runner resume {batch.path} fetches them",
+            f"{hints.resume} fetches them",
             file=stderr,
         )
     line = summary_line(

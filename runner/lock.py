@@ -58,10 +58,14 @@ def _read(fd: int) -> Holder:
 
 
 def held_message(name: str, holder: Holder) -> str:
-    pid = holder.pid if holder.pid is not None else "PID"
+    if holder.pid is None:  # caught while the holder writes its pid: no command to give
+        return (
+            f"another run of {name!r} is running ({holder.describe()}); "
+            "wait for it to finish, then try again"
+        )
     return (
         f"another run of {name!r} is running ({holder.describe()}); "
-        f"wait for it to finish, or stop it with: kill {pid}"
+        f"wait for it to finish, or stop it with: kill {holder.pid}"
     )
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import json
 import os
 import re
 import shutil
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -52,6 +54,9 @@ _TEMP_NUMBERS = itertools.count(1)
 
 class StoreError(RunnerError):
     """A results file could not be written (disk full, I/O error); names the path."""
+
+
+GIVE_DIR = "give results/<name>/<batch-id>, results/<name>/latest or results/<name>"
 
 
 class NotABatchDirError(UsageError):
@@ -299,7 +304,7 @@ class BatchDir:
     def open(cls, path: Path, *, secrets: Sequence[str] = ()) -> BatchDir:
         """An existing batch directory (for resume, status, verify)."""
         if not (path / MANIFEST).is_file():
-            raise NotABatchDirError(f"{path} is not a batch directory (no {MANIFEST})")
+            raise NotABatchDirError(f"{path} is not a batch directory (no {MANIFEST}); {GIVE_DIR}")
         return cls(path, secrets=secrets)
 
     @property
@@ -343,13 +348,45 @@ class BatchDir:
         argv: list[str],
         secrets: Sequence[str],
         remote_ids: Mapping[str, str] | None = None,
+        endpoints: Endpoints | None = None,
     ) -> None:
-        """Seal the batch: SHA256SUMS over manifest.yaml, inputs/ and jobs/, batch.json, then
-        point `latest` here."""
+        """Seal the batch: SHA256SUMS over manifest.yaml, inputs/, jobs/ and attempts/,
+        batch.json, then point `latest` here. `endpoints` default to those batch.json
+        recorded when the batch was created."""
         for job in self._jobs.values():
             job.abort()  # an outcome was written for every finished job; the rest is debris
         _sweep(self.path / JOBS)
         write_atomic(self.path / SUMS, render_sums(self.path), fsync=True)
+        if endpoints is None:
+            endpoints = Endpoints.from_info(self.read_info())
+        self.write_info(
+            started=started,
+            argv=argv,
+            secrets=secrets,
+            endpoints=endpoints,
+            ended=ended,
+            counts=counts,
+            exit_code=exit_code,
+            remote_ids=remote_ids,
+        )
+        point_latest(self.path)
+
+    # -- batch.json ----------------------------------------------------------------------------
+
+    def write_info(
+        self,
+        *,
+        started: datetime,
+        argv: Sequence[str],
+        secrets: Sequence[str],
+        endpoints: Endpoints,
+        ended: datetime | None = None,
+        counts: Mapping[str, int] | None = None,
+        exit_code: int | None = None,
+        remote_ids: Mapping[str, str] | None = None,
+    ) -> None:
+        """Write batch.json: at creation (so a killed batch still says where it ran; the
+        end fields are null) and again when it is sealed."""
         document = {
             "batch_id": self.batch_id,
             "name": self.name,
@@ -359,14 +396,47 @@ class BatchDir:
             "dependencies": dependency_versions(),
             "argv": [redact(arg, secrets) for arg in argv],
             "started": iso_utc(started),
-            "ended": iso_utc(ended),
-            "counts": dict(counts),
-            "exit_code": int(exit_code),
+            "ended": iso_utc(ended) if ended is not None else None,
+            "counts": dict(counts) if counts is not None else None,
+            "exit_code": int(exit_code) if exit_code is not None else None,
             "remote_ids": dict(remote_ids or {}),
             "inputs": dict(self.inputs),
+            **endpoints.as_info(),
         }
         write_atomic(self.path / BATCH, canonical_json(document), fsync=True)
-        point_latest(self.path)
+
+    def read_info(self) -> dict[str, Any] | None:
+        """batch.json as written, or None when there is none (a batch killed before it was
+        written, or made by an older runner) or it cannot be read."""
+        try:
+            document = json.loads((self.path / BATCH).read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        return document if isinstance(document, dict) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where a batch's providers were sent: each provider's base URL, and whether that was a
+    sandbox (`sandbox`: its URL, `"in-process"` for one that lived only as long as its run,
+    None for the providers' own hosts). Recorded in batch.json; resume and cancel use it."""
+
+    urls: Mapping[str, str]
+    sandbox: str | None = None
+
+    def as_info(self) -> dict[str, Any]:
+        return {"endpoints": dict(sorted(self.urls.items())), "sandbox": self.sandbox}
+
+    @classmethod
+    def from_info(cls, document: Mapping[str, Any] | None) -> Endpoints:
+        """What batch.json recorded; empty `urls` when it recorded nothing."""
+        urls = (document or {}).get("endpoints")
+        sandbox = (document or {}).get("sandbox")
+        if not isinstance(urls, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in urls.items()
+        ):
+            urls = {}
+        return cls(dict(urls), sandbox if isinstance(sandbox, str) else None)
 
 
 def point_latest(batch_path: Path) -> None:

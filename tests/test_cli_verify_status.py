@@ -77,7 +77,8 @@ def test_verify_of_something_else_exits_2(
 ) -> None:
     assert main(["verify", str(tmp_path)]) == 2
     assert capsys.readouterr().err == (
-        f"runner: {tmp_path} is not a batch directory (no manifest.yaml)\n"
+        f"runner: {tmp_path} is not a batch directory (no manifest.yaml); give "
+        "results/<name>/<batch-id>, results/<name>/latest or results/<name>\n"
     )
 
 

@@ -111,7 +111,10 @@ def test_create_numbers_a_taken_batch_id(tmp_path: Path) -> None:
 def test_open_refuses_a_directory_that_is_not_a_batch(tmp_path: Path) -> None:
     with pytest.raises(NotABatchDirError) as info:
         BatchDir.open(tmp_path)
-    assert str(info.value) == f"{tmp_path} is not a batch directory (no manifest.yaml)"
+    assert str(info.value) == (
+        f"{tmp_path} is not a batch directory (no manifest.yaml); give "
+        "results/<name>/<batch-id>, results/<name>/latest or results/<name>"
+    )
 
 
 def test_job_ids_that_could_escape_are_refused(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`runner cancel DIR [--sandbox URL]`: cancel a stopped batch's remote jobs and seal it.
+"""`runner cancel DIR`: cancel a stopped batch's remote jobs (where it ran) and seal it.
 
 A batch still running holds its lock: cancel exits 4 and names it; stop it first with
 `kill -TERM PID` (its providers' `on_interrupt` applies), then cancel.
@@ -22,4 +22,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    return cancel_batch(args.dir, sandbox=args.sandbox, argv=sys.argv, quiet=args.quiet)
+    return cancel_batch(
+        args.dir,
+        sandbox=args.sandbox,
+        endpoints=args.endpoint,
+        argv=sys.argv,
+        quiet=args.quiet,
+    )

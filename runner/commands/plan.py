@@ -16,6 +16,7 @@ from runner.jsonio import canonical_json
 from runner.manifest import load_manifest
 from runner.plan import Plan, ProviderSettings, Rate
 from runner.settings import describe_poll
+from runner.usable import require_manifest
 
 HELP = "show the expanded jobs, the effective limits and a request / time estimate"
 SHOWN_JOBS = 20
@@ -30,6 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
+    require_manifest(args.manifest)
     # Planning sends nothing, so unset key variables only earn a notice.
     loaded = load_manifest(args.manifest, sandbox_keys=True)
     for notice in loaded.notices:

@@ -1,4 +1,5 @@
-"""`runner resume DIR [--resubmit-unknown] [--sandbox URL] [--quiet]`: continue a batch."""
+"""`runner resume DIR [--resubmit-unknown] [--endpoint P=URL] [--sandbox URL] [--quiet]`:
+continue a batch where it ran (the endpoints batch.json recorded)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,36 @@ from runner.commands.run import add_quiet
 HELP = "continue a stopped, killed or crashed batch in its directory (from its journal)"
 
 
+DIR_HELP = "a batch directory, results/<name>/latest, or results/<name> (its newest batch)"
+
+
+def endpoint(text: str) -> tuple[str, str]:
+    """`--endpoint PROVIDER=URL`."""
+    name, sep, url = text.partition("=")
+    if not sep or not name or not url:
+        raise argparse.ArgumentTypeError(f"{text!r} is not PROVIDER=URL")
+    return name, url
+
+
 def add_dir_and_sandbox(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dir", metavar="DIR", type=Path, help="a batch directory")
+    parser.add_argument("dir", metavar="DIR", type=Path, help=DIR_HELP)
     parser.add_argument(
         "--sandbox",
         nargs="?",
         const=IN_PROCESS,
         default=None,
         metavar="URL",
-        help="the sandbox the batch ran against (e.g. http://127.0.0.1:8000)",
+        help="move every provider to this sandbox (default: where the batch ran, as "
+        "batch.json recorded); refused while jobs live at the old endpoints",
+    )
+    parser.add_argument(
+        "--endpoint",
+        action="append",
+        type=endpoint,
+        default=[],
+        metavar="PROVIDER=URL",
+        help="move one provider to another base URL (repeatable); refused while that "
+        "provider has jobs at the old one",
     )
 
 
@@ -40,6 +62,7 @@ def execute(args: argparse.Namespace) -> int:
         args.dir,
         resubmit_unknown=args.resubmit_unknown,
         sandbox=args.sandbox,
+        endpoints=args.endpoint,
         argv=sys.argv,
         quiet=args.quiet,
     )

@@ -1,5 +1,5 @@
-"""`runner retry DIR [--only ID] [--sandbox URL] [--quiet]`: a new attempt, in place, of the
-jobs of a batch that failed, timed out or expired."""
+"""`runner retry DIR [--only ID] [--endpoint P=URL] [--sandbox URL] [--quiet]`: a new
+attempt, in place, of the jobs of a batch that failed, timed out or expired."""
 
 from __future__ import annotations
 
@@ -40,5 +40,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def execute(args: argparse.Namespace) -> int:
     return retry_batch(
-        args.dir, only=args.only, sandbox=args.sandbox, argv=sys.argv, quiet=args.quiet
+        args.dir,
+        only=args.only,
+        sandbox=args.sandbox,
+        endpoints=args.endpoint,
+        argv=sys.argv,
+        quiet=args.quiet,
     )

@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from runner.commands.resume import DIR_HELP
 from runner.errors import UsageError
 from runner.exits import ExitCode
 from runner.journal import JobRow, Journal, JournalError
 from runner.jsonio import canonical_json
+from runner.locate import resolve_batch_dir
 from runner.lock import Holder, probe
 from runner.results import BatchDir
 
@@ -21,7 +23,7 @@ HELP = "show a batch's jobs per state (works while it runs)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dir", metavar="DIR", type=Path, help="a batch directory")
+    parser.add_argument("dir", metavar="DIR", type=Path, help=DIR_HELP)
     parser.add_argument("--json", action="store_true", help="canonical JSON on stdout")
 
 
@@ -50,8 +52,9 @@ def _job(row: JobRow) -> dict[str, Any]:
 
 def status_document(path: Path) -> dict[str, Any]:
     """What `runner status` reports, as data."""
+    path = resolve_batch_dir(path)
     batch = BatchDir.open(path)
-    real = path.resolve()  # `results/<name>/latest` works too
+    real = path.resolve()
     name, batch_id = real.parent.name, real.name
     try:
         journal = Journal.open(batch.journal_path, readonly=True)

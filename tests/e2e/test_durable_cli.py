@@ -206,7 +206,9 @@ def test_a_second_ctrl_c_exits_at_once_with_the_journal_intact(tmp_path: Path) -
         assert "batch.interrupting" in events
         assert events[-1] == "batch.aborted"
         assert "job.cancelled" not in events
-        assert not (batch / "batch.json").exists()  # not sealed: `runner resume` does that
+        sealed = json.loads((batch / "batch.json").read_text())  # written at the start
+        assert sealed["ended"] is None  # not sealed: `runner resume` does that
+        assert sealed["exit_code"] is None
 
 
 # -- lock, cancel, internal errors -----------------------------------------------------------
@@ -279,10 +281,10 @@ def test_an_internal_error_exits_3_naming_the_log_which_has_the_traceback(
     assert code == 3
     batch = batch_dir(out)
     err = capsys.readouterr().err.splitlines()
-    assert err[-2:] == [
+    assert err[-2:] == [  # an in-process sandbox died with the run: the hint starts over
         "runner: internal error: ZeroDivisionError: a bug in the engine",
-        f"runner: the traceback is in {batch}/log.jsonl; the journal keeps every finished "
-        f"step: runner resume {batch} continues",
+        f"runner: the traceback is in {batch}/log.jsonl; the in-process sandbox ended with "
+        f"this run; start over with: runner run {tmp_path / 'dur.yaml'} --sandbox --out {out}",
     ]
     last = json.loads((batch / "log.jsonl").read_text().splitlines()[-1])
     assert last["event"] == "batch.internal_error"

@@ -1,0 +1,40 @@
+"""Which batch a DIR argument names: a batch directory, `results/<name>/latest`, or
+`results/<name>` (its newest batch). One function, for every command that takes DIR."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from runner.results import GIVE_DIR, LATEST, MANIFEST, NotABatchDirError
+
+_BATCH_NAME = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d+))?$")
+
+
+def _newest_key(path: Path) -> tuple[int, str, int, str]:
+    # `20261122T030000Z-10` is newer than `...-9`: the suffix compares as a number.
+    match = _BATCH_NAME.match(path.name)
+    if match is None:
+        return (0, "", 0, path.name)
+    return (1, match.group(1), int(match.group(2) or 1), path.name)
+
+
+def resolve_batch_dir(path: Path) -> Path:
+    """The batch directory `path` names, `latest` followed one level (so messages and hints
+    show the batch itself). `results/<name>` means its newest batch, finished or not (a
+    killed run is the one to resume); `results/<name>/latest` is the newest finished one.
+    NotABatchDirError (exit 2) names the path and what to give instead."""
+    if (path / MANIFEST).is_file():
+        return path.parent / os.readlink(path) if path.is_symlink() else path
+    if not path.exists():
+        raise NotABatchDirError(f"{path}: no such directory; {GIVE_DIR}")
+    if path.is_dir():
+        batches = [
+            child
+            for child in path.iterdir()
+            if child.name != LATEST and not child.is_symlink() and (child / MANIFEST).is_file()
+        ]
+        if batches:
+            return max(batches, key=_newest_key)
+    raise NotABatchDirError(f"{path} is not a batch directory (no {MANIFEST}); {GIVE_DIR}")
