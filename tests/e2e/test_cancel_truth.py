@@ -77,10 +77,13 @@ CANCEL_REQUEST = {
     "pu-extract": ("pulse", "DELETE /job/{job_id}"),
 }
 NOT_CANCELLABLE = {"sp-scrape", "sk-scrape"}
-# Everything a non-cancellable job may have asked of its provider: submit and status only.
-NO_CANCEL_ALLOWED = {
-    "spidra": {"POST /api/scrape", "GET /api/scrape/{jobId}"},
-    "skop": {"POST /scrape/", "GET /scrape/status/{job_id}"},
+# Every request besides polls (GET) that submitting these jobs takes.
+SUBMITS = {
+    "bulkgrid": {"POST /api/v1/extract"},
+    "lobstr": {"POST /v1/squids", "POST /v1/squids/{squid}", "POST /v1/tasks", "POST /v1/runs"},
+    "spidra": {"POST /api/scrape", "POST /api/batch/scrape", "POST /api/crawl"},
+    "skop": {"POST /scrape/"},
+    "pulse": {"POST /extract"},
 }
 KEYS = {
     "BULKGRID_API_KEY": "bg_cancel_key",
@@ -174,16 +177,17 @@ def cancel_cli(batch: Path, sandbox: RunningSandbox) -> subprocess.CompletedProc
 
 
 def assert_cancels_in_books(ledger: dict[str, Any], cancelled: set[str]) -> None:
-    """Exactly one cancel request per job reported cancelled, none for any other job, and
-    the non-cancellable jobs' providers saw nothing but submits and status polls."""
+    """Exactly one cancel request per job reported cancelled, and no other request that
+    could cancel anything: beside polls, each provider saw its submits and those cancels
+    only (so nothing was sent for a Spidra scrape, and Skop saw submits and polls only)."""
     for job_id, (provider, request) in CANCEL_REQUEST.items():
         expected = 1 if job_id in cancelled else 0
         assert ledger[provider]["requests"].get(request, 0) == expected, (job_id, ledger)
-    for provider, allowed in NO_CANCEL_ALLOWED.items():
-        asked = set(ledger[provider]["requests"]) - {
-            r for p, r in CANCEL_REQUEST.values() if p == provider
-        }
-        assert asked <= allowed, asked
+    for provider, submits in SUBMITS.items():
+        sent = {r for r in ledger[provider]["requests"] if not r.startswith("GET ")}
+        cancels = {r for j, (p, r) in CANCEL_REQUEST.items() if p == provider and j in cancelled}
+        assert sent == submits | cancels, (provider, sent)
+    assert set(ledger["skop"]["requests"]) <= {"POST /scrape/", "GET /scrape/status/{job_id}"}
 
 
 def test_runner_cancel_cancels_what_can_be_and_detaches_the_rest(
@@ -210,6 +214,16 @@ def test_runner_cancel_cancels_what_can_be_and_detaches_the_rest(
         "detached": 2,
     }
     assert journal_states(batch) == states
+    status = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "runner", "status", str(batch), "--json"],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        ).stdout
+    )  # fmt: skip
+    assert status["counts"] == {"cancelled": 5, "detached": 2}
+    assert {job["id"]: job["error"] for job in status["jobs"] if job["state"] == "detached"} == (
+        dict.fromkeys(NOT_CANCELLABLE, NO_CANCEL)
+    )
     assert_cancels_in_books(books(endless), set(CANCEL_REQUEST))
 
 
