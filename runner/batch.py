@@ -735,7 +735,10 @@ def _execute(
 
         def notify(event: str, fields: Mapping[str, Any]) -> None:
             log.logger.warning(event, **fields)
-            console.notice(f"runner: {fields['message']}", error=event == "provider.stopped")
+            console.notice(
+                f"runner: {fields['message']}",
+                error=event in ("provider.stopped", "provider.no_cancel"),
+            )
 
         try:
             console.start(len(plan.jobs), counts)

@@ -28,7 +28,14 @@ from runner.log import event_name
 from runner.providers.base import Status
 from runner.results import redact
 
-_ENDINGS = {State.FAILED, State.CANCELLED, State.EXPIRED, State.TIMED_OUT, State.SUBMIT_UNKNOWN}
+_ENDINGS = {
+    State.FAILED,
+    State.CANCELLED,
+    State.DETACHED,
+    State.EXPIRED,
+    State.TIMED_OUT,
+    State.SUBMIT_UNKNOWN,
+}
 
 
 def _plural(count: int, word: str) -> str:

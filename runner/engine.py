@@ -489,12 +489,13 @@ class Engine:
         spec = job.spec
         settings = lane.settings
         what = "left running remotely"
-        if settings.on_timeout == "cancel" and job.remote is not None:
-            try:
-                await lane.adapter.cancel(self.client_for(lane, job), spec, job.remote)
-                what = "cancel requested remotely"
-            except (ProviderCallError, ProviderResponseError) as exc:
-                what = f"remote cancel failed: {exc}"
+        if settings.on_timeout == "cancel" and job.state.remote:  # not one already finished
+            outcome, detail = await recovery.request_cancel(self, lane, job)
+            what = {
+                recovery.Cancel.ACCEPTED: "cancel requested remotely",
+                recovery.Cancel.UNSUPPORTED: detail,  # the provider has no cancel: it runs on
+                recovery.Cancel.FAILED: f"remote cancel failed: {detail}",
+            }[outcome]
         if job.state is State.PAUSED and settings.max_paused is not None:
             why = job.reason or job.raw_status or "no reason given"
             error = (

@@ -25,6 +25,7 @@ class State(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    DETACHED = "detached"  # asked to cancel, but the provider has no cancel: it runs on
     EXPIRED = "expired"
     TIMED_OUT = "timed_out"
     SUBMIT_UNKNOWN = "submit_unknown"
@@ -45,6 +46,7 @@ TERMINAL = frozenset(
         State.SUCCEEDED,
         State.FAILED,
         State.CANCELLED,
+        State.DETACHED,
         State.EXPIRED,
         State.TIMED_OUT,
         State.SUBMIT_UNKNOWN,
@@ -73,7 +75,8 @@ class Event(StrEnum):
     GONE = "gone"  # a result could not be fetched again (Pulse 410)
     ERROR = "error"  # this job cannot go on (malformed response, not found, fetch error)
     TIMEOUT = "timeout"  # the job outlived its timeout
-    CANCEL = "cancel"  # we cancelled the remote job (interrupt or `runner cancel`)
+    CANCEL = "cancel"  # the provider accepted our cancel (interrupt, `runner cancel`)
+    DETACH = "detach"  # `runner cancel` on a job its provider cannot cancel: it runs on
     SKIP = "skip"  # never submitted: its provider stopped (bad key, no credits) or filtered
     RETRY = "retry"  # `runner retry`: a new attempt of a job that failed, timed out or expired
 
@@ -119,6 +122,7 @@ def _table() -> dict[tuple[State, Event], State]:
         table[(source, Event.ERROR)] = State.FAILED
         table[(source, Event.TIMEOUT)] = State.TIMED_OUT
         table[(source, Event.CANCEL)] = State.CANCELLED
+        table[(source, Event.DETACH)] = State.DETACHED
     table[(State.SUBMITTING, Event.ERROR)] = State.FAILED
     # Only these endings can be tried again: a succeeded job never is, cancelled and skipped
     # were the user's or the provider's decision, submit_unknown may exist remotely.

@@ -125,6 +125,7 @@ class BatchLog:
 _FAILURES = {
     State.FAILED,
     State.CANCELLED,
+    State.DETACHED,
     State.EXPIRED,
     State.TIMED_OUT,
     State.SUBMIT_UNKNOWN,

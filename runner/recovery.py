@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from runner.errors import ProviderResponseError
 from runner.http import ProviderCallError, Transport
 from runner.lanes import Lane
 from runner.lifecycle import Event, JobRecord, State
-from runner.providers.base import Reply
+from runner.providers.base import NotCancellableError, Reply
 
 if TYPE_CHECKING:
     from runner.engine import Engine
@@ -30,6 +31,7 @@ AMBIGUOUS_RESUMED = (
 CANCELLED_UNSENT = "not submitted: the batch was cancelled (runner cancel)"
 CANCELLED_BY_USER = "cancelled remotely by runner cancel"
 CANCELLED_ON_INTERRUPT = "cancelled remotely on interrupt (on_interrupt: cancel)"
+SHOWN_IDS = 5  # job ids named in a "not cancelled" notice; the log lists them all
 
 
 # -- the sent mark ---------------------------------------------------------------------------
@@ -124,20 +126,42 @@ async def resolve_submitting(engine: Engine, lane: Lane, job: JobRecord) -> Stat
 # -- interrupt and cancel --------------------------------------------------------------------
 
 
+class Cancel(StrEnum):
+    """What asking a provider to cancel one remote job came to."""
+
+    ACCEPTED = "accepted"  # a cancel request was sent and the provider accepted it
+    UNSUPPORTED = "unsupported"  # the provider cannot cancel it: nothing sent, it runs on
+    FAILED = "failed"  # sent (or tried) and refused, or it failed on the way
+
+
+async def request_cancel(engine: Engine, lane: Lane, job: JobRecord) -> tuple[Cancel, str]:
+    """Ask the provider to cancel `job`'s remote job: (outcome, detail). The detail is the
+    adapter's reason for UNSUPPORTED, the error for FAILED, empty for ACCEPTED."""
+    assert job.remote is not None
+    try:
+        await lane.adapter.cancel(engine.client_for(lane, job), job.spec, job.remote)
+    except NotCancellableError as exc:
+        return Cancel.UNSUPPORTED, str(exc)
+    except (ProviderCallError, ProviderResponseError) as exc:
+        return Cancel.FAILED, str(exc)
+    return Cancel.ACCEPTED, ""
+
+
 async def settle_interrupt(engine: Engine) -> None:
     """Tidy the journal after a stop, then apply each provider's `on_interrupt`."""
     for job in engine.records.values():
         if job.state is State.SUBMITTING and not was_sent(job):
             engine.transition(job, Event.DEFERRED)  # never sent: simply planned again
     lanes = [lane for lane in engine.lanes.values() if lane.settings.on_interrupt == "cancel"]
-    await cancel_remote(engine, lanes, CANCELLED_ON_INTERRUPT)
+    await cancel_remote(engine, lanes, CANCELLED_ON_INTERRUPT, detach=False)
 
 
 async def cancel_batch(engine: Engine, resumed: Sequence[JobRecord]) -> None:
     """`runner cancel`: submit nothing more and cancel every remote job still active.
 
     Jobs never sent are skipped; an interrupted submit is reconciled first (and cancelled
-    if found). Jobs already finished remotely (`fetching`) are left for `runner resume`."""
+    if found). Jobs already finished remotely (`fetching`) are left for `runner resume`.
+    A job its provider cannot cancel ends `detached`: it runs on, and says so."""
     async with anyio.create_task_group() as tg:
         for job in resumed:
             if job.state is State.SUBMITTING:
@@ -147,24 +171,43 @@ async def cancel_batch(engine: Engine, resumed: Sequence[JobRecord]) -> None:
     for job in engine.records.values():
         if job.state is State.PLANNED:
             engine.finish(job, Event.SKIP, error=CANCELLED_UNSENT)
-    await cancel_remote(engine, list(engine.lanes.values()), CANCELLED_BY_USER)
+    await cancel_remote(engine, list(engine.lanes.values()), CANCELLED_BY_USER, detach=True)
 
 
-async def cancel_remote(engine: Engine, lanes: Sequence[Lane], why: str) -> None:
-    """Cancel every remote job still active on `lanes` (concurrently, through the gate)."""
+async def cancel_remote(engine: Engine, lanes: Sequence[Lane], why: str, *, detach: bool) -> None:
+    """Cancel every remote job still active on `lanes` (concurrently, through the gate).
+
+    A job is `cancelled` only when its provider accepted the cancel. One it cannot cancel
+    ends `detached` with the reason (`detach`, for `runner cancel`), or keeps its state so
+    `runner resume` can still follow it (on interrupt), named in one notice per provider."""
+    kept: dict[tuple[str, str], list[str]] = {}  # (provider, reason) → job ids left running
 
     async def cancel(lane: Lane, job: JobRecord) -> None:
-        assert job.remote is not None
-        try:
-            await lane.adapter.cancel(engine.client_for(lane, job), job.spec, job.remote)
-        except (ProviderCallError, ProviderResponseError) as exc:
-            job.error = f"the remote cancel failed: {exc}"
+        outcome, detail = await request_cancel(engine, lane, job)
+        if outcome is Cancel.ACCEPTED:
+            engine.finish(job, Event.CANCEL, error=why)
+        elif outcome is Cancel.FAILED:
+            job.error = f"the remote cancel failed: {detail}"
             engine.cancel_failures.append(f"{job.spec.id}: {job.error}")
-            return
-        engine.finish(job, Event.CANCEL, error=why)
+        elif detach:
+            engine.finish(job, Event.DETACH, error=detail)
+        else:
+            kept.setdefault((lane.name, detail), []).append(job.spec.id)
 
     async with anyio.create_task_group() as tg:
         for lane in lanes:
             for job in list(engine.records.values()):
                 if job.spec.provider == lane.name and job.state.remote:
                     tg.start_soon(cancel, lane, job)
+    for (provider, reason), ids in sorted(kept.items()):
+        ids.sort(key=lambda job_id: engine.records[job_id].spec.index)
+        message = not_cancelled_notice(provider, ids, reason)
+        engine.notice("provider.no_cancel", message, provider=provider, job_ids=ids)
+
+
+def not_cancelled_notice(provider: str, ids: Sequence[str], reason: str) -> str:
+    """`spidra: s-1, s-2 not cancelled on interrupt: provider has no cancel: ...`."""
+    named = ", ".join(ids[:SHOWN_IDS])
+    if len(ids) > SHOWN_IDS:
+        named += f" and {len(ids) - SHOWN_IDS} more"
+    return f"{provider}: {named} not cancelled on interrupt: {reason}"

@@ -46,3 +46,19 @@ def test_every_state_is_reachable_from_planned() -> None:
                 seen.add(target)
                 frontier.append(target)
     assert seen == set(State)
+
+
+def test_detach_ends_a_remote_job_the_provider_cannot_cancel_and_only_that() -> None:
+    sources = {source for (source, event) in TRANSITIONS if event is Event.DETACH}
+    assert sources == {State.QUEUED, State.RUNNING, State.PAUSED}
+    for source in sources:
+        assert advance(source, Event.DETACH) is State.DETACHED
+    assert State.DETACHED.terminal
+    assert not State.DETACHED.remote  # no longer counts against the in-flight cap
+    with pytest.raises(IllegalTransitionError):
+        advance(State.FETCHING, Event.DETACH)  # finished remotely: fetched, never detached
+
+
+def test_cancelled_is_reached_only_by_an_accepted_cancel_or_the_provider_saying_so() -> None:
+    into = {event for (_, event), target in TRANSITIONS.items() if target is State.CANCELLED}
+    assert into == {Event.CANCEL, Event.CANCELLED}

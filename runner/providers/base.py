@@ -15,9 +15,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from runner.errors import RunnerError
 from runner.plan import EndpointClass, JobSpec, Limits, PollPolicy
 
 # -- static facts ----------------------------------------------------------------------------
+
+NO_CANCEL = "provider has no cancel: the remote job runs on"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,23 @@ class ProviderInfo:
     job_types: tuple[str, ...]
     default_limits: Limits  # the published limits (reference/provider-docs.md)
     default_poll: PollPolicy  # provider-docs.md §6.5
+    # The job types the provider's API can cancel (the README's provider table says so);
+    # `cancel` of any other type sends nothing and raises NotCancellableError.
+    cancellable: tuple[str, ...]
+
+    def can_cancel(self, job_type: str) -> bool:
+        return job_type in self.cancellable
+
+    def refuse_cancel(self, job: JobSpec) -> None:
+        """NotCancellableError, before anything is sent, for a type that cannot be cancelled."""
+        if not self.can_cancel(job.type):
+            raise NotCancellableError(NO_CANCEL)
+
+
+class NotCancellableError(RunnerError):
+    """`cancel` of a job its provider cannot cancel: nothing was sent, the remote job goes on.
+
+    Callers record that truthfully (detached, or left resumable), never as cancelled."""
 
 
 # -- normalized status (provider-docs.md §6) -------------------------------------------------
@@ -226,7 +246,11 @@ class Adapter(Protocol):
         sink: ResultSink,
     ) -> FetchReport: ...
 
-    async def cancel(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> None: ...
+    async def cancel(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> None:
+        """Returns only when a cancel request was sent and the provider accepted it. Raises
+        NotCancellableError, having sent nothing, where the provider cannot cancel this job
+        (`info.refuse_cancel(job)` first); a refused or failed request raises as any call."""
+        ...
 
     async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
         """After an ambiguous submit: find the job on the provider's side if it can list

@@ -47,6 +47,7 @@ INFO = ProviderInfo(
     job_types=("extract", "crawl", "deep_crawl", "map"),
     default_limits=Limits(requests=Rate(5, 1.0), in_flight=10),
     default_poll=PollPolicy(3.0, 15.0, 1.5),
+    cancellable=("extract", "crawl", "deep_crawl", "map"),  # every type is a run
 )
 
 API = "/api/v1"
@@ -119,6 +120,17 @@ def build_retry(run_id: str, urls: Sequence[str]) -> Request:
 
 def build_cancel(run_id: str) -> Request:
     return Request("POST", run_path(run_id, "cancel"), "submit")  # no body (SDK)
+
+
+def parse_cancel(reply: Reply) -> None:
+    """`{"success": true}` is the documented answer; an explicit `success` other than true
+    means the run was not cancelled (ProviderResponseError), whatever the HTTP status."""
+    try:
+        body = reply.json()
+    except ValueError:
+        return  # a 2xx without a JSON body: nothing says it was refused
+    if isinstance(body, Mapping) and "success" in body and body["success"] is not True:
+        raise ProviderResponseError("bulkgrid: the cancel was not accepted", reply.excerpt())
 
 
 def build_list_runs(job_type: str, page: int) -> Request:
@@ -503,7 +515,8 @@ class BulkgridAdapter:
         return FetchReport(items=len(links), partial=status.partial)
 
     async def cancel(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> None:
-        await http.send(build_cancel(ref.id))
+        INFO.refuse_cancel(job)
+        parse_cancel(await http.send(build_cancel(ref.id)))
 
     async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
         """The earliest run of this job's type and URLs created since the submit (less the

@@ -63,6 +63,7 @@ INFO = ProviderInfo(
         in_flight=5,
     ),
     default_poll=PollPolicy(10.0, 60.0, 1.5),
+    cancellable=("run",),  # POST /runs/{id}/abort
 )
 
 PAGE_SIZE = 100  # the documented maximum rows per /results page
@@ -497,7 +498,9 @@ class LobstrAdapter:
         )
 
     async def cancel(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> None:
-        # Abort stops collecting and still exports what was gathered (docs/abort-run).
+        # Abort stops collecting and still exports what was gathered (docs/abort-run); a
+        # run already finished answers 404, which raises: never reported cancelled.
+        INFO.refuse_cancel(job)
         await http.send(build_abort(ref.id))
 
     async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:

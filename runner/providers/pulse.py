@@ -25,6 +25,7 @@ from runner.providers.base import (
     ApiError,
     ErrorKind,
     FetchReport,
+    NotCancellableError,
     ProviderHttp,
     ProviderInfo,
     RemoteRef,
@@ -44,6 +45,7 @@ INFO = ProviderInfo(
     job_types=("extract", "schema", "split", "tables"),
     default_limits=Limits(requests=Rate(10, 1.0), in_flight=20),
     default_poll=PollPolicy(2.0, 30.0, 1.5),
+    cancellable=("extract", "schema", "split", "tables"),  # DELETE /job/{id}, best effort
 )
 
 # provider-docs.md §5.3 / §6.2. Job status says `canceled`; older docs say `cancelled`.
@@ -60,6 +62,7 @@ _STATES: dict[str, RemoteState] = {
 
 LARGE_RESULT_FILE = "result.json"  # the downloaded {is_url} payload, under files/
 SYNC_REF = "sync"  # the remote id of a job the engine answered synchronously
+SYNC_NO_CANCEL = "Pulse answered this job synchronously: no remote job to cancel"
 
 
 def state_of(raw: str) -> RemoteState:
@@ -268,8 +271,9 @@ class PulseAdapter:
         return FetchReport(items=1, outcome=result_outcome(result))
 
     async def cancel(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> None:
+        INFO.refuse_cancel(job)
         if ref.extra.get("sync"):
-            return
+            raise NotCancellableError(SYNC_NO_CANCEL)
         try:
             await http.send(build_cancel(ref))
         except RunnerError as exc:

@@ -5,8 +5,9 @@ Endpoints (base `https://api.skop.dev`; auth `Authorization: Bearer <sk-…>`):
   GET  /scrape/status/{job_id}   poll: status, progress 0–100, is_active, has_errors
   GET  /scrape/results/{job_id}  the results document (`documents[]`, totals, cost in USD)
   then each `documents[].url`    the documents themselves, on third-party hosts: no key sent
-No cancel and no list endpoint are documented: `cancel` does nothing (the job keeps running
-on Skop's side until its own `parameters.timeout`) and `reconcile` finds nothing.
+No cancel and no list endpoint are documented: `cancel` sends nothing and raises
+NotCancellableError (the job keeps running on Skop's side until its own
+`parameters.timeout`), and `reconcile` finds nothing.
 Published limits (provider-docs.md §4.4): no rate numbers; 429 `concurrency_limit_exceeded`
 when too many jobs run at once; 503 `service_unavailable`.
 """
@@ -45,6 +46,7 @@ INFO = ProviderInfo(
     job_types=("scrape",),
     default_limits=Limits(requests=Rate(60, 60.0), in_flight=3),
     default_poll=PollPolicy(10.0, 60.0, 1.5),
+    cancellable=(),  # no cancel endpoint is documented
 )
 
 DEFAULT_MAX_FILE_SIZE_MB = 100  # Skop's own default for parameters.max_file_size_mb
@@ -321,7 +323,7 @@ class SkopAdapter:
     async def cancel(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> None:
         # Skop documents no cancel endpoint (provider-docs.md §4.2): nothing to send. The
         # remote job runs on until done or its own parameters.timeout (at most 1 h).
-        return None
+        INFO.refuse_cancel(job)
 
     async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
         return None  # no list endpoint documented: an ambiguous submit stays submit_unknown

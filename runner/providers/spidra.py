@@ -52,6 +52,7 @@ INFO = ProviderInfo(
     job_types=("scrape", "batch", "crawl"),
     default_limits=Limits(requests=Rate(300, 900.0), in_flight=10),
     default_poll=PollPolicy(5.0, 15.0, 1.5),
+    cancellable=("batch", "crawl"),  # DELETE; a single scrape has no cancel endpoint
 )
 
 # provider-docs.md §6.2; `queued` is the submit reply's own word, `delayed` is BullMQ's
@@ -643,8 +644,7 @@ class SpidraAdapter:
         return path.name
 
     async def cancel(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> None:
-        if job.type == "scrape":
-            return  # a single scrape cannot be cancelled (no endpoint, §3.2)
+        INFO.refuse_cancel(job)  # a single scrape has no cancel endpoint: nothing is sent
         await http.send(build_cancel(ref, job.type))
 
     async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:

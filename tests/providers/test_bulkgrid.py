@@ -412,6 +412,16 @@ async def test_cancel_posts_without_a_body() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_cancel_answered_without_success_is_not_accepted() -> None:
+    refused = {f"POST {RUN_PATH}/cancel": {"success": False}}
+    http = FakeHttp(bulkgrid.ADAPTER, router(refused))
+    with pytest.raises(ProviderResponseError) as info:
+        await bulkgrid.BulkgridAdapter().cancel(http, job(), RemoteRef(RUN))
+    assert str(info.value).startswith("bulkgrid: the cancel was not accepted: ")
+    assert json.loads(info.value.excerpt) == {"success": False}
+
+
+@pytest.mark.anyio
 async def test_reconcile_pages_the_run_list_by_type() -> None:
     urls = ["https://a.example", "https://b.example"]
 

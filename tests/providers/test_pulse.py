@@ -14,7 +14,7 @@ from runner.http import HttpxTransport, ProviderCallError, ProviderClient
 from runner.limits import Gate
 from runner.plan import JobSpec, Limits
 from runner.providers import pulse
-from runner.providers.base import ErrorKind, RemoteRef, RemoteState, Reply
+from runner.providers.base import ErrorKind, NotCancellableError, RemoteRef, RemoteState, Reply
 from runner.results import JobDir
 
 JOB = JobSpec("inv-1", "pulse", "extract", {"file_url": "https://files.example/1.pdf"})
@@ -194,7 +194,7 @@ async def test_a_presigned_url_elsewhere_gets_no_key_and_410_is_gone(tmp_path: P
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_cancel_deletes_the_job_but_not_a_synchronous_one() -> None:
+async def test_cancel_deletes_the_job_and_refuses_a_synchronous_one() -> None:
     seen: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -203,7 +203,9 @@ async def test_cancel_deletes_the_job_but_not_a_synchronous_one() -> None:
 
     http = client(handler)
     await pulse.ADAPTER.cancel(http, JOB, RemoteRef("abc"))
-    await pulse.ADAPTER.cancel(http, JOB, RemoteRef("sync", {"sync": True}))
+    with pytest.raises(NotCancellableError) as info:  # nothing runs remotely: not "cancelled"
+        await pulse.ADAPTER.cancel(http, JOB, RemoteRef("sync", {"sync": True}))
+    assert str(info.value) == "Pulse answered this job synchronously: no remote job to cancel"
     assert seen == ["DELETE /job/abc"]
 
 

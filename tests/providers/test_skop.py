@@ -9,7 +9,7 @@ import pytest
 
 from runner.plan import JobSpec
 from runner.providers import skop
-from runner.providers.base import ErrorKind, RemoteRef, RemoteState, Reply
+from runner.providers.base import ErrorKind, NotCancellableError, RemoteRef, RemoteState, Reply
 from runner.results import JobDir
 from tests.providers.fakes import API_KEY, FakeHttp, router
 
@@ -267,6 +267,8 @@ async def test_skop_errors_and_success_rate_make_the_job_partial(tmp_path: Path)
 async def test_cancel_and_reconcile_send_nothing() -> None:
     http = FakeHttp(skop.ADAPTER, router({}))
     adapter = skop.SkopAdapter()
-    await adapter.cancel(http, job(), RemoteRef(JOB))
+    with pytest.raises(NotCancellableError) as info:  # never a silent "cancelled"
+        await adapter.cancel(http, job(), RemoteRef(JOB))
+    assert str(info.value) == "provider has no cancel: the remote job runs on"
     assert await adapter.reconcile(http, job(), 0.0) is None
     assert http.seen == []

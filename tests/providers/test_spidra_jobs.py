@@ -12,7 +12,7 @@ import pytest
 
 from runner.plan import JobSpec
 from runner.providers import spidra
-from runner.providers.base import RemoteRef, RemoteState, Reply
+from runner.providers.base import NotCancellableError, RemoteRef, RemoteState, Reply
 from runner.results import JobDir
 from tests.providers.fakes import CallError, FakeHttp, router
 
@@ -193,6 +193,16 @@ async def test_batch_and_crawl_cancel_with_delete(job: JobSpec, path: str) -> No
     http = FakeHttp(spidra.ADAPTER, router({path: {"status": "cancelled"}}))
     await spidra.SpidraAdapter().cancel(http, job, RemoteRef(BATCH))
     assert http.paths() == [path]
+
+
+@pytest.mark.anyio
+async def test_a_scrape_cannot_be_cancelled_and_nothing_is_sent() -> None:
+    http = FakeHttp(spidra.ADAPTER, router({}))
+    scrape = JobSpec("s", "spidra", "scrape", {"urls": [{"url": "https://a.example"}]})
+    with pytest.raises(NotCancellableError) as info:
+        await spidra.SpidraAdapter().cancel(http, scrape, RemoteRef(BATCH))
+    assert str(info.value) == "provider has no cancel: the remote job runs on"
+    assert http.seen == []
 
 
 # -- crawl ------------------------------------------------------------------------------------
