@@ -15,7 +15,7 @@ from runner.backoff import RetryPolicy
 from runner.engine import Engine
 from runner.http import ProviderCallError, ProviderClient
 from runner.lifecycle import Event, JobRecord, State
-from runner.limits import SAFETY, Gate
+from runner.limits import SAFETY, Gate, OutagePolicy
 from runner.plan import JobSpec, Limits, Plan, PollPolicy, ProviderSettings, Rate, Secret
 from runner.providers.base import (
     ApiError,
@@ -35,6 +35,7 @@ pytestmark = pytest.mark.anyio
 
 FAST = PollPolicy(0.001, 0.004, 2.0)
 TINY_RETRY = RetryPolicy(attempts=2, base=0.001, cap=0.002)
+TINY_OUTAGE = OutagePolicy(base=0.004, cap=0.02)
 
 
 @pytest.fixture
@@ -50,6 +51,7 @@ class FakeJobOutput:
     status: Any = None
     result: Any = None
     outcome: tuple[State, FetchReport | None] | None = None
+    resets: int = 0
 
     def write_result(self, obj: Any) -> None:
         self.result = obj
@@ -68,6 +70,10 @@ class FakeJobOutput:
 
     def write_outcome(self, record: JobRecord, report: FetchReport | None = None) -> None:
         self.outcome = (record.state, report)
+
+    def reset(self) -> None:
+        self.resets += 1
+        self.result = None
 
 
 @dataclass
@@ -127,6 +133,17 @@ class FakeAdapter:
         self.live = 0
         self.peak_live = 0
         self.tasks_seen = 0
+        self.gate: Gate | None = None  # told of every HTTP answer, as ProviderClient does
+
+    def _heard(self, answer: object) -> None:
+        """What ProviderClient.send tells the gate: an HTTP answer came (none for a
+        transport failure: refused, reset)."""
+        if self.gate is None:
+            return
+        if not isinstance(answer, ProviderCallError):
+            self.gate.heard(200)
+        elif answer.network is None and not answer.not_accepted:
+            self.gate.heard(answer.status_code or 500)
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {}
@@ -142,6 +159,7 @@ class FakeAdapter:
             if self._submit
             else Submitted(RemoteRef(f"r-{job.id}"), status("waiting"))
         )
+        self._heard(answer)
         if isinstance(answer, Exception):
             raise answer
         self.live += 1
@@ -152,6 +170,7 @@ class FakeAdapter:
         self.poll_log.append(job.id)
         await asyncio.sleep(0)
         answer = self._polls(job.id, self.poll_log.count(job.id))
+        self._heard(answer)
         if isinstance(answer, Exception):
             raise answer
         if answer.state.terminal:
@@ -205,19 +224,46 @@ def make_plan(
     return Plan("t", Path("m.yaml"), b"", "0", {"spidra": settings}, jobs)
 
 
+class ProbeTransport:
+    """Answers the engine's bare probes (GET of the base URL); adapters here never send."""
+
+    def __init__(self, answer: Callable[[int], Reply | Exception] | None = None) -> None:
+        self._answer = answer or (lambda n: Reply(404, {}, b""))
+        self.probes: list[str] = []
+
+    async def request(self, method: str, url: str, **kw: Any) -> Reply:
+        self.probes.append(f"{method} {url}")
+        answer = self._answer(len(self.probes))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def download(self, *a: Any, **kw: Any) -> tuple[Reply, int]:
+        raise AssertionError("not used")
+
+    async def aclose(self) -> None:
+        pass
+
+
 def make_engine(
-    plan: Plan, adapter: FakeAdapter, *, pool: int = 2, **kw: Any
+    plan: Plan,
+    adapter: FakeAdapter,
+    *,
+    pool: int = 2,
+    transport: ProbeTransport | None = None,
+    **kw: Any,
 ) -> tuple[Engine, FakeOutput, Recording]:
     settings = plan.providers["spidra"]
-    gate = Gate("spidra", settings.limits, pool_size=pool)
+    gate = Gate("spidra", settings.limits, pool_size=pool, outage=TINY_OUTAGE)
     client = ProviderClient(
         provider="spidra",
         base_url=settings.base_url,
         api_key=settings.api_key,
         adapter=adapter,
         gate=gate,
-        transport=None,  # type: ignore[arg-type]  # the fake adapter never sends
+        transport=transport or ProbeTransport(),
     )
+    adapter.gate = gate
     output, recording = FakeOutput(), Recording()
     engine = Engine(
         plan,
@@ -470,18 +516,27 @@ async def test_a_malformed_poll_fails_that_job_and_the_batch_goes_on() -> None:
     assert engine.records["j1"].error == 'spidra: the status reply has no status: {"x": 1}'
 
 
-async def test_transient_poll_failures_are_retried_then_fail_the_job() -> None:
+async def test_a_job_whose_polls_keep_failing_while_others_answer_fails() -> None:
     def polls(job: str, n: int) -> Status | Exception:
-        if job == "j0" and n <= 2:
-            return call_error(ErrorKind.TRANSIENT)
         if job == "j1":
-            return call_error(ErrorKind.TRANSIENT)
-        return done()
+            return call_error(ErrorKind.TRANSIENT, status_code=500)
+        return done() if n >= 40 else status("active")  # the provider answers j0 meanwhile
 
     engine, _, _ = make_engine(make_plan(2), FakeAdapter(polls=polls))
     result = await engine.run()
     assert result.counts == {State.SUCCEEDED: 1, State.FAILED: 1}
     assert engine.records["j1"].error == "polling kept failing: spidra: POST /scrape: transient"
+
+
+async def test_polls_failing_while_nothing_else_answers_wait_until_the_job_times_out() -> None:
+    # Indistinguishable from an outage: the provider's state, so the job waits (its
+    # timeout still holds) and its remote job is never given up as failed.
+    adapter = FakeAdapter(polls=lambda j, n: call_error(ErrorKind.TRANSIENT, status_code=502))
+    engine, _, _ = make_engine(make_plan(1, timeout=0.1), adapter)
+    result = await engine.run()
+    assert result.counts == {State.TIMED_OUT: 1}
+    assert engine.records["j0"].error == "timed out after 0.1s (left running remotely)"
+    assert engine.records["j0"].remote == RemoteRef("r-j0")
 
 
 async def test_a_provider_without_an_adapter_skips_its_jobs() -> None:
