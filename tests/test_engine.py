@@ -13,7 +13,7 @@ import pytest
 
 from runner.backoff import RetryPolicy
 from runner.engine import Engine
-from runner.http import ProviderCallError, ProviderClient
+from runner.http import ProviderCallError, ProviderClient, TransportError
 from runner.lifecycle import Event, JobRecord, State
 from runner.limits import SAFETY, Gate, OutagePolicy
 from runner.plan import JobSpec, Limits, Plan, PollPolicy, ProviderSettings, Rate, Secret
@@ -651,3 +651,112 @@ async def test_a_reconciled_submit_is_not_finished_until_it_really_finishes() ->
     assert finished_at is not None
     assert finished_at >= unknown_at
     assert engine.records["j0"].finished_at == finished_at
+
+
+# -- outages: the provider's state, not its jobs' ----------------------------------------------
+
+
+def unreachable(*, sent: bool = False) -> ProviderCallError:
+    return ProviderCallError(
+        "spidra: GET /scrape/x: could not connect",
+        provider="spidra",
+        job_id=None,
+        kind=ErrorKind.TRANSIENT,
+        not_accepted=not sent,
+        network="connection reset" if sent else "connection refused",
+    )
+
+
+async def test_an_outage_holds_every_poll_behind_one_probe_and_costs_the_jobs_nothing() -> None:
+    outage = {"on": False, "polls_while_down": 0}
+
+    class CutAdapter(FakeAdapter):
+        probes_out = peak_probes = 0  # polls sent once the outage was known
+
+        async def poll(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> Status:
+            if len(self.poll_log) == 6:
+                outage["on"] = True  # the network goes, while every job is polling
+            if outage["on"]:
+                self.poll_log.append(job.id)
+                outage["polls_while_down"] += 1
+                if outage["polls_while_down"] >= 30:  # far past 5 errors for each job
+                    outage["on"] = False
+                known = self.gate is not None and self.gate.outage.down
+                self.probes_out += known
+                self.peak_probes = max(self.peak_probes, self.probes_out)
+                await asyncio.sleep(0.001)
+                self.probes_out -= known
+                raise unreachable(sent=True)
+            return await super().poll(http, job, ref)
+
+    adapter = CutAdapter(polls=lambda j, n: done() if n >= 8 else status("active"))
+    engine, _, _ = make_engine(make_plan(4), adapter, pool=4, wall=lambda: 1_800_000_000.0)
+    result = await engine.run()
+    assert result.counts == {State.SUCCEEDED: 4}
+    assert adapter.submits == ["j0", "j1", "j2", "j3"]  # nothing re-sent
+    assert adapter.peak_probes == 1  # while down, one request at a time
+    assert result.notices[0].startswith(
+        "spidra unreachable since 08:00:00Z (connection reset); next try in "
+    )
+    assert result.notices[1].startswith("spidra reachable again after ")
+    assert len(result.notices) == 2  # one line per change, not per failure
+
+
+async def test_a_provider_that_never_answers_stops_in_a_few_tries_and_leaves_its_jobs() -> None:
+    refused = TransportError("could not connect", sent=False, reason="connection refused")
+    transport = ProbeTransport(lambda n: refused)
+    adapter = FakeAdapter(submit=lambda j, n: unreachable())
+    engine, output, _ = make_engine(make_plan(5), adapter, pool=2, transport=transport)
+    result = await engine.run()
+    assert result.counts == {State.PLANNED: 5}  # left for runner resume; not failed, not skipped
+    assert not result.succeeded
+    assert result.notices == (
+        "Spidra: no answer from 127.0.0.1:9 (connection refused) in 3 tries; stopped all "
+        "spidra jobs, 5 left for runner resume; check providers.spidra.base_url in m.yaml",
+    )
+    assert len(adapter.submits) <= 2  # the submits under way when it first failed, no more
+    assert transport.probes == ["GET http://127.0.0.1:9/api"] * 2  # probes are never a POST
+    assert output.jobs == {}  # nothing sealed: every job can still run
+
+
+async def test_while_down_nothing_is_submitted_until_a_probe_gets_an_answer() -> None:
+    answers: list[Reply | Exception] = [
+        TransportError("could not connect", sent=False, reason="connection refused"),
+        Reply(404, {}, b""),
+    ]
+    transport = ProbeTransport(lambda n: answers[min(n, len(answers)) - 1])
+    adapter = FakeAdapter(
+        submit=lambda j, n: (
+            unreachable() if j == "j0" and n == 1 else Submitted(RemoteRef(f"r-{j}"))
+        )
+    )
+    engine, _, rec = make_engine(make_plan(3), adapter, pool=1, transport=transport)
+    adapter.gate.heard(200)  # type: ignore[union-attr]  # it answered earlier in this run
+    result = await engine.run()
+    assert result.counts == {State.SUCCEEDED: 3}
+    assert adapter.submits == ["j0", "j0", "j1", "j2"]  # held, then first in line
+    assert len(transport.probes) == 2
+    assert rec.events("j0")[:3] == [Event.SUBMIT, Event.DEFERRED, Event.SUBMIT]
+    assert result.notices[0].startswith("spidra unreachable since ")
+    assert result.notices[1].startswith("spidra reachable again after ")
+
+
+async def test_a_fetch_cut_by_the_network_is_fetched_again_from_an_empty_directory() -> None:
+    class FlakyFetch(FakeAdapter):
+        fetches = 0
+
+        async def fetch(
+            self, http: ProviderHttp, job: JobSpec, ref: RemoteRef, st: Status, sink: ResultSink
+        ) -> FetchReport:
+            self.fetches += 1
+            if self.fetches == 1:
+                raise unreachable(sent=True)
+            return await super().fetch(http, job, ref, st, sink)
+
+    adapter = FlakyFetch(polls=lambda j, n: done())
+    engine, output, rec = make_engine(make_plan(1), adapter)
+    result = await engine.run()
+    assert result.counts == {State.SUCCEEDED: 1}
+    assert adapter.fetches == 2
+    assert output.jobs["j0"].resets == 1
+    assert rec.events("j0")[-2:] == [Event.FINISHED, Event.FETCHED]
