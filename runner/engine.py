@@ -5,7 +5,8 @@ from that provider's Lane (runner.lanes); no task exists per job, so memory foll
 in flight (performance.md §2.4). Resume, interrupt and cancel live in runner.recovery. Every
 state change goes through `Engine.transition`, which asks `lifecycle.advance` and then tells
 every Recorder synchronously, before anything else happens to the job (the journal commits a
-remote id the moment it is known).
+remote id the moment it is known). What a failed request means is read from one table
+(runner.outcomes); a provider that stops answering is paused and probed (its Gate's Outage).
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ from tests.e2e.tcp_proxy import proxy_to
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 POLL = PollPolicy(0.05, 0.2, 1.5)
-# Per-request retries as small as the cut is long: today's give-up time (MAX_POLL_ERRORS
-# polls, each retried) is well under a second with this policy; the cut lasts 3 s.
+# Small per-request retries, so the cut (3 s) is several times longer than counting 5 failed
+# polls per job against it took to fail them all (0.6-1.1 s measured with this policy).
 RETRY = RetryPolicy(attempts=3, base=0.01, cap=0.05)
 RESET_FOR = 1.5
 REFUSE_FOR = 1.5
