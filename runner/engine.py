@@ -5,19 +5,23 @@ from that provider's Lane (runner.lanes); no task exists per job, so memory foll
 in flight (performance.md §2.4). Resume, interrupt and cancel live in runner.recovery. Every
 state change goes through `Engine.transition`, which asks `lifecycle.advance` and then tells
 every Recorder synchronously, before anything else happens to the job (the journal commits a
-remote id the moment it is known).
+remote id the moment it is known). What a failed request means is read from one table
+(runner.outcomes); a provider that stops answering is paused and probed (its Gate's Outage).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -28,18 +32,27 @@ from runner.errors import JobFailedError, NotSubmittedError, ProviderResponseErr
 from runner.http import ProviderCallError, ProviderClient
 from runner.lanes import Lane
 from runner.lifecycle import TERMINAL, Event, JobRecord, Recorder, State, advance
+from runner.limits import Change
+from runner.outcomes import (
+    MAX_SUBMIT_ATTEMPTS,
+    Decision,
+    Delay,
+    Job,
+    Phase,
+    Provider,
+    classify,
+    counts_error,
+    decide,
+)
 from runner.plan import Plan
 from runner.providers.base import (
     Adapter,
-    ErrorKind,
     FetchReport,
     RemoteState,
     ResultSink,
     Status,
 )
 
-MAX_SUBMIT_ATTEMPTS = 12  # sends of one submit that were provably not accepted, then fail
-MAX_POLL_ERRORS = 5  # consecutive failed polls (after http's own retries), then fail
 INTERRUPT_GRACE = 3.0  # seconds work already under way may take to finish after a signal
 _IN_FLIGHT = frozenset({State.SUBMITTING, State.QUEUED, State.RUNNING, State.PAUSED})
 
@@ -101,6 +114,7 @@ class Engine:
         notify: Notify | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
         resubmit_unknown: bool = False,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.plan = plan
         self.output = output
@@ -108,6 +122,7 @@ class Engine:
         self.rng = rng or random.Random(0)
         self.retry = retry
         self._notify = notify
+        self._wall = wall  # unix time, for the "unreachable since" line
         self.notices: list[str] = []
         self.records: dict[str, JobRecord] = {}
         self.counts: Counter[State] = Counter()
@@ -119,7 +134,9 @@ class Engine:
         self._scope: anyio.CancelScope | None = None
         self.lanes: dict[str, Lane] = {}
         for name, client in clients.items():
-            self.lanes[name] = Lane(plan.providers[name], adapters[name], client)
+            made = self.lanes[name] = Lane(plan.providers[name], adapters[name], client)
+            made.deadline_of = functools.partial(self._deadline, made)
+            made.gate.on_reachable = functools.partial(self._reachable, made)
         given = list(records) if records is not None else [JobRecord(s) for s in plan.jobs]
         self._orphans: list[tuple[JobRecord, str]] = []
         self._resumed: list[JobRecord] = []
@@ -263,12 +280,15 @@ class Engine:
             kind, job = work
             lane.busy += 1
             try:
-                if kind == "poll":
+                if job is None:
+                    await self._probe(lane)
+                elif kind == "poll":
                     await self._poll(lane, job)
                 else:
                     await self._submit(lane, job)
             finally:
                 lane.busy -= 1
+                lane.end_probe(job)
 
     def schedule(self, lane: Lane, job: JobRecord, delay: float) -> None:
         now = lane.gate.clock.now()
@@ -342,34 +362,22 @@ class Engine:
     async def _submit_failed(
         self, lane: Lane, job: JobRecord, exc: ProviderCallError, since: float
     ) -> None:
-        kind = exc.kind
-        if kind is ErrorKind.AUTH:
-            self._stop(lane, exc)
-            self.finish(job, Event.SKIP, error=lane.stopped)
-        elif kind is ErrorKind.CREDITS:
-            self._out_of_credits(lane, exc)
-            self.finish(job, Event.SKIP, error=lane.no_credits)
-        elif exc.not_accepted and kind in (
-            ErrorKind.RATE_LIMITED,
-            ErrorKind.BUSY,
-            ErrorKind.TRANSIENT,
-        ):
-            if job.attempts >= MAX_SUBMIT_ATTEMPTS:
-                error = f"not accepted after {job.attempts} attempts: {exc}"
-                self.finish(job, Event.REJECTED, error=error)
-                return
+        down = lane.gate.outage.down
+        decision = decide(Phase.SUBMIT, classify(exc), attempts=job.attempts, provider_down=down)
+        action = decision.job
+        if action in (Job.RESEND, Job.WAIT):
             self.transition(job, Event.DEFERRED)
-            if exc.code == "TOO_MANY_PENDING_JOBS":
-                # The provider's pending-job cap is below what we allowed: learn it.
-                lane.gate.in_flight_cap = max(1, lane.gate.jobs_in_flight)
-                delay = 0.0 if lane.gate.jobs_in_flight else self._backoff(job)
-            elif kind is ErrorKind.RATE_LIMITED:
-                delay = 0.0  # the gate is paused already; keep this job's place
-            else:
-                delay = exc.retry_after if exc.retry_after is not None else self._backoff(job)
+            self._provider_action(lane, decision, exc, probe=False)
+            delay = self._delay(lane, decision, exc, job.attempts)
             lane.defer(job, lane.gate.clock.now() + delay)
-        elif exc.not_accepted or kind in (ErrorKind.INVALID, ErrorKind.NOT_FOUND):
-            self.finish(job, Event.REJECTED, error=str(exc))
+            return
+        self._provider_action(lane, decision, exc, probe=False)
+        if action is Job.SKIP:
+            auth = decision.provider is Provider.STOP_AUTH
+            self.finish(job, Event.SKIP, error=lane.stopped if auth else lane.no_credits)
+        elif action is Job.REJECT:
+            error = f"not accepted after {job.attempts} attempts: {exc}"
+            self.finish(job, Event.REJECTED, error=error if decision.exhausted else str(exc))
         else:
             # Sent, and no proof it was not accepted: never re-send blindly.
             state = await self.reconcile(lane, job, since, f"{_AMBIGUOUS}: {exc}")
@@ -401,6 +409,17 @@ class Engine:
     def _backoff(self, job: JobRecord) -> float:
         return retry_delay(self.retry, job.attempts, self.rng)
 
+    def _delay(self, lane: Lane, decision: Decision, exc: ProviderCallError, tries: int) -> float:
+        """Seconds until the next try (`tries`: of this job so far, for the backoff)."""
+        delay = decision.delay
+        if delay is Delay.HINT and exc.retry_after is not None:
+            return exc.retry_after
+        if delay is Delay.SLOT and lane.gate.jobs_in_flight:
+            return 0.0  # first in line for the slot the next finished job frees
+        if delay in (Delay.BACKOFF, Delay.HINT, Delay.SLOT):
+            return retry_delay(self.retry, max(1, tries), self.rng)
+        return 0.0  # NONE, or PROVIDER: the lane holds it until the provider answers
+
     # -- poll ------------------------------------------------------------------------------
 
     async def _poll(self, lane: Lane, job: JobRecord) -> None:
@@ -422,7 +441,8 @@ class Engine:
         except ProviderResponseError as exc:
             self.finish(job, Event.ERROR, error=str(exc))
             return
-        self._poll_errors.pop(spec.id, None)
+        if job.state is not State.FETCHING:  # a failing fetch keeps its count
+            self._poll_errors.pop(spec.id, None)
         job.polls += 1
         for recorder in self.recorders:
             recorder.polled(job, status)
@@ -457,19 +477,27 @@ class Engine:
             self._next_poll(lane, job)
 
     def _poll_failed(self, lane: Lane, job: JobRecord, exc: ProviderCallError) -> None:
-        if exc.kind is ErrorKind.AUTH:
-            self._stop(lane, exc)
-            self.finish(job, Event.ERROR, error=lane.stopped)
+        decision = self._decide_and_count(lane, job, Phase.POLL, exc)
+        if decision.job is Job.FAIL:
+            error = f"polling kept failing: {exc}" if decision.exhausted else str(exc)
+            stopped = decision.provider is Provider.STOP_AUTH and lane.stopped
+            self.finish(job, Event.ERROR, error=stopped or error)
             return
-        if exc.kind in (ErrorKind.TRANSIENT, ErrorKind.RATE_LIMITED, ErrorKind.BUSY):
-            errors = self._poll_errors.get(job.spec.id, 0) + (exc.kind is ErrorKind.TRANSIENT)
-            self._poll_errors[job.spec.id] = errors
-            if errors < MAX_POLL_ERRORS:
-                self.schedule(lane, job, retry_delay(self.retry, errors + 1, self.rng))
-                return
-            self.finish(job, Event.ERROR, error=f"polling kept failing: {exc}")
-            return
-        self.finish(job, Event.ERROR, error=str(exc))
+        errors = self._poll_errors.get(job.spec.id, 0)
+        self.schedule(lane, job, self._delay(lane, decision, exc, errors))
+
+    def _decide_and_count(
+        self, lane: Lane, job: JobRecord, phase: Phase, exc: ProviderCallError
+    ) -> Decision:
+        """The decision for a failed poll or fetch; spends one of the job's errors when it
+        says so, and acts on the provider."""
+        down = lane.gate.outage.down
+        errors = self._poll_errors.get(job.spec.id, 0)
+        decision = decide(phase, classify(exc), errors=errors, provider_down=down)
+        if counts_error(decision, provider_down=down):
+            self._poll_errors[job.spec.id] = errors + 1
+        self._provider_action(lane, decision, exc, probe=lane.probe_job is job)
+        return decision
 
     def _note_unknown(self, lane: Lane, status: Status) -> None:
         if status.state is not RemoteState.UNKNOWN:
@@ -518,20 +546,106 @@ class Engine:
                 self.client_for(lane, job), spec, job.remote, status, out
             )
         except ProviderCallError as exc:
-            if exc.kind is ErrorKind.GONE:
+            decision = self._decide_and_count(lane, job, Phase.FETCH, exc)
+            if decision.job is Job.EXPIRE:
                 error = f"the result is gone (HTTP 410) and cannot be fetched again: {exc}"
                 self.finish(job, Event.GONE, error=error, results_ready=False)
-            else:
-                if exc.kind is ErrorKind.AUTH:
-                    self._stop(lane, exc)
+            elif decision.job is Job.FAIL:
                 self.finish(job, Event.ERROR, error=f"fetching the result failed: {exc}")
+            else:  # poll and fetch it again, from an empty directory
+                out.reset()
+                errors = self._poll_errors.get(spec.id, 0)
+                self.schedule(lane, job, self._delay(lane, decision, exc, errors))
             return
         except (ProviderResponseError, JobFailedError) as exc:
             self.finish(job, Event.ERROR, error=str(exc))
             return
         self.finish(job, Event.FETCHED, report=report, partial=job.partial or report.partial)
 
-    # -- provider-wide stops ---------------------------------------------------------------
+    # -- provider-wide: stops and outages --------------------------------------------------
+
+    def _provider_action(
+        self, lane: Lane, decision: Decision, exc: ProviderCallError, *, probe: bool
+    ) -> None:
+        action = decision.provider
+        if action is Provider.STOP_AUTH:
+            self._stop(lane, exc)
+        elif action is Provider.STOP_CREDITS:
+            self._out_of_credits(lane, exc)
+        elif action is Provider.LOWER_CAP:
+            # The provider's pending-job cap is below what we allowed: learn it.
+            lane.gate.in_flight_cap = max(1, lane.gate.jobs_in_flight)
+        elif action is Provider.DOWN:
+            reason = exc.network or (f"HTTP {exc.status_code}" if exc.status_code else "no answer")
+            self._unanswered(lane, reason, probe=probe)
+
+    async def _probe(self, lane: Lane) -> None:
+        """The bare probe of a provider that is down (only submits wait for it)."""
+        reason = await lane.client.probe()
+        if reason is not None:
+            self._unanswered(lane, reason, probe=True)
+
+    def _unanswered(self, lane: Lane, reason: str, *, probe: bool) -> None:
+        """A request to the provider got no usable answer: its outage state moves on."""
+        outage = lane.gate.outage
+        now = lane.gate.clock.now()
+        change = outage.failed(now, reason, probe=probe)
+        if change is Change.GIVE_UP:
+            self._give_up(lane, reason)
+        elif change is Change.OUTAGE:
+            lane.announced = True
+            since = self._wall()
+            clock = datetime.fromtimestamp(since, UTC).strftime("%H:%M:%SZ")
+            wait = format_duration(outage.next_probe_at - now)
+            self.notice(
+                "provider.unreachable",
+                f"{lane.name} unreachable since {clock} ({reason}); next try in {wait}",
+                provider=lane.name,
+                since=datetime.fromtimestamp(since, UTC).isoformat().replace("+00:00", "Z"),
+                reason=reason,
+                next_try_seconds=round(outage.next_probe_at - now, 3),
+            )
+        lane.due_sooner(outage.next_probe_at)
+
+    def _reachable(self, lane: Lane, lasted: float) -> None:
+        """The provider answered again (Gate.on_reachable): its held work goes on."""
+        if lane.announced:
+            lane.announced = False
+            self.notice(
+                "provider.reachable",
+                f"{lane.name} reachable again after {format_duration(lasted)}",
+                provider=lane.name,
+                down_seconds=round(lasted, 3),
+            )
+        lane.notify_all()
+
+    def _give_up(self, lane: Lane, reason: str) -> None:
+        """A provider that never answered in this run (a wrong base URL, no network): stop
+        its lane within seconds, with one line naming what to fix. Its jobs stay as they are
+        (planned, or in flight in the journal) for `runner resume`."""
+        if lane.unreachable is not None:
+            return
+        host = urlsplit(lane.settings.base_url).netloc or lane.settings.base_url
+        left = sum(
+            1
+            for job in self.records.values()
+            if job.spec.provider == lane.name and not job.state.terminal
+        )
+        tries = lane.gate.outage.failures
+        lane.unreachable = (
+            f"{lane.adapter.info.title}: no answer from {host} ({reason}) in {tries} tries; "
+            f"stopped all {lane.name} jobs, {left} left for runner resume; "
+            f"check providers.{lane.name}.base_url in {self.plan.source}"
+        )
+        lane.done = True
+        self.notice(
+            "provider.stopped",
+            lane.unreachable,
+            provider=lane.name,
+            reason="unreachable",
+            host=host,
+        )
+        lane.notify_all()
 
     def _stop(self, lane: Lane, exc: ProviderCallError) -> None:
         """The key was refused: nothing more goes to this provider."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -58,11 +59,38 @@ _OFFSITE_KINDS = {
 
 class TransportError(RunnerError):
     """The request got no HTTP answer. `sent=False` when it provably never reached the
-    server (the connection was refused or never established)."""
+    server (the connection was refused or never established); `reason` says why in a few
+    words (`connection refused`, `host not found`, ...)."""
 
-    def __init__(self, message: str, *, sent: bool) -> None:
+    def __init__(self, message: str, *, sent: bool, reason: str | None = None) -> None:
         super().__init__(message)
         self.sent = sent
+        self.reason = reason or ("could not connect" if not sent else "connection lost")
+
+
+def network_reason(exc: BaseException) -> str | None:
+    """A few words for the OS-level cause of a failed connection, found along the chain of
+    causes (httpx, httpcore and aiohttp each wrap it), or None."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        cause = todo.pop()
+        if cause is None or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, socket.gaierror):
+            return "host not found"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+            return "connection reset"
+        if isinstance(cause, TimeoutError):
+            return "timed out"
+        os_error = getattr(cause, "os_error", None)  # aiohttp's connector errors
+        todo.extend([cause.__cause__, cause.__context__])
+        if isinstance(os_error, BaseException):
+            todo.append(os_error)
+    return None
 
 
 class ProviderCallError(RunnerError):
@@ -84,6 +112,8 @@ class ProviderCallError(RunnerError):
         code: str | None = None,
         retry_after: float | None = None,
         not_accepted: bool = False,
+        network: str | None = None,
+        offsite: bool = False,
     ) -> None:
         super().__init__(message)
         self.provider = provider
@@ -93,6 +123,8 @@ class ProviderCallError(RunnerError):
         self.code = code
         self.retry_after = retry_after
         self.not_accepted = not_accepted
+        self.network = network  # no HTTP answer: why, in a few words (TransportError.reason)
+        self.offsite = offsite  # from a host that is not the provider's API (storage)
 
 
 # -- the transport seam -------------------------------------------------------------------------
@@ -183,14 +215,21 @@ class HttpxTransport:
             # httpx-aiohttp maps every aiohttp ClientConnectionError, including a server
             # that hung up after reading the request, to ConnectTimeout: judge by the cause.
             return _translate_aiohttp(exc.__cause__, name) or exc
-        if isinstance(exc, x.ConnectError | x.ConnectTimeout):
-            return TransportError(f"could not connect ({name}: {exc})", sent=False)
+        reason = network_reason(exc)
+        if isinstance(exc, x.ConnectTimeout):
+            return TransportError(
+                f"could not connect ({name}: {exc})", sent=False, reason="timed out"
+            )
+        if isinstance(exc, x.ConnectError):
+            return TransportError(f"could not connect ({name}: {exc})", sent=False, reason=reason)
         if isinstance(exc, x.PoolTimeout):
-            return TransportError(f"no free connection ({name})", sent=False)
+            return TransportError(f"no free connection ({name})", sent=False, reason="timed out")
         if isinstance(exc, x.TimeoutException):
-            return TransportError(f"timed out after sending ({name})", sent=True)
+            return TransportError(
+                f"timed out after sending ({name})", sent=True, reason="timed out"
+            )
         if isinstance(exc, x.TransportError):
-            return TransportError(f"connection lost ({name}: {exc})", sent=True)
+            return TransportError(f"connection lost ({name}: {exc})", sent=True, reason=reason)
         return exc
 
     async def aclose(self) -> None:
@@ -309,10 +348,21 @@ def _translate_aiohttp(cause: BaseException, name: str) -> TransportError | None
     import aiohttp  # type: ignore[import-not-found,unused-ignore]
 
     kind = type(cause).__name__
-    if isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
-        return TransportError(f"could not connect ({kind}: {cause})", sent=False)
-    if isinstance(cause, aiohttp.ClientError | TimeoutError):
-        return TransportError(f"connection lost or timed out ({kind}: {cause})", sent=True)
+    reason = network_reason(cause)
+    if isinstance(cause, aiohttp.ConnectionTimeoutError):
+        return TransportError(
+            f"could not connect ({kind}: {cause})", sent=False, reason="timed out"
+        )
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return TransportError(f"could not connect ({kind}: {cause})", sent=False, reason=reason)
+    if isinstance(cause, TimeoutError):
+        return TransportError(f"timed out ({kind}: {cause})", sent=True, reason="timed out")
+    if isinstance(cause, aiohttp.ServerDisconnectedError):
+        reason = reason or "connection closed"
+    if isinstance(cause, aiohttp.ClientError):
+        return TransportError(
+            f"connection lost or timed out ({kind}: {cause})", sent=True, reason=reason
+        )
     return None
 
 
@@ -433,6 +483,8 @@ class ProviderClient:
         code: str | None = None,
         retry_after: float | None = None,
         not_accepted: bool = False,
+        network: str | None = None,
+        offsite: bool = False,
     ) -> ProviderCallError:
         job = f" job {self.job_id}" if self.job_id else ""
         # A provider that echoes the key in its error body must not put it in our message.
@@ -445,7 +497,17 @@ class ProviderClient:
             code=code,
             retry_after=retry_after,
             not_accepted=not_accepted,
+            network=network,
+            offsite=offsite,
         )
+
+    def _unanswered(self, what: str, exc: TransportError) -> ProviderCallError:
+        """No HTTP answer: transient, and provably not accepted when it was never sent."""
+        failure = self._error(
+            what, str(exc), ErrorKind.TRANSIENT, not_accepted=not exc.sent, network=exc.reason
+        )
+        failure.__cause__ = exc
+        return failure
 
     def _check_stopped(self, what: str) -> None:
         """A request that waited for its slot while the key was refused is not sent at all."""
@@ -496,11 +558,9 @@ class ProviderClient:
                     failure = None
                 except TransportError as exc:
                     reply = None
-                    failure = self._error(
-                        what, str(exc), ErrorKind.TRANSIENT, not_accepted=not exc.sent
-                    )
-                    failure.__cause__ = exc
+                    failure = self._unanswered(what, exc)
             if reply is not None:
+                self.gate.heard(reply.status_code)
                 self.gate.observe(parse_rate_limit(reply.headers, time.time()))
                 if 200 <= reply.status_code < 300:
                     return reply
@@ -509,6 +569,8 @@ class ProviderClient:
             if failure.kind not in _RETRYABLE or attempt >= retries:
                 raise failure
             if failure.kind is ErrorKind.TRANSIENT:
+                if self.gate.outage.down:
+                    raise failure  # one try while it is down: the engine probes, not us
                 await self.gate.clock.sleep(retry_delay(self.retry, attempt, self.rng))
             # a 429 / busy reply already paused the gate: the next try waits there
 
@@ -543,11 +605,13 @@ class ProviderClient:
                         )
                         failure = None
                     except TransportError as exc:
-                        failure = self._error(what, str(exc), ErrorKind.TRANSIENT)
-                        failure.__cause__ = exc
+                        failure = self._unanswered(what, exc)
+                        failure.offsite = not on_api
                     except TooLargeError as exc:
                         raise self._error(what, str(exc), ErrorKind.INVALID) from exc
                 if failure is None:
+                    if on_api:
+                        self.gate.heard(reply.status_code)
                     if 200 <= reply.status_code < 300:
                         os.replace(tmp, dest)
                         return size
@@ -568,6 +632,8 @@ class ProviderClient:
                     )
                 if failure.kind not in _RETRYABLE or attempt >= self.retry.attempts:
                     raise failure
+                if on_api and failure.kind is ErrorKind.TRANSIENT and self.gate.outage.down:
+                    raise failure  # one try while the provider is down
                 if failure.kind is ErrorKind.TRANSIENT or not on_api:
                     delay = retry_delay(self.retry, attempt, self.rng)
                     if failure.retry_after is not None and not on_api:
@@ -594,4 +660,18 @@ class ProviderClient:
         if kind is None:
             kind = ErrorKind.TRANSIENT if status >= 500 else ErrorKind.OTHER
         detail = reply.excerpt() or "no body"
-        return self._error(what, f"HTTP {status}: {detail}", kind, status=status, retry_after=hint)
+        return self._error(
+            what, f"HTTP {status}: {detail}", kind, status=status, retry_after=hint, offsite=True
+        )
+
+    async def probe(self) -> str | None:
+        """Is the provider reachable? One GET of its base URL, without the key, through the
+        gate (a status request) and never retried: None when any HTTP answer below 500 came
+        back, else why not in a few words. Never a POST: a probe must not act twice."""
+        async with self.gate.request("status"):
+            try:
+                reply = await self.transport.request("GET", self.base_url, headers={})
+            except TransportError as exc:
+                return exc.reason
+        self.gate.heard(reply.status_code)
+        return None if reply.status_code < 500 else f"HTTP {reply.status_code}"

@@ -3,6 +3,7 @@
 Polls wait in a heap by due time (the most overdue first), submits in plan order (deferred
 submits, each with a not-before instant, go first). Idle workers each wait on their own
 event; one of them, the timer, sleeps until the earliest due work (performance.md §2.4).
+While the provider is unreachable (its Gate's Outage) only one probe goes out at a time.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import heapq
 import itertools
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,8 +25,8 @@ from runner.limits import Gate
 from runner.plan import ProviderSettings
 from runner.providers.base import Adapter
 
-Kind = Literal["poll", "submit"]
-Work = tuple[Kind, JobRecord]
+Kind = Literal["poll", "submit", "probe"]
+Work = tuple[Kind, JobRecord | None]  # a "probe" has no job: GET the provider's base URL
 _Entry = tuple[float, int, JobRecord]  # (due or not-before, insertion order, job)
 
 
@@ -42,6 +44,12 @@ class Lane:
     done: bool = False
     stopped: str | None = None  # the key was refused: nothing more is sent
     no_credits: str | None = None  # credits ran out: no more submits
+    unreachable: str | None = None  # it never answered: the lane stopped, jobs left as they are
+    probing: bool = False  # the one probe allowed while the provider is down is out
+    probe_job: JobRecord | None = None  # the job whose poll is that probe (None: a bare GET)
+    announced: bool = False  # the current outage was reported (its end will be too)
+    # When a job times out (the engine's deadline): a poll held by an outage still ends then.
+    deadline_of: Callable[[JobRecord], float] = lambda job: math.inf
     idle: deque[anyio.Event] = field(default_factory=deque)  # workers waiting for work
     timer: anyio.Event | None = None  # the one idle worker that sleeps until `timer_at`
     timer_at: float = math.inf
@@ -57,7 +65,7 @@ class Lane:
         return self.client.gate
 
     def may_submit(self) -> bool:
-        return self.stopped is None and self.no_credits is None
+        return self.stopped is None and self.no_credits is None and self.unreachable is None
 
     # -- queueing ----------------------------------------------------------------------------
 
@@ -87,6 +95,8 @@ class Lane:
 
     def take(self, now: float) -> Work | None:
         """The work due at `now`: a due poll first, then a submit the gate allows."""
+        if self.gate.outage.down:
+            return self._take_while_down(now)
         if self.polls and self.polls[0][0] <= now:
             return "poll", heapq.heappop(self.polls)[2]
         if self.may_submit() and self.gate.can_submit():
@@ -95,6 +105,46 @@ class Lane:
             if self.pending and not self.deferred:
                 return "submit", self.pending.popleft()
         return None
+
+    def _take_while_down(self, now: float) -> Work | None:
+        """While the provider is down: a held poll whose job has timed out (the engine
+        ends it without a request), else, when it is time, the one probe: the most overdue
+        poll, or a bare GET when only submits wait (a POST is never a probe: it could act
+        twice). Nothing else is sent."""
+        for i, (_, _, job) in enumerate(self.polls):
+            if self.deadline_of(job) <= now:
+                self.polls[i] = self.polls[-1]
+                self.polls.pop()
+                heapq.heapify(self.polls)
+                return "poll", job
+        if self.probing or now < self.gate.outage.next_probe_at:
+            return None
+        if self.polls:
+            job = heapq.heappop(self.polls)[2]
+            self.probing, self.probe_job = True, job
+            return "poll", job
+        if self.has_submits():
+            self.probing, self.probe_job = True, None
+            return "probe", None
+        return None
+
+    def end_probe(self, job: JobRecord | None) -> None:
+        """The work `job` (None: a bare probe) is done; if it was the probe, another may go."""
+        if self.probing and self.probe_job is job:
+            self.probing, self.probe_job = False, None
+            self.due_sooner(self.gate.outage.next_probe_at)  # the timer may sleep past it
+
+    def _wake_at(self) -> float:
+        """When there may be work next (gate clock)."""
+        if self.gate.outage.down:
+            wake_at = min((self.deadline_of(job) for _, _, job in self.polls), default=math.inf)
+            if not self.probing and (self.polls or self.has_submits()):
+                wake_at = min(wake_at, self.gate.outage.next_probe_at)
+            return wake_at
+        wake_at = self.polls[0][0] if self.polls else math.inf
+        if self.deferred and self.may_submit():
+            wake_at = min(wake_at, self.deferred[0][0])
+        return wake_at
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -119,9 +169,7 @@ class Lane:
                 self.done = True
                 self.notify_all()
                 return None
-            wake_at = self.polls[0][0] if self.polls else math.inf
-            if self.deferred and self.may_submit():
-                wake_at = min(wake_at, self.deferred[0][0])
+            wake_at = self._wake_at()
             event = anyio.Event()
             timeout = math.inf
             if self.timer is None:

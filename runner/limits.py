@@ -1,4 +1,5 @@
-"""Per-provider request limits: a GCRA pacer, AIMD after 429s, and the Gate that combines them.
+"""Per-provider request limits: a GCRA pacer, AIMD after 429s, the outage state, and the
+Gate that combines them.
 
 A request takes its in-flight slot first and is paced last, right before it is sent
 (performance.md §3.2, §9 S3): a delay after the pacer would turn into a burst. The pacer
@@ -9,9 +10,11 @@ overdue requests back to back. Only `Clock.sleep` waits; the decisions are pure.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 import anyio
@@ -162,6 +165,77 @@ class Bucket:
         await self.pacer.acquire(clock)
 
 
+@dataclass(frozen=True, slots=True)
+class OutagePolicy:
+    """How an unreachable provider is probed: the k-th probe after a failure comes after
+    uniform(c/2, c) seconds, c = min(cap, base * 2**(k-1)); a provider that never answered
+    in this process is given up after `first_contact_tries` failed tries."""
+
+    base: float = 1.0
+    cap: float = 60.0
+    first_contact_tries: int = 3
+
+
+class Change(StrEnum):
+    """What a failure did to the provider's standing (`Outage.failed`)."""
+
+    NONE = "none"  # already known down; a request sent before it was known says nothing new
+    OUTAGE = "outage"  # it answered before and does not now: an outage starts
+    PROBE_LATER = "probe_later"  # a probe failed, or it never answered yet: probe later
+    GIVE_UP = "give_up"  # it never answered at all: a wrong base URL, or no network
+
+
+class Outage:
+    """Whether a provider answers. Up; or down since `down_since`, with one probe allowed
+    at `next_probe_at` (the Lane picks it); any HTTP answer below 500 ends it. Pure: the
+    caller passes the time in."""
+
+    __slots__ = ("answered", "down_since", "failures", "next_probe_at", "policy", "reason", "rng")
+
+    def __init__(self, policy: OutagePolicy | None = None, rng: random.Random | None = None):
+        self.policy = policy or OutagePolicy()
+        self.rng = rng or random.Random()
+        self.answered = False  # any HTTP answer from it in this process
+        self.down_since: float | None = None
+        self.next_probe_at = -math.inf
+        self.failures = 0  # failed tries since down_since
+        self.reason = ""
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    def failed(self, now: float, reason: str, *, probe: bool) -> Change:
+        """A request got no usable answer (`probe`: it was the one probe allowed)."""
+        if self.down_since is None:
+            self.down_since, self.failures = now, 1
+        elif probe:
+            self.failures += 1
+        else:
+            return Change.NONE
+        self.reason = reason
+        self.next_probe_at = now + self.delay()
+        if not self.answered and self.failures >= self.policy.first_contact_tries:
+            return Change.GIVE_UP
+        return Change.OUTAGE if self.answered and self.failures == 1 else Change.PROBE_LATER
+
+    def heard(self, now: float, status: int) -> float | None:
+        """An HTTP answer. Below 500 it ends an outage: returns how long it lasted."""
+        self.answered = True
+        if status >= 500 or self.down_since is None:
+            return None
+        lasted = now - self.down_since
+        self.down_since, self.failures, self.next_probe_at = None, 0, -math.inf
+        return lasted
+
+    def delay(self) -> float:
+        """Seconds to the next probe after `failures` failed tries (jittered)."""
+        policy = self.policy
+        exponent = min(self.failures - 1, 62)  # 2**62 s is past any cap
+        ceiling = min(policy.cap, policy.base * 2.0**exponent)
+        return ceiling / 2 + self.rng.random() * ceiling / 2
+
+
 class Gate:
     """Everything that limits one provider: request slots, budgets, pause, remote-job cap.
 
@@ -177,6 +251,8 @@ class Gate:
         pool_size: int,
         clock: Clock | None = None,
         recovery: float = RECOVERY_SECONDS,
+        outage: OutagePolicy | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.provider = provider
         self.clock: Clock = clock or AnyioClock()
@@ -194,6 +270,9 @@ class Gate:
         self.stopped: str | None = None  # set when the provider refused our key: send nothing
         # Told of every new provider-wide pause (seconds, reason): the log's provider.paused.
         self.on_pause: Callable[[float, str], None] | None = None
+        self.outage = Outage(outage, rng)
+        # Told when an outage ends (seconds it lasted): the engine's provider.reachable.
+        self.on_reachable: Callable[[float], None] | None = None
 
     def _buckets(self, endpoint: EndpointClass) -> list[Bucket]:
         found = [self.endpoints[endpoint]] if endpoint in self.endpoints else []
@@ -213,6 +292,12 @@ class Gate:
                     await self.clock.sleep(wait)
             self.sent += 1
             yield self.clock.now()
+
+    def heard(self, status: int) -> None:
+        """Any HTTP answer: the provider is reachable (an outage ends below 500)."""
+        lasted = self.outage.heard(self.clock.now(), status)
+        if lasted is not None and self.on_reachable is not None:
+            self.on_reachable(lasted)
 
     def pause(self, seconds: float, reason: str = "paused") -> float:
         """Pause every request to this provider for `seconds`; returns the unpause time."""

@@ -13,9 +13,9 @@ import pytest
 
 from runner.backoff import RetryPolicy
 from runner.engine import Engine
-from runner.http import ProviderCallError, ProviderClient
+from runner.http import ProviderCallError, ProviderClient, TransportError
 from runner.lifecycle import Event, JobRecord, State
-from runner.limits import SAFETY, Gate
+from runner.limits import SAFETY, Gate, OutagePolicy
 from runner.plan import JobSpec, Limits, Plan, PollPolicy, ProviderSettings, Rate, Secret
 from runner.providers.base import (
     ApiError,
@@ -35,6 +35,7 @@ pytestmark = pytest.mark.anyio
 
 FAST = PollPolicy(0.001, 0.004, 2.0)
 TINY_RETRY = RetryPolicy(attempts=2, base=0.001, cap=0.002)
+TINY_OUTAGE = OutagePolicy(base=0.004, cap=0.02)
 
 
 @pytest.fixture
@@ -50,6 +51,7 @@ class FakeJobOutput:
     status: Any = None
     result: Any = None
     outcome: tuple[State, FetchReport | None] | None = None
+    resets: int = 0
 
     def write_result(self, obj: Any) -> None:
         self.result = obj
@@ -68,6 +70,10 @@ class FakeJobOutput:
 
     def write_outcome(self, record: JobRecord, report: FetchReport | None = None) -> None:
         self.outcome = (record.state, report)
+
+    def reset(self) -> None:
+        self.resets += 1
+        self.result = None
 
 
 @dataclass
@@ -127,6 +133,17 @@ class FakeAdapter:
         self.live = 0
         self.peak_live = 0
         self.tasks_seen = 0
+        self.gate: Gate | None = None  # told of every HTTP answer, as ProviderClient does
+
+    def _heard(self, answer: object) -> None:
+        """What ProviderClient.send tells the gate: an HTTP answer came (none for a
+        transport failure: refused, reset)."""
+        if self.gate is None:
+            return
+        if not isinstance(answer, ProviderCallError):
+            self.gate.heard(200)
+        elif answer.network is None and not answer.not_accepted:
+            self.gate.heard(answer.status_code or 500)
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {}
@@ -142,6 +159,7 @@ class FakeAdapter:
             if self._submit
             else Submitted(RemoteRef(f"r-{job.id}"), status("waiting"))
         )
+        self._heard(answer)
         if isinstance(answer, Exception):
             raise answer
         self.live += 1
@@ -152,6 +170,7 @@ class FakeAdapter:
         self.poll_log.append(job.id)
         await asyncio.sleep(0)
         answer = self._polls(job.id, self.poll_log.count(job.id))
+        self._heard(answer)
         if isinstance(answer, Exception):
             raise answer
         if answer.state.terminal:
@@ -205,19 +224,46 @@ def make_plan(
     return Plan("t", Path("m.yaml"), b"", "0", {"spidra": settings}, jobs)
 
 
+class ProbeTransport:
+    """Answers the engine's bare probes (GET of the base URL); adapters here never send."""
+
+    def __init__(self, answer: Callable[[int], Reply | Exception] | None = None) -> None:
+        self._answer = answer or (lambda n: Reply(404, {}, b""))
+        self.probes: list[str] = []
+
+    async def request(self, method: str, url: str, **kw: Any) -> Reply:
+        self.probes.append(f"{method} {url}")
+        answer = self._answer(len(self.probes))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def download(self, *a: Any, **kw: Any) -> tuple[Reply, int]:
+        raise AssertionError("not used")
+
+    async def aclose(self) -> None:
+        pass
+
+
 def make_engine(
-    plan: Plan, adapter: FakeAdapter, *, pool: int = 2, **kw: Any
+    plan: Plan,
+    adapter: FakeAdapter,
+    *,
+    pool: int = 2,
+    transport: ProbeTransport | None = None,
+    **kw: Any,
 ) -> tuple[Engine, FakeOutput, Recording]:
     settings = plan.providers["spidra"]
-    gate = Gate("spidra", settings.limits, pool_size=pool)
+    gate = Gate("spidra", settings.limits, pool_size=pool, outage=TINY_OUTAGE)
     client = ProviderClient(
         provider="spidra",
         base_url=settings.base_url,
         api_key=settings.api_key,
         adapter=adapter,
         gate=gate,
-        transport=None,  # type: ignore[arg-type]  # the fake adapter never sends
+        transport=transport or ProbeTransport(),
     )
+    adapter.gate = gate
     output, recording = FakeOutput(), Recording()
     engine = Engine(
         plan,
@@ -470,18 +516,27 @@ async def test_a_malformed_poll_fails_that_job_and_the_batch_goes_on() -> None:
     assert engine.records["j1"].error == 'spidra: the status reply has no status: {"x": 1}'
 
 
-async def test_transient_poll_failures_are_retried_then_fail_the_job() -> None:
+async def test_a_job_whose_polls_keep_failing_while_others_answer_fails() -> None:
     def polls(job: str, n: int) -> Status | Exception:
-        if job == "j0" and n <= 2:
-            return call_error(ErrorKind.TRANSIENT)
         if job == "j1":
-            return call_error(ErrorKind.TRANSIENT)
-        return done()
+            return call_error(ErrorKind.TRANSIENT, status_code=500)
+        return done() if n >= 40 else status("active")  # the provider answers j0 meanwhile
 
     engine, _, _ = make_engine(make_plan(2), FakeAdapter(polls=polls))
     result = await engine.run()
     assert result.counts == {State.SUCCEEDED: 1, State.FAILED: 1}
     assert engine.records["j1"].error == "polling kept failing: spidra: POST /scrape: transient"
+
+
+async def test_polls_failing_while_nothing_else_answers_wait_until_the_job_times_out() -> None:
+    # Indistinguishable from an outage: the provider's state, so the job waits (its
+    # timeout still holds) and its remote job is never given up as failed.
+    adapter = FakeAdapter(polls=lambda j, n: call_error(ErrorKind.TRANSIENT, status_code=502))
+    engine, _, _ = make_engine(make_plan(1, timeout=0.1), adapter)
+    result = await engine.run()
+    assert result.counts == {State.TIMED_OUT: 1}
+    assert engine.records["j0"].error == "timed out after 0.1s (left running remotely)"
+    assert engine.records["j0"].remote == RemoteRef("r-j0")
 
 
 async def test_a_provider_without_an_adapter_skips_its_jobs() -> None:
@@ -596,3 +651,112 @@ async def test_a_reconciled_submit_is_not_finished_until_it_really_finishes() ->
     assert finished_at is not None
     assert finished_at >= unknown_at
     assert engine.records["j0"].finished_at == finished_at
+
+
+# -- outages: the provider's state, not its jobs' ----------------------------------------------
+
+
+def unreachable(*, sent: bool = False) -> ProviderCallError:
+    return ProviderCallError(
+        "spidra: GET /scrape/x: could not connect",
+        provider="spidra",
+        job_id=None,
+        kind=ErrorKind.TRANSIENT,
+        not_accepted=not sent,
+        network="connection reset" if sent else "connection refused",
+    )
+
+
+async def test_an_outage_holds_every_poll_behind_one_probe_and_costs_the_jobs_nothing() -> None:
+    outage = {"on": False, "polls_while_down": 0}
+
+    class CutAdapter(FakeAdapter):
+        probes_out = peak_probes = 0  # polls sent once the outage was known
+
+        async def poll(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> Status:
+            if len(self.poll_log) == 6:
+                outage["on"] = True  # the network goes, while every job is polling
+            if outage["on"]:
+                self.poll_log.append(job.id)
+                outage["polls_while_down"] += 1
+                if outage["polls_while_down"] >= 30:  # far past 5 errors for each job
+                    outage["on"] = False
+                known = self.gate is not None and self.gate.outage.down
+                self.probes_out += known
+                self.peak_probes = max(self.peak_probes, self.probes_out)
+                await asyncio.sleep(0.001)
+                self.probes_out -= known
+                raise unreachable(sent=True)
+            return await super().poll(http, job, ref)
+
+    adapter = CutAdapter(polls=lambda j, n: done() if n >= 8 else status("active"))
+    engine, _, _ = make_engine(make_plan(4), adapter, pool=4, wall=lambda: 1_800_000_000.0)
+    result = await engine.run()
+    assert result.counts == {State.SUCCEEDED: 4}
+    assert adapter.submits == ["j0", "j1", "j2", "j3"]  # nothing re-sent
+    assert adapter.peak_probes == 1  # while down, one request at a time
+    assert result.notices[0].startswith(
+        "spidra unreachable since 08:00:00Z (connection reset); next try in "
+    )
+    assert result.notices[1].startswith("spidra reachable again after ")
+    assert len(result.notices) == 2  # one line per change, not per failure
+
+
+async def test_a_provider_that_never_answers_stops_in_a_few_tries_and_leaves_its_jobs() -> None:
+    refused = TransportError("could not connect", sent=False, reason="connection refused")
+    transport = ProbeTransport(lambda n: refused)
+    adapter = FakeAdapter(submit=lambda j, n: unreachable())
+    engine, output, _ = make_engine(make_plan(5), adapter, pool=2, transport=transport)
+    result = await engine.run()
+    assert result.counts == {State.PLANNED: 5}  # left for runner resume; not failed, not skipped
+    assert not result.succeeded
+    assert result.notices == (
+        "Spidra: no answer from 127.0.0.1:9 (connection refused) in 3 tries; stopped all "
+        "spidra jobs, 5 left for runner resume; check providers.spidra.base_url in m.yaml",
+    )
+    assert len(adapter.submits) <= 2  # the submits under way when it first failed, no more
+    assert transport.probes == ["GET http://127.0.0.1:9/api"] * 2  # probes are never a POST
+    assert output.jobs == {}  # nothing sealed: every job can still run
+
+
+async def test_while_down_nothing_is_submitted_until_a_probe_gets_an_answer() -> None:
+    answers: list[Reply | Exception] = [
+        TransportError("could not connect", sent=False, reason="connection refused"),
+        Reply(404, {}, b""),
+    ]
+    transport = ProbeTransport(lambda n: answers[min(n, len(answers)) - 1])
+    adapter = FakeAdapter(
+        submit=lambda j, n: (
+            unreachable() if j == "j0" and n == 1 else Submitted(RemoteRef(f"r-{j}"))
+        )
+    )
+    engine, _, rec = make_engine(make_plan(3), adapter, pool=1, transport=transport)
+    adapter.gate.heard(200)  # type: ignore[union-attr]  # it answered earlier in this run
+    result = await engine.run()
+    assert result.counts == {State.SUCCEEDED: 3}
+    assert adapter.submits == ["j0", "j0", "j1", "j2"]  # held, then first in line
+    assert len(transport.probes) == 2
+    assert rec.events("j0")[:3] == [Event.SUBMIT, Event.DEFERRED, Event.SUBMIT]
+    assert result.notices[0].startswith("spidra unreachable since ")
+    assert result.notices[1].startswith("spidra reachable again after ")
+
+
+async def test_a_fetch_cut_by_the_network_is_fetched_again_from_an_empty_directory() -> None:
+    class FlakyFetch(FakeAdapter):
+        fetches = 0
+
+        async def fetch(
+            self, http: ProviderHttp, job: JobSpec, ref: RemoteRef, st: Status, sink: ResultSink
+        ) -> FetchReport:
+            self.fetches += 1
+            if self.fetches == 1:
+                raise unreachable(sent=True)
+            return await super().fetch(http, job, ref, st, sink)
+
+    adapter = FlakyFetch(polls=lambda j, n: done())
+    engine, output, rec = make_engine(make_plan(1), adapter)
+    result = await engine.run()
+    assert result.counts == {State.SUCCEEDED: 1}
+    assert adapter.fetches == 2
+    assert output.jobs["j0"].resets == 1
+    assert rec.events("j0")[-2:] == [Event.FINISHED, Event.FETCHED]

@@ -353,8 +353,68 @@ async def test_a_refused_connection_counts_as_not_sent(kind: str) -> None:
         with pytest.raises(TransportError) as info:
             await transport.request("POST", refused_url(), headers={}, json={"a": 1})
         assert info.value.sent is False
+        assert info.value.reason == "connection refused"
     finally:
         await transport.aclose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_unknown_host_is_named_as_such(kind: str) -> None:
+    transport = make_transport(1, client=kind)
+    try:
+        with pytest.raises(TransportError) as info:
+            await transport.request("GET", "http://no-such-host.invalid/x", headers={})
+        assert (info.value.sent, info.value.reason) == (False, "host not found")
+    finally:
+        await transport.aclose()
+
+
+# -- outages: the gate hears every answer; one try while the provider is down --------------
+
+
+async def test_every_http_answer_tells_the_gate_the_provider_is_reachable() -> None:
+    handler, _ = scripted(httpx.Response(404, json={"error": "no"}))
+    c = client(handler)
+    assert c.gate.outage.answered is False
+    with pytest.raises(ProviderCallError):
+        await c.send(GET)
+    assert c.gate.outage.answered is True
+
+
+async def test_a_get_is_tried_once_while_its_provider_is_down() -> None:
+    handler, seen = scripted(httpx.ConnectError("refused"))
+    c = client(handler)
+    c.gate.outage.failed(c.gate.clock.now(), "connection refused", probe=False)
+    with pytest.raises(ProviderCallError) as info:
+        await c.send(GET)
+    assert len(seen) == 1  # not the 3 tries of the retry policy
+    assert info.value.not_accepted
+    assert info.value.network == "could not connect"
+
+
+async def test_an_answer_below_500_ends_an_outage_and_says_how_long_it_lasted() -> None:
+    handler, _ = scripted(httpx.Response(503), httpx.Response(200, json={"status": "waiting"}))
+    c = client(handler)
+    lasted: list[float] = []
+    c.gate.on_reachable = lasted.append
+    c.gate.outage.failed(c.gate.clock.now(), "connection reset", probe=False)
+    with pytest.raises(ProviderCallError):
+        await c.send(GET)  # a 5xx is an answer, but not a working provider
+    assert c.gate.outage.down
+    assert lasted == []
+    await c.send(GET)
+    assert c.gate.outage.down_since is None
+    assert len(lasted) == 1
+    assert lasted[0] >= 0
+
+
+async def test_the_probe_is_one_get_of_the_base_url_without_the_key() -> None:
+    handler, seen = scripted(httpx.Response(404), httpx.ConnectError("refused"))
+    c = client(handler)
+    assert await c.probe() is None  # any answer below 500: reachable
+    assert await c.probe() == "could not connect"
+    assert [(r.method, str(r.url)) for r in seen] == [("GET", BASE), ("GET", BASE)]
+    assert all(KEY not in str(r.headers) for r in seen)
 
 
 async def test_aiohttp_query_parameters_are_encoded_like_httpx() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import random
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner.limits import SAFETY, Aimd, Gate, Pacer, pool_size_for
+from runner.limits import SAFETY, Aimd, Change, Gate, Outage, OutagePolicy, Pacer, pool_size_for
 from runner.plan import Limits, Rate
 from runner.ratelimit_headers import (
     RateLimitInfo,
@@ -346,3 +347,63 @@ def test_a_new_pause_is_reported_once_with_its_reason() -> None:
     gate.throttled("status", clock.now(), 5.0, "GET /scrape/x: HTTP 429")
     gate.throttled("status", clock.now(), 2.0, "GET /scrape/y: HTTP 429")  # inside the pause
     assert seen == [(5.0, "GET /scrape/x: HTTP 429")]
+
+
+# -- the outage state -----------------------------------------------------------------------
+
+
+def outage(answered: bool = True, **policy: float) -> Outage:
+    state = Outage(OutagePolicy(**policy), random.Random(7))  # type: ignore[arg-type]
+    state.answered = answered
+    return state
+
+
+def test_an_outage_starts_once_and_only_the_probe_moves_it_on() -> None:
+    state = outage(base=1.0, cap=60.0)
+    assert state.failed(10.0, "connection reset", probe=False) is Change.OUTAGE
+    first = state.next_probe_at
+    assert 10.5 <= first <= 11.0  # uniform(base/2, base)
+    # requests that were under way when it began say nothing new
+    assert state.failed(10.2, "connection refused", probe=False) is Change.NONE
+    assert (state.failures, state.next_probe_at) == (1, first)
+    assert state.failed(11.0, "connection refused", probe=True) is Change.PROBE_LATER
+    assert state.failures == 2
+    assert 12.0 <= state.next_probe_at <= 13.0  # the ceiling doubled
+    assert state.reason == "connection refused"
+
+
+def test_probe_backoff_is_jittered_and_capped() -> None:
+    state = outage(base=1.0, cap=8.0)
+    state.failed(0.0, "x", probe=False)
+    delays = []
+    for _ in range(200):
+        now = state.next_probe_at
+        state.failed(now, "x", probe=True)
+        delays.append(state.next_probe_at - now)
+    assert all(4.0 <= d <= 8.0 for d in delays[3:])  # capped at 8, never below cap / 2
+    assert len({round(d, 6) for d in delays}) > 100  # jittered: probes of many runners spread
+
+
+def test_an_answer_below_500_ends_it_and_says_how_long_it_lasted() -> None:
+    state = outage()
+    state.failed(5.0, "x", probe=False)
+    assert state.heard(6.0, 502) is None  # a 5xx: still down
+    assert state.down
+    assert state.heard(9.5, 404) == 4.5
+    assert state.down_since is None
+    assert state.failures == 0
+    assert state.heard(10.0, 200) is None  # nothing was down
+
+
+def test_a_provider_that_never_answered_is_given_up_after_its_first_contact_tries() -> None:
+    state = outage(answered=False, first_contact_tries=3)
+    assert state.failed(0.0, "connection refused", probe=False) is Change.PROBE_LATER  # quiet
+    assert state.failed(0.1, "connection refused", probe=False) is Change.NONE
+    assert state.failed(1.0, "connection refused", probe=True) is Change.PROBE_LATER
+    assert state.failed(3.0, "connection refused", probe=True) is Change.GIVE_UP
+
+
+def test_a_provider_that_answered_once_is_never_given_up() -> None:
+    state = outage(answered=True, first_contact_tries=3)
+    changes = [state.failed(float(i), "x", probe=True) for i in range(50)]
+    assert Change.GIVE_UP not in changes
