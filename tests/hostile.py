@@ -108,20 +108,28 @@ def drip(data: bytes, *, interval: float = 1.0, status: int = 200) -> Handler:
     return handle
 
 
-def huge(size: int, *, status: int = 200, content_type: str = "application/json") -> Handler:
-    """`size` bytes of a JSON string, streamed in 1 MiB writes (the server stays small)."""
+def huge(size: int, *, status: int = 200, announce: bool = False) -> Handler:
+    """`size` bytes of one JSON string, streamed in 1 MiB writes (the server stays small):
+    chunked, so only counting tells the size, or with `announce` a Content-Length."""
 
     async def handle(seen: Seen, writer: asyncio.StreamWriter) -> None:
-        head = {"content-type": content_type, "content-length": str(size)}
-        if not await _send(writer, _head(status, head) + b'"'):
+        framing = {"content-length": str(size)} if announce else {"transfer-encoding": "chunked"}
+        if not await _send(writer, _head(status, {"content-type": "application/json", **framing})):
             return
+
+        def frame(data: bytes) -> bytes:
+            return data if announce else f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
         block = b"x" * MiB
         left = size - 2
+        pieces = [b'"']
         while left > 0:
-            if not await _send(writer, block[: min(left, MiB)]):
-                return
+            pieces.append(block[: min(left, MiB)])
             left -= MiB
-        await _send(writer, b'"')
+            if not await _send(writer, b"".join(frame(p) for p in pieces)):
+                return
+            pieces = []
+        await _send(writer, frame(b'"') + (b"" if announce else b"0\r\n\r\n"))
 
     return handle
 
@@ -204,6 +212,8 @@ class Hostile:
                 await self.route(seen)(seen, writer)
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            pass  # closed by `close()`: this task ends here, quietly
         finally:
             self._tasks.discard(task)
             writer.close()
@@ -250,3 +260,82 @@ def serve_in_thread(route: Route) -> Iterator[Hostile]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+# -- a Pulse imitation: the job's file_url names its behaviour ---------------------------------
+
+PULSE_BEHAVIOURS = (
+    "ok",
+    "html-status",
+    "wrong-types",
+    "truncated-submit",
+    "redirect-status",
+    "redirect-download",
+    "never-ending",
+    "drip-submit",
+    "drip-status",
+    "drip-download",
+    "huge-submit",
+    "huge-status",
+    "gzip-bomb",
+    "deflate-bomb",
+)
+
+
+def pulse(*, huge_bytes: int = 200 * MiB, bomb_bytes: int = 1024 * MiB) -> Route:
+    """Pulse's API (`POST /extract` → `job_id`, `GET /job/{id}`, large results by URL), each
+    job misbehaving as its `file_url` (`https://hostile.test/<behaviour>.pdf`) says."""
+    processing = json({"status": "processing"})
+
+    def large(name: str) -> Handler:
+        return json({"status": "completed", "result": {"is_url": True, "url": f"/files/{name}"}})
+
+    def submit(name: str) -> Handler:
+        match name:
+            case "wrong-types":
+                return json({"job_id": ["not", "an", "id"], "status": 7})
+            case "truncated-submit":
+                return truncated(b'{"job_id": "trunc', declared=1000)
+            case "drip-submit":
+                return drip(jsonlib.dumps({"job_id": name}).encode())
+            case "huge-submit":
+                return huge(huge_bytes, announce=True)
+        return json({"job_id": name, "status": "pending"})
+
+    def status(name: str) -> Handler:
+        match name:
+            case "ok":
+                return json({"status": "completed", "result": {"markdown": "# ok"}})
+            case "html-status":
+                return html()
+            case "redirect-status":
+                return redirect(f"/job/{name}")
+            case "drip-status":
+                return drip(b'{"status": "processing"}' + b" " * 100)
+            case "huge-status":
+                return huge(huge_bytes)
+            case "gzip-bomb" | "deflate-bomb":
+                return bomb(name.split("-")[0], bomb_bytes)
+            case "redirect-download" | "drip-download":
+                return large(name)
+        return processing
+
+    def files(rest: str) -> Handler:
+        name, _, hop = rest.partition("/")
+        if name == "drip-download":
+            return drip(b"x" * 1000)
+        if name == "redirect-download":
+            return redirect(f"/files/{name}/{int(hop or 0) + 1}")
+        return body(b"{}")
+
+    def route(seen: Seen) -> Handler:
+        if seen.method == "POST" and seen.path == "/extract":
+            url = str((seen.json() or {}).get("file_url", ""))
+            return submit(url.rsplit("/", 1)[-1].removesuffix(".pdf"))
+        if seen.path.startswith("/job/"):
+            return status(seen.path.removeprefix("/job/"))
+        if seen.path.startswith("/files/"):
+            return files(seen.path.removeprefix("/files/"))
+        return json({"error": "not found"}, status=404)
+
+    return route
