@@ -17,7 +17,7 @@ import yaml
 from tests import hostile
 
 TIMEOUT = 3.0  # seconds, every job's
-MARGIN = 8.0  # queueing behind 4 request slots, poll intervals, start-up
+MARGIN = 12.0  # queueing behind 4 request slots, poll intervals, start-up on a busy machine
 PEAK_RSS_LIMIT = 300 * 1024 * 1024
 RSS_WRAPPER = """
 import json, resource, subprocess, sys, time
@@ -38,7 +38,8 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "truncated-submit": ("submit_unknown", "POST /extract: the reply was cut short after"),
     "redirect-status": ("failed", "HTTP 302: redirected to /job/redirect-status"),
     "redirect-download": ("failed", "too many redirects (more than 5; a redirect loop?)"),
-    "never-ending": ("timed_out", "timed out after 3s (left running remotely)"),
+    # (its last poll may still be waiting for a slot or a reply when the timeout comes)
+    "never-ending": ("timed_out", "timed out after 3s"),
     "drip-submit": ("submit_unknown", "no complete reply to the submit within the job's timeout"),
     "drip-status": ("timed_out", "timed out after 3s with a request still unanswered"),
     "drip-download": ("timed_out", "timed out after 3s while fetching the result"),
