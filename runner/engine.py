@@ -282,13 +282,38 @@ class Engine:
             try:
                 if job is None:
                     await self._probe(lane)
-                elif kind == "poll":
-                    await self._poll(lane, job)
                 else:
-                    await self._submit(lane, job)
+                    await self._within_timeout(lane, job, kind)
             finally:
                 lane.busy -= 1
                 lane.end_probe(job)
+
+    async def _within_timeout(self, lane: Lane, job: JobRecord, kind: str) -> None:
+        """Submit or poll (and fetch) `job`, cut off at its timeout even mid-request: a
+        reply that never ends must not outlive the job, nor hold its provider's slot."""
+        now = lane.gate.clock.now()
+        left = (now + job.spec.timeout if kind == "submit" else self._deadline(lane, job)) - now
+        # A poll already past its deadline is the timeout itself: `_poll` handles it.
+        with anyio.move_on_after(left if left > 0 else math.inf) as scope:
+            if kind == "poll":
+                await self._poll(lane, job)
+            else:
+                await self._submit(lane, job)
+        if not scope.cancelled_caught or self.interrupted is not None or job.state in TERMINAL:
+            return
+        timeout = format_duration(job.spec.timeout)
+        if job.state is State.SUBMITTING and not recovery.was_sent(job):
+            self.transition(job, Event.DEFERRED)  # still waiting for a slot: nothing sent
+            lane.defer(job, lane.gate.clock.now())
+        elif job.state is State.SUBMITTING:
+            error = f"{_AMBIGUOUS}: no complete reply to the submit within the job's timeout"
+            self.finish(job, Event.AMBIGUOUS, error=f"{error} {timeout}")
+        elif job.state is State.FETCHING:
+            self.finish(
+                job, Event.TIMEOUT, error=f"timed out after {timeout} while fetching the result"
+            )
+        else:
+            await self._timed_out(lane, job, unanswered=True)
 
     def schedule(self, lane: Lane, job: JobRecord, delay: float) -> None:
         now = lane.gate.clock.now()
@@ -513,7 +538,7 @@ class Engine:
             status=status.raw,
         )
 
-    async def _timed_out(self, lane: Lane, job: JobRecord) -> None:
+    async def _timed_out(self, lane: Lane, job: JobRecord, *, unanswered: bool = False) -> None:
         spec = job.spec
         settings = lane.settings
         what = "left running remotely"
@@ -531,7 +556,8 @@ class Engine:
                 f"{format_duration(settings.max_paused)} (pause reason: {why}; {what})"
             )
         else:
-            error = f"timed out after {format_duration(spec.timeout)} ({what})"
+            during = " with a request still unanswered" if unanswered else ""
+            error = f"timed out after {format_duration(spec.timeout)}{during} ({what})"
         self.finish(job, Event.TIMEOUT, error=error)
 
     # -- fetch -----------------------------------------------------------------------------

@@ -16,11 +16,12 @@ import os
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import anyio
@@ -28,6 +29,7 @@ import httpx
 
 from runner import __version__
 from runner.backoff import DEFAULT_RETRY, RetryPolicy, retry_delay
+from runner.durations import format_duration
 from runner.errors import RunnerError
 from runner.limits import Gate
 from runner.providers.base import Adapter, ApiError, ErrorKind, Reply, Request
@@ -35,12 +37,21 @@ from runner.ratelimit_headers import parse_rate_limit, wait_hint
 from runner.results import JobDir, redact
 
 USER_AGENT = f"runner/{__version__}"
+_T = TypeVar("_T")
 IDEMPOTENT = frozenset({"GET", "HEAD", "DELETE"})
 ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error body kept from a failed download
 CHUNK = 64 * 1024
 OFFSITE_CONCURRENCY = 4  # out-of-band downloads at once per provider (not its API budget)
 MAX_OFFSITE_WAIT = 30.0  # the longest a storage host's Retry-After is honoured
-MAX_REDIRECTS = 5  # hops followed by hand for a download that carried the key
+MAX_REDIRECTS = 5  # hops a download follows (by hand, deciding at each hop about the key)
+# Every request ends by its deadline however slowly the reply trickles in (the read timeout
+# only bounds the gap between two reads), and no API reply is read past its cap, counted
+# after decompression: a dripping or endless reply must not hold a provider's request slot
+# for ever, nor a huge or compression-bomb reply the process's memory.
+MAX_REPLY_BYTES = 16 * 1024 * 1024  # an API reply (JSON); downloads have their own cap
+REQUEST_DEADLINE = 60.0  # seconds, a whole API request: connect, send, every byte back
+DOWNLOAD_DEADLINE = 600.0  # seconds, a whole download (up to its size cap)
+ACCEPT_ENCODING = "gzip, deflate"  # what `_inflate` decodes
 
 # Kinds after which the request provably did not take effect (nothing was created).
 _NOT_ACCEPTED = frozenset(
@@ -148,25 +159,63 @@ class Transport(Protocol):
     ) -> tuple[Reply, int]:
         """Stream a 2xx body into `dest` (the caller renames it); returns the reply (with an
         empty body on success, the error body otherwise) and the bytes written. Redirects
-        are followed only when `headers` is empty: a header (the key) must never ride a
-        redirect to another host (httpx and aiohttp strip `Authorization` there, but not
-        `x-api-key`), so a 3xx comes back to the caller, who decides."""
+        are never followed: a 3xx comes back to the caller, who decides at each hop whether
+        the key may go along (httpx and aiohttp strip `Authorization` on a hop to another
+        host, but not `x-api-key`) and stops a loop."""
         ...
 
     async def aclose(self) -> None: ...
 
 
-class TooLargeError(RunnerError):
-    """A download exceeded its size cap."""
+class ReplyError(RunnerError):
+    """A reply arrived but cannot be used: past its size cap, an undecodable encoding, a
+    redirect loop. Not worth retrying unchanged."""
+
+
+class TooLargeError(ReplyError):
+    """A reply or a download exceeded its size cap (counted after decompression)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Bounds:
+    """The deadlines and the reply cap a transport enforces on every request."""
+
+    deadline: float = REQUEST_DEADLINE  # an API request, whole
+    download_deadline: float = DOWNLOAD_DEADLINE  # a download, whole
+    max_reply_bytes: int = MAX_REPLY_BYTES  # an API reply's 2xx body, decoded
+
+
+async def _within(
+    deadline: float, work: Callable[[], Awaitable[_T]], translate: Callable[[Exception], Exception]
+) -> _T:
+    """`work()` cut off at `deadline` seconds; library errors translated. Past the deadline
+    the request counts as sent (a POST may have been accepted)."""
+    with anyio.move_on_after(deadline) as scope:
+        try:
+            return await work()
+        except Exception as exc:
+            if not scope.cancel_called:
+                if isinstance(exc, RunnerError):
+                    raise
+                raise translate(exc) from exc
+    raise TransportError(f"no complete reply within {format_duration(deadline)}", sent=True)
 
 
 class HttpxTransport:
     """httpx (or its drop-in fork httpx2, or httpx over the aiohttp transport)."""
 
-    def __init__(self, client: Any, module: ModuleType = httpx, *, aiohttp: bool = False) -> None:
+    def __init__(
+        self,
+        client: Any,
+        module: ModuleType = httpx,
+        *,
+        aiohttp: bool = False,
+        bounds: Bounds = Bounds(),
+    ) -> None:
         self._client = client
         self._x = module
         self._aiohttp = aiohttp
+        self._bounds = bounds
 
     async def request(
         self,
@@ -177,35 +226,45 @@ class HttpxTransport:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
     ) -> Reply:
-        try:
-            response = await self._client.request(
+        async def work() -> Reply:
+            async with self._client.stream(
                 method, url, headers=headers, params=params, json=json
-            )
-        except Exception as exc:
-            raise self._translate(exc) from exc
-        return Reply(response.status_code, _lower(response.headers), response.content)
+            ) as response:
+                head = _lower(response.headers)
+                raw, encoding = self._raw(response)
+                body = await _read_reply(
+                    response.status_code, head, raw, encoding, self._bounds.max_reply_bytes
+                )
+                return Reply(response.status_code, head, body)
+
+        return await _within(self._bounds.deadline, work, self._translate)
 
     async def download(
         self, url: str, dest: Path, *, headers: Mapping[str, str], max_bytes: int | None
     ) -> tuple[Reply, int]:
-        try:
+        async def work() -> tuple[Reply, int]:
             async with self._client.stream(
-                "GET", url, headers=headers, follow_redirects=not headers
+                "GET", url, headers=headers, follow_redirects=False
             ) as response:
                 head = _lower(response.headers)
+                raw, encoding = self._raw(response)
                 if not 200 <= response.status_code < 300:
-                    body = b""
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) >= ERROR_BODY_LIMIT:
-                            break
-                    return Reply(response.status_code, head, body[:ERROR_BODY_LIMIT]), 0
-                written = await _stream_to(dest, response.aiter_bytes(CHUNK), max_bytes)
+                    body = await _read_reply(
+                        response.status_code, head, raw, encoding, ERROR_BODY_LIMIT
+                    )
+                    return Reply(response.status_code, head, body), 0
+                written = await _stream_to(dest, raw, encoding, max_bytes)
                 return Reply(response.status_code, head, b""), written
-        except TooLargeError:
-            raise
-        except Exception as exc:
-            raise self._translate(exc) from exc
+
+        return await _within(self._bounds.download_deadline, work, self._translate)
+
+    def _raw(self, response: Any) -> tuple[AsyncIterator[bytes], str | None]:
+        """The body as it came (decoded by `_pour`, counted decoded) and its encoding."""
+        try:
+            content: bytes = response.content  # a reply built in memory (MockTransport)
+        except self._x.ResponseNotRead:
+            return response.aiter_raw(CHUNK), response.headers.get("content-encoding")
+        return _once(content), None
 
     def _translate(self, exc: Exception) -> Exception:
         """httpx exceptions → TransportError, the one place that knows them."""
@@ -239,11 +298,17 @@ class HttpxTransport:
 class AiohttpTransport:
     """aiohttp's own client, without httpx's models on top: the cheapest per request."""
 
-    def __init__(self, pool_size: int, timeout: float) -> None:
+    def __init__(
+        self,
+        pool_size: int,
+        timeout: float,
+        bounds: Bounds = Bounds(),
+    ) -> None:
         import aiohttp  # type: ignore[import-not-found,unused-ignore]
 
         self._aiohttp = aiohttp
         self._pool_size = pool_size
+        self._bounds = bounds
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=min(10.0, timeout), sock_read=timeout
         )
@@ -258,8 +323,8 @@ class AiohttpTransport:
             self._session = self._aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout,
-                headers={"user-agent": USER_AGENT},
-                auto_decompress=True,
+                headers={"user-agent": USER_AGENT, "accept-encoding": ACCEPT_ENCODING},
+                auto_decompress=False,  # _pour decodes, counting decoded bytes against caps
             )
         return self._session
 
@@ -272,7 +337,7 @@ class AiohttpTransport:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
     ) -> Reply:
-        try:
+        async def work() -> Reply:
             async with self._open().request(
                 method,
                 self._url(url),
@@ -281,29 +346,33 @@ class AiohttpTransport:
                 json=json,
                 allow_redirects=False,
             ) as response:
-                body = await response.read()
-                return Reply(response.status, _lower(response.headers), body)
-        except Exception as exc:
-            raise (_translate_aiohttp(exc, type(exc).__name__) or exc) from exc
+                head = _lower(response.headers)
+                raw = response.content.iter_chunked(CHUNK)
+                encoding = head.get("content-encoding")
+                body = await _read_reply(
+                    response.status, head, raw, encoding, self._bounds.max_reply_bytes
+                )
+                return Reply(response.status, head, body)
+
+        return await _within(self._bounds.deadline, work, _aiohttp_error)
 
     async def download(
         self, url: str, dest: Path, *, headers: Mapping[str, str], max_bytes: int | None
     ) -> tuple[Reply, int]:
-        try:
+        async def work() -> tuple[Reply, int]:
             async with self._open().get(
-                self._url(url), headers=headers, allow_redirects=not headers
+                self._url(url), headers=headers, allow_redirects=False
             ) as response:
                 head = _lower(response.headers)
+                raw = response.content.iter_chunked(CHUNK)
+                encoding = head.get("content-encoding")
                 if not 200 <= response.status < 300:
-                    body = await response.content.read(ERROR_BODY_LIMIT)
+                    body = await _read_reply(response.status, head, raw, encoding, ERROR_BODY_LIMIT)
                     return Reply(response.status, head, body), 0
-                chunks = response.content.iter_chunked(CHUNK)
-                written = await _stream_to(dest, chunks, max_bytes)
+                written = await _stream_to(dest, raw, encoding, max_bytes)
                 return Reply(response.status, head, b""), written
-        except TooLargeError:
-            raise
-        except Exception as exc:
-            raise (_translate_aiohttp(exc, type(exc).__name__) or exc) from exc
+
+        return await _within(self._bounds.download_deadline, work, _aiohttp_error)
 
     @staticmethod
     def _url(url: str) -> Any:
@@ -317,16 +386,163 @@ class AiohttpTransport:
             await self._session.close()
 
 
-async def _stream_to(dest: Path, chunks: AsyncIterator[bytes], max_bytes: int | None) -> int:
-    """Write `chunks` to `dest`, stopping with TooLargeError past `max_bytes`."""
+# -- reading bodies: decoded, capped, cut short ------------------------------------------------
+
+
+class _Inflater:
+    """One Content-Encoding step (gzip or deflate) giving at most CHUNK bytes per step: a
+    compression bomb meets the cap one chunk past it, never inflated in one piece."""
+
+    def __init__(self, coding: str) -> None:
+        if coding not in ("gzip", "x-gzip", "deflate"):
+            raise ReplyError(f"the reply has an unsupported Content-Encoding {coding!r}")
+        self._coding = coding
+        self._z: Any = None if coding == "deflate" else zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._head = b""
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if self._z is None:
+            # deflate comes zlib-wrapped (as specified) or raw (some servers): the first two
+            # bytes tell which.
+            self._head += data
+            if len(self._head) < 2:
+                return
+            data, self._head = self._head, b""
+            wrapped = data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0
+            self._z = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        z = self._z
+        while data and not z.eof:
+            try:
+                out = z.decompress(data, CHUNK)
+            except zlib.error as exc:
+                detail = f"the reply's {self._coding} encoding is corrupt ({exc})"
+                raise ReplyError(detail) from None
+            if not out and len(z.unconsumed_tail) == len(data):
+                return  # no progress possible (cannot happen with zlib; never spin)
+            data = z.unconsumed_tail
+            if out:
+                yield out
+
+    def finish(self) -> Iterator[bytes]:
+        if self._z is not None and not self._z.eof:
+            # What a step left pending inside zlib: at most one match (258 bytes).
+            rest = self._z.decompress(b"", CHUNK)
+            if rest:
+                yield rest
+
+
+class _Decoder:
+    """A Content-Encoding chain (`gzip`, `deflate`, `identity`, in the order applied)."""
+
+    def __init__(self, encoding: str | None) -> None:
+        codings = [c.strip().lower() for c in (encoding or "").split(",")]
+        self._steps = [_Inflater(c) for c in reversed(codings) if c and c != "identity"]
+
+    @property
+    def identity(self) -> bool:
+        return not self._steps
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        return self._through(0, data)
+
+    def finish(self) -> Iterator[bytes]:
+        for i, step in enumerate(self._steps):
+            for piece in step.finish():
+                yield from self._through(i + 1, piece)
+
+    def _through(self, i: int, data: bytes) -> Iterator[bytes]:
+        if i == len(self._steps):
+            if data:
+                yield data
+            return
+        for piece in self._steps[i].feed(data):
+            yield from self._through(i + 1, piece)
+
+
+async def _pour(
+    raw: AsyncIterator[bytes], decoder: _Decoder, sink: Callable[[bytes], bool]
+) -> None:
+    """Decode `raw` piece by piece into `sink` until it returns False. A connection lost
+    mid-body is TransportError (the request was sent): the reply was cut short."""
+    received = 0
+    try:
+        async for chunk in raw:
+            received += len(chunk)
+            for piece in decoder.feed(chunk):
+                if not sink(piece):
+                    return
+    except RunnerError:
+        raise
+    except Exception as exc:
+        raise TransportError(
+            f"the reply was cut short after {received} bytes ({type(exc).__name__})", sent=True
+        ) from exc
+    for piece in decoder.finish():
+        if not sink(piece):
+            return
+
+
+async def _read_reply(
+    status: int,
+    headers: Mapping[str, str],
+    raw: AsyncIterator[bytes],
+    encoding: str | None,
+    cap: int,
+) -> bytes:
+    """A reply's decoded body. A 2xx body past `cap` is TooLargeError (at once when its
+    Content-Length says so); an error body is read for its message: its first
+    ERROR_BODY_LIMIT bytes are kept and the rest is never read."""
+    ok = 200 <= status < 300
+    limit = cap if ok else min(cap, ERROR_BODY_LIMIT)
+    too_large = TooLargeError(f"the reply is larger than the {_size(cap)} cap")
+    decoder = _Decoder(encoding)
+    length = headers.get("content-length", "")
+    if ok and decoder.identity and length.isdigit() and int(length) > cap:
+        raise too_large
+    body = bytearray()
+
+    def keep(piece: bytes) -> bool:
+        body.extend(piece)
+        if len(body) <= limit:
+            return True
+        if ok:
+            raise too_large
+        del body[limit:]
+        return False
+
+    await _pour(raw, decoder, keep)
+    return bytes(body)
+
+
+async def _stream_to(
+    dest: Path, raw: AsyncIterator[bytes], encoding: str | None, max_bytes: int | None
+) -> int:
+    """Write the decoded `raw` to `dest`, stopping with TooLargeError past `max_bytes`."""
+    decoder = _Decoder(encoding)
     written = 0
     with dest.open("wb") as handle:
-        async for chunk in chunks:
-            written += len(chunk)
+
+        def write(piece: bytes) -> bool:
+            nonlocal written
+            written += len(piece)
             if max_bytes is not None and written > max_bytes:
                 raise TooLargeError(f"larger than the {max_bytes}-byte cap")
-            handle.write(chunk)
+            handle.write(piece)
+            return True
+
+        await _pour(raw, decoder, write)
     return written
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n}-byte"
 
 
 def _query(params: Mapping[str, Any] | None) -> list[tuple[str, str]] | None:
@@ -342,6 +558,10 @@ def _query(params: Mapping[str, Any] | None) -> list[tuple[str, str]] | None:
             text = ("true" if item else "false") if isinstance(item, bool) else str(item)
             pairs.append((name, text))
     return pairs
+
+
+def _aiohttp_error(exc: Exception) -> Exception:
+    return _translate_aiohttp(exc, type(exc).__name__) or exc
 
 
 def _translate_aiohttp(cause: BaseException, name: str) -> TransportError | None:
@@ -378,18 +598,23 @@ DEFAULT_CLIENT = "httpx-aiohttp"
 
 
 def make_transport(
-    pool_size: int, *, client: str | None = None, timeout: float = 30.0
+    pool_size: int,
+    *,
+    client: str | None = None,
+    timeout: float = 30.0,
+    bounds: Bounds = Bounds(),
 ) -> Transport:
     """A pool of `pool_size` keep-alive connections (keep-alive = pool size, §1.3).
 
     `client` (or $RUNNER_HTTP_CLIENT) picks the library: httpx over the aiohttp transport
     (default), plain httpx, plain aiohttp (the least CPU), or httpx2 (the `bench` extra).
+    `timeout` bounds each read; `bounds` each whole request and each API reply's size.
     """
     choice = client or os.environ.get("RUNNER_HTTP_CLIENT") or DEFAULT_CLIENT
     if choice not in CLIENTS:
         raise RunnerError(f"unknown HTTP client {choice!r} (use one of {', '.join(CLIENTS)})")
     if choice == "aiohttp":
-        return AiohttpTransport(pool_size, timeout)
+        return AiohttpTransport(pool_size, timeout, bounds)
     module: ModuleType = httpx
     if choice == "httpx2":
         import httpx2  # type: ignore[import-not-found,unused-ignore]
@@ -401,13 +626,15 @@ def make_transport(
     options: dict[str, Any] = {
         "limits": limits,
         "timeout": module.Timeout(timeout, connect=min(10.0, timeout)),
-        "headers": {"user-agent": USER_AGENT},
+        "headers": {"user-agent": USER_AGENT, "accept-encoding": ACCEPT_ENCODING},
     }
     if choice == "httpx-aiohttp":
         from httpx_aiohttp import AiohttpTransport as HttpxOverAiohttp  # type: ignore[import-not-found,unused-ignore]
 
         options["transport"] = HttpxOverAiohttp(limits=options.pop("limits"))
-    return HttpxTransport(module.AsyncClient(**options), module, aiohttp=choice == "httpx-aiohttp")
+    return HttpxTransport(
+        module.AsyncClient(**options), module, aiohttp=choice == "httpx-aiohttp", bounds=bounds
+    )
 
 
 # -- the provider client ------------------------------------------------------------------------
@@ -559,12 +786,19 @@ class ProviderClient:
                 except TransportError as exc:
                     reply = None
                     failure = self._unanswered(what, exc)
+                except ReplyError as exc:  # too large or undecodable: the same again
+                    reply = None
+                    failure = self._error(what, str(exc), ErrorKind.OTHER)
+                    failure.__cause__ = exc
             if reply is not None:
                 self.gate.heard(reply.status_code)
                 self.gate.observe(parse_rate_limit(reply.headers, time.time()))
                 if 200 <= reply.status_code < 300:
                     return reply
-                failure = self._judge(what, reply, request.endpoint, sent_at)
+                if 300 <= reply.status_code < 400:
+                    failure = self._redirected(what, reply)
+                else:
+                    failure = self._judge(what, reply, request.endpoint, sent_at)
             assert failure is not None
             if failure.kind not in _RETRYABLE or attempt >= retries:
                 raise failure
@@ -573,6 +807,18 @@ class ProviderClient:
                     raise failure  # one try while it is down: the engine probes, not us
                 await self.gate.clock.sleep(retry_delay(self.retry, attempt, self.rng))
             # a 429 / busy reply already paused the gate: the next try waits there
+
+    def _redirected(self, what: str, reply: Reply) -> ProviderCallError:
+        """An API request is never redirected (a hop could take the key off the API, or
+        loop); a POST so answered may still have been acted on."""
+        to = reply.headers.get("location") or "nowhere"
+        return self._error(
+            what,
+            f"HTTP {reply.status_code}: redirected to {to}; "
+            "runner does not follow redirects of API requests",
+            ErrorKind.OTHER,
+            status=reply.status_code,
+        )
 
     async def download(
         self, url: str, dest: Path, *, send_key: bool, max_bytes: int | None = None
@@ -609,6 +855,8 @@ class ProviderClient:
                         failure.offsite = not on_api
                     except TooLargeError as exc:
                         raise self._error(what, str(exc), ErrorKind.INVALID) from exc
+                    except ReplyError as exc:
+                        raise self._error(what, str(exc), ErrorKind.OTHER) from exc
                 if failure is None:
                     if on_api:
                         self.gate.heard(reply.status_code)
@@ -616,11 +864,18 @@ class ProviderClient:
                         os.replace(tmp, dest)
                         return size
                     location = reply.headers.get("location")
-                    if 300 <= reply.status_code < 400 and location and redirects < MAX_REDIRECTS:
-                        # Only a request carrying the key comes back with a 3xx (see
-                        # Transport.download): follow it here, with the key only while
-                        # it stays on the provider's API (a large result's storage host
-                        # must never see it).
+                    if 300 <= reply.status_code < 400 and location:
+                        # Transports never follow a redirect: it is followed here, with
+                        # the key only while it stays on the provider's API (a large
+                        # result's storage host must never see it), and a loop ends.
+                        if redirects >= MAX_REDIRECTS:
+                            raise self._error(
+                                what,
+                                f"HTTP {reply.status_code}: too many redirects (more than "
+                                f"{MAX_REDIRECTS}; a redirect loop?), last to {location}",
+                                ErrorKind.OTHER,
+                                status=reply.status_code,
+                            )
                         redirects += 1
                         attempt -= 1
                         url = urljoin(url, location)

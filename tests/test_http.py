@@ -5,15 +5,21 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import random
+import re
 import socket
-from collections.abc import Callable
+import zlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import anyio
 import httpx
 import pytest
 
 from runner.backoff import RetryPolicy
 from runner.http import (
+    Bounds,
     HttpxTransport,
     ProviderCallError,
     ProviderClient,
@@ -25,6 +31,7 @@ from runner.plan import Limits, Rate
 from runner.providers.base import Adapter, ErrorKind, Request
 from runner.providers.pulse import ADAPTER as PULSE
 from runner.providers.spidra import ADAPTER as SPIDRA
+from tests import hostile
 
 KEY = "sk-very-secret-key"
 BASE = "https://api.example.test/api"
@@ -483,3 +490,194 @@ async def test_every_transport_leaves_the_key_behind_on_a_redirect_to_storage(
     assert len(heads) == 2
     assert f"x-api-key: {KEY}".encode() in heads[0].lower()
     assert KEY.encode() not in heads[1]
+
+
+# -- hostile replies over real sockets: deadlines and size caps on every transport -------------
+
+MIB = 1024 * 1024
+ONE_JOB = {"status": "processing"}
+
+
+async def hostile_client(
+    route: hostile.Route, kind: str, *, pool: int = 2, **bounds: Any
+) -> tuple[ProviderClient, hostile.Hostile]:
+    server = hostile.Hostile(route)
+    origin = await server.start()
+    transport = make_transport(pool, client=kind, bounds=Bounds(**bounds))
+    c = ProviderClient(
+        provider="pulse",
+        base_url=origin,
+        api_key=KEY,
+        adapter=PULSE,
+        gate=Gate("pulse", Limits(), pool_size=pool),
+        transport=transport,
+        retry=RetryPolicy(attempts=2, base=0.001, cap=0.002),
+    ).for_job("job-1")
+    return c, server
+
+
+@asynccontextmanager
+async def hostile_api(
+    route: hostile.Route, kind: str, **options: Any
+) -> AsyncIterator[tuple[ProviderClient, hostile.Hostile]]:
+    c, server = await hostile_client(route, kind, **options)
+    try:
+        yield c, server
+    finally:
+        await c.transport.aclose()
+        await server.close()
+
+
+STATUS = Request("GET", "/job/1", "status")
+SUBMIT = Request("POST", "/extract", "submit", json={"file_url": "https://x.test/a.pdf"})
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_api_reply_past_the_cap_fails_once_without_being_read_whole(kind: str) -> None:
+    # 64 MiB streamed by the server, no Content-Length shortcut: the body is counted.
+    async with hostile_api(lambda seen: hostile.huge(64 * MIB), kind) as (c, server):
+        with pytest.raises(ProviderCallError) as info:
+            await c.send(STATUS)
+    assert str(info.value) == (
+        "pulse job job-1: GET /job/1: the reply is larger than the 16 MiB cap"
+    )
+    assert info.value.kind is ErrorKind.OTHER  # not retried: the same reply would come again
+    assert len(server.seen) == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_compression_bomb_is_capped_by_its_inflated_size(kind: str, encoding: str) -> None:
+    route = lambda seen: hostile.bomb(encoding, 64 * MIB)  # noqa: E731
+    async with hostile_api(route, kind, max_reply_bytes=4 * MIB) as (c, server):
+        with pytest.raises(ProviderCallError, match="larger than the 4 MiB cap"):
+            await c.send(STATUS)
+    assert len(server.seen) == 1
+    assert server.seen[0].headers["accept-encoding"] == "gzip, deflate"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("wbits", [31, 15, -15], ids=["gzip", "deflate", "raw-deflate"])
+async def test_an_honest_compressed_reply_is_decoded(kind: str, wbits: int) -> None:
+    z = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    data = z.compress(b'{"status": "processing"}') + z.flush()
+    encoding = "gzip" if wbits == 31 else "deflate"
+    route = lambda seen: hostile.body(data, headers={"content-encoding": encoding})  # noqa: E731
+    async with hostile_api(route, kind) as (c, _):
+        assert (await c.send(STATUS)).json() == ONE_JOB
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_error_reply_keeps_only_the_start_of_a_huge_body(kind: str) -> None:
+    async with hostile_api(lambda seen: hostile.huge(64 * MIB, status=500), kind) as (c, server):
+        with pytest.raises(ProviderCallError) as info:
+            await c.send(STATUS)
+    assert info.value.kind is ErrorKind.TRANSIENT  # judged by its status, as any 500
+    assert info.value.status_code == 500
+    assert len(server.seen) == 2  # retried like any 500 (attempts=2)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_dripping_reply_ends_at_the_request_deadline_and_counts_as_sent(
+    kind: str,
+) -> None:
+    # The read timeout (30 s) never trips: a byte arrives every 0.2 s.
+    route = lambda seen: hostile.drip(b'{"job_id": "1"}' * 10, interval=0.2)  # noqa: E731
+    async with hostile_api(route, kind, deadline=0.5) as (c, server):
+        started = anyio.current_time()
+        with anyio.fail_after(5), pytest.raises(ProviderCallError) as info:
+            await c.send(SUBMIT)
+    assert anyio.current_time() - started < 2
+    assert str(info.value) == "pulse job job-1: POST /extract: no complete reply within 0.5s"
+    assert info.value.kind is ErrorKind.TRANSIENT
+    assert info.value.not_accepted is False  # sent: the provider may have accepted it
+    assert len(server.seen) == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_stuck_request_gives_its_gate_slot_back_at_the_deadline(kind: str) -> None:
+    def route(seen: hostile.Seen) -> hostile.Handler:
+        if seen.path == "/job/stuck":
+            return hostile.drip(b" " * 1000, interval=1.0)
+        return hostile.json(ONE_JOB)
+
+    async with hostile_api(route, kind, pool=1, deadline=0.5) as (c, _):
+        outcome: list[BaseException] = []
+
+        async def stuck() -> None:
+            try:
+                await c.send(Request("POST", "/job/stuck", "status"))
+            except ProviderCallError as exc:
+                outcome.append(exc)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stuck)
+                await anyio.sleep(0.05)  # the stuck request holds the only slot
+                assert (await c.send(STATUS)).json() == ONE_JOB
+    assert "no complete reply within 0.5s" in str(outcome[0])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_reply_cut_short_counts_as_sent_and_says_so(kind: str) -> None:
+    route = lambda seen: hostile.truncated(b'{"job_id"', declared=1000)  # noqa: E731
+    async with hostile_api(route, kind) as (c, _):
+        with pytest.raises(ProviderCallError) as info:
+            await c.send(SUBMIT)
+    # how much of the 9 bytes a library hands over before it notices is its own business
+    assert re.match(
+        r"pulse job job-1: POST /extract: the reply was cut short after [0-9] bytes \(\w+\)$",
+        str(info.value),
+    )
+    assert info.value.not_accepted is False
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_api_redirect_is_not_followed_and_says_so(kind: str) -> None:
+    async with hostile_api(lambda seen: hostile.redirect(seen.path), kind) as (c, server):
+        with pytest.raises(ProviderCallError) as info:
+            await c.send(STATUS)
+    assert str(info.value) == (
+        "pulse job job-1: GET /job/1: HTTP 302: redirected to /job/1; "
+        "runner does not follow redirects of API requests"
+    )
+    assert len(server.seen) == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("send_key", [True, False], ids=["api", "offsite"])
+async def test_a_download_redirect_loop_ends_and_says_redirect(
+    kind: str, send_key: bool, tmp_path: Path
+) -> None:
+    def route(seen: hostile.Seen) -> hostile.Handler:
+        return hostile.redirect(f"/loop/{int(seen.path.rsplit('/', 1)[1]) + 1}")
+
+    async with hostile_api(route, kind) as (c, server):
+        with pytest.raises(ProviderCallError) as info:
+            await c.download(f"{c.base_url}/loop/0", tmp_path / "r", send_key=send_key)
+    assert str(info.value) == (
+        "pulse job job-1: GET /loop/5: HTTP 302: too many redirects (more than 5; "
+        "a redirect loop?), last to /loop/6"
+    )
+    assert info.value.kind is ErrorKind.OTHER
+    assert len(server.seen) == 6
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_download_counts_inflated_bytes_against_its_cap(kind: str, tmp_path: Path) -> None:
+    async with hostile_api(lambda seen: hostile.bomb("gzip", 64 * MIB), kind) as (c, _):
+        with pytest.raises(ProviderCallError, match="larger than the 1048576-byte cap"):
+            await c.download(f"{c.base_url}/r", tmp_path / "r", send_key=True, max_bytes=MIB)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_dripping_download_ends_at_its_deadline(kind: str, tmp_path: Path) -> None:
+    route = lambda seen: hostile.drip(b"x" * 100, interval=0.2)  # noqa: E731
+    async with hostile_api(route, kind, download_deadline=0.5) as (c, server):
+        with anyio.fail_after(5), pytest.raises(ProviderCallError) as info:
+            await c.download(f"{c.base_url}/r", tmp_path / "r", send_key=True)
+    assert str(info.value) == "pulse job job-1: GET /r: no complete reply within 0.5s"
+    assert len(server.seen) == 2  # a GET: retried once (attempts=2), then given up
+    assert list(tmp_path.iterdir()) == []
