@@ -6,8 +6,8 @@ step*: uniform on `[c_k / s, c_k]` with `s = max(multiplier, 1.25)`. Jitter spre
 submitted in the same second across a whole step (the de-bunching that full jitter buys in
 Brooker's analysis), but unlike `uniform(0, c_k)` it never re-polls a job a few
 milliseconds after the last answer: in a rate-limited runner every poll that says "still
-running" costs 1/R of the provider's budget (performance.md §4.2). The ranges of successive
-steps tile the time line, so the schedule still grows geometrically to `max`.
+running" costs 1/R of the provider's budget (docs/engineering.md#poll-jitter). The ranges of
+successive steps tile the time line, so the schedule still grows geometrically to `max`.
 
 Retry delays (a failed request, not a poll) use Brooker's full jitter,
 `uniform(0, min(cap, base * 2**attempt))`, unless the provider gave a hint, which wins

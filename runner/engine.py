@@ -2,10 +2,10 @@
 
 Per provider a fixed pool of worker tasks (≈ its connection pool) takes polls and submits
 from that provider's Lane (runner.lanes); no task exists per job, so memory follows the jobs
-in flight (performance.md §2.4). Resume, interrupt and cancel live in runner.recovery. Every
-state change goes through `Engine.transition`, which asks `lifecycle.advance` and then tells
-every Recorder synchronously, before anything else happens to the job (the journal commits a
-remote id the moment it is known). What a failed request means is read from one table
+in flight (docs/engineering.md#no-task-per-job). Resume, interrupt and cancel live in
+runner.recovery. Every state change goes through `Engine.transition`, which asks `lifecycle.advance`
+and then tells every Recorder synchronously, before anything else happens to the job (the journal
+commits a remote id the moment it is known). What a failed request means is read from one table
 (runner.outcomes); a provider that stops answering is paused and probed (its Gate's Outage).
 """
 

@@ -1,5 +1,5 @@
 """What a plan will cost: requests per provider (submits, polls, result pages) and the
-shortest wall time its declared limits allow (reference/performance.md §8.1).
+shortest wall time its declared limits allow (docs/engineering.md#wall-time-estimate).
 
 Pure arithmetic over the Plan; the assumptions (requests per job type, a typical job
 duration per provider) are named in ASSUMPTIONS and printed with every estimate.
@@ -31,7 +31,8 @@ MAX_POLLS = 10_000  # per job, guards the geometric sum against odd policies
 
 
 def submit_requests(job: JobSpec) -> int:
-    """Requests one submit takes (wire-contracts.md §2.2: Lobstr builds a squid first)."""
+    """Requests one submit takes (docs/providers/lobstr.md#endpoints: Lobstr builds a squid
+    first)."""
     if job.provider == "lobstr":  # as LobstrAdapter._prepare: each step only when needed
         creates = "crawler" in job.params
         configures = any(key in job.params for key in lobstr.SQUID_KEYS)
@@ -139,7 +140,8 @@ def _time_for(requests: int, per_second: float | None) -> float:
 
 
 def estimate_provider(settings: ProviderSettings, jobs: Iterable[JobSpec]) -> ProviderEstimate:
-    """One provider's requests and bounds: T = max(Q/R, n/R_submit + D, n·D/C) (§8.1)."""
+    """One provider's requests and bounds: T = max(Q/R, n/R_submit + D, n·D/C)
+    (docs/engineering.md#wall-time-estimate)."""
     duration = TYPICAL_DURATION.get(settings.name, 60.0)
     count = submits = polls_expected = results = 0
     cache: dict[PollPolicy, int] = {}

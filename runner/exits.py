@@ -1,4 +1,4 @@
-"""Process exit codes: the contract with make targets and cron (README, design.md)."""
+"""Process exit codes: the contract with make targets and cron (README.md#exit-codes)."""
 
 from __future__ import annotations
 

@@ -604,7 +604,8 @@ def make_transport(
     timeout: float = 30.0,
     bounds: Bounds = Bounds(),
 ) -> Transport:
-    """A pool of `pool_size` keep-alive connections (keep-alive = pool size, §1.3).
+    """A pool of `pool_size` keep-alive connections (keep-alive = pool size,
+    docs/engineering.md#pool-size-and-keep-alive).
 
     `client` (or $RUNNER_HTTP_CLIENT) picks the library: httpx over the aiohttp transport
     (default), plain httpx, plain aiohttp (the least CPU), or httpx2 (the `bench` extra).

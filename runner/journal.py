@@ -28,7 +28,7 @@ POLL_COMMIT_SECONDS = 1.0  # ... or seconds since the last commit, whichever com
 # synchronous=NORMAL in WAL mode: a commit is in the WAL file (the OS page cache) when
 # COMMIT returns, so it survives the *process* dying at any moment (SIGKILL, OOM, crash);
 # only a power loss or kernel crash can roll back the last transactions. FULL would add an
-# fsync per commit (~0.2-3 ms, performance.md §7) for that case alone.
+# fsync per commit (~0.2-3 ms, docs/engineering.md#journal-durability) for that case alone.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (

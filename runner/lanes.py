@@ -2,8 +2,9 @@
 
 Polls wait in a heap by due time (the most overdue first), submits in plan order (deferred
 submits, each with a not-before instant, go first). Idle workers each wait on their own
-event; one of them, the timer, sleeps until the earliest due work (performance.md §2.4).
-While the provider is unreachable (its Gate's Outage) only one probe goes out at a time.
+event; one of them, the timer, sleeps until the earliest due work
+(docs/engineering.md#no-task-per-job). While the provider is unreachable (its Gate's Outage) only
+one probe goes out at a time.
 """
 
 from __future__ import annotations

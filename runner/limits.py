@@ -2,9 +2,10 @@
 Gate that combines them.
 
 A request takes its in-flight slot first and is paced last, right before it is sent
-(performance.md §3.2, §9 S3): a delay after the pacer would turn into a burst. The pacer
-checks real release times too (the stall guard), so an event-loop stall never releases
-overdue requests back to back. Only `Clock.sleep` waits; the decisions are pure.
+(docs/engineering.md#gcra-pacing, docs/engineering.md#slot-first-pace-last): a delay after the pacer
+would turn into a burst. The pacer checks real release times too (the stall guard), so an event-loop
+stall never releases overdue requests back to back. Only `Clock.sleep` waits; the decisions are
+pure.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from runner.ratelimit_headers import RateLimitInfo
 
 # Pace at this fraction of the declared rate: a provider counting a sliding window of
 # `per` seconds then sees N requests spread over per/0.95, leaving 5 % of the window for
-# network jitter (performance.md §3.2 recommends 0.95-0.98 R).
+# network jitter (docs/engineering.md#gcra-pacing recommends 0.95-0.98 R).
 SAFETY = 0.95
 # After a 429 the rate halves (at most once per round of requests in flight) and climbs
 # back linearly to the ceiling over this many seconds.
@@ -355,7 +356,8 @@ class Gate:
 
 
 def pool_size_for(limits: Limits, *, latency: float = 0.25, low: int = 4, high: int = 16) -> int:
-    """Connections needed ≈ rate x request latency (Little's law), kept small (§1.3)."""
+    """Connections needed ≈ rate x request latency (Little's law), kept small
+    (docs/engineering.md#pool-size-and-keep-alive)."""
     rate = limits.requests.per_second if limits.requests else None
     if rate is None:
         return high

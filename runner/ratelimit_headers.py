@@ -1,6 +1,6 @@
 """Pure parsing of the "slow down" signals a provider sends: Retry-After, RateLimit headers.
 
-Covers `Retry-After` (seconds or HTTP-date, RFC 9110 §10.2.3), `RateLimit-*` and
+Covers `Retry-After` (seconds or HTTP-date, RFC 9110 section 10.2.3), `RateLimit-*` and
 `X-RateLimit-*` (draft 6), the combined `RateLimit:` field (draft 7 `limit=, remaining=,
 reset=`; draft 8 `r=, t=`) with `RateLimit-Policy` (`q=`, `w=`), and a body `retry_after`.
 Waits are never clamped to an arbitrary ceiling: a provider that says "one hour" means it.

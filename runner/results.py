@@ -1,6 +1,6 @@
 """The results directory of one batch: atomic files, canonical JSON, SHA256SUMS, `latest`.
 
-Layout (design.md §"Results directory"): manifest.yaml, inputs/ (copies of its `each` files),
+Layout (README.md#results-journal-and-logs): manifest.yaml, inputs/ (copies of its `each` files),
 batch.json, journal.sqlite, log.jsonl, jobs/<id>/{job.json, status.json, result.json |
 results.jsonl, files/}, SHA256SUMS (over manifest.yaml, inputs/ and jobs/).
 """

@@ -1,4 +1,5 @@
-"""Request and wall-time estimates (performance.md §8.1), and `runner plan` output."""
+"""Request and wall-time estimates (docs/engineering.md#wall-time-estimate), and `runner plan`
+output."""
 
 from __future__ import annotations
 

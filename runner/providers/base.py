@@ -30,8 +30,8 @@ class ProviderInfo:
     default_base_url: str
     api_key_env: str  # conventional variable, e.g. SPIDRA_API_KEY
     job_types: tuple[str, ...]
-    default_limits: Limits  # the published limits (reference/provider-docs.md)
-    default_poll: PollPolicy  # provider-docs.md §6.5
+    default_limits: Limits  # the published limits (docs/providers/<name>.md#limits)
+    default_poll: PollPolicy  # docs/engineering.md#default-poll-policies
     # The job types the provider's API can cancel (the README's provider table says so);
     # `cancel` of any other type sends nothing and raises NotCancellableError.
     cancellable: tuple[str, ...]
@@ -51,7 +51,7 @@ class NotCancellableError(RunnerError):
     Callers record that truthfully (detached, or left resumable), never as cancelled."""
 
 
-# -- normalized status (provider-docs.md §6) -------------------------------------------------
+# -- normalized status (docs/engineering.md#remote-states) -----------------------------------------
 
 
 class RemoteState(StrEnum):

@@ -1,4 +1,4 @@
-"""Bulkgrid adapter: extract, crawl, deep_crawl and map runs (wire-contracts.md §1).
+"""Bulkgrid adapter: extract, crawl, deep_crawl and map runs (docs/providers/bulkgrid.md).
 
 Endpoints (paths carry `/api/v1`, the base URL is an origin; auth `x-api-key`):
   POST /api/v1/{extract,crawl,deep-crawl,map}           submit, body + `type` → Run (`id`)
@@ -9,9 +9,10 @@ Endpoints (paths carry `/api/v1`, the base URL is an origin; auth `x-api-key`):
   GET  /api/v1/runs/{id}/results/{rid}/screenshot       `{signedUrl}` (or `?download=true` bytes)
   POST /api/v1/runs/{id}/retry  `{urls}`                re-run the failed URLs (once)
   POST /api/v1/runs/{id}/cancel (no body)               cancel
-Published limits: no numbers, no rate-limit headers documented (provider-docs.md §1.4): the
-defaults below are conservative. Query values go out as the SDK sends them (booleans as
-`true`/`false`) and never as lists (the SDK's list params are a Python repr, §1.1).
+Published limits: no numbers, no rate-limit headers documented (docs/providers/bulkgrid.md#limits):
+the defaults below are conservative. Query values go out as the SDK sends them (booleans as
+`true`/`false`) and never as lists (the SDK's list params are a Python repr,
+docs/providers/bulkgrid.md#quirks).
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def build_results_page(run_id: str, page: int) -> Request:
 
 def content_url(run_id: str, result_id: str, fmt: str) -> str:
     """`/api/v1/runs/{id}/results/{rid}/content?type=<fmt>`, the query already in the URL
-    (a streamed download takes a URL, not params): one string value, never a list (§1.1)."""
+    (a streamed download takes a URL, not params): one string value, never a list
+    (docs/providers/bulkgrid.md#quirks)."""
     if fmt not in CONTENT_FORMATS:
         raise ProviderResponseError(f"bulkgrid: unknown content format {fmt!r}")
     path = run_path(run_id, "results", result_id, "content")
@@ -157,7 +159,8 @@ def failed_count(run: Mapping[str, Any]) -> int:
 
 
 def parse_status(body: Any) -> Status:
-    """A Run object (submit, poll or retry reply) as a normalized Status (provider-docs §1.3)."""
+    """A Run object (submit, poll or retry reply) as a normalized Status
+    (docs/providers/bulkgrid.md#statuses)."""
     run = replies.require_object(body, "bulkgrid run")
     raw = run.get("status")
     if not isinstance(raw, str):
@@ -288,7 +291,8 @@ def match_run(
 
 
 def classify_error(reply: Reply) -> ApiError:
-    """What a non-2xx Bulkgrid reply means (provider-docs.md §1.4, §6.4)."""
+    """What a non-2xx Bulkgrid reply means (docs/providers/bulkgrid.md#errors,
+    docs/engineering.md#error-classes)."""
     message, code = replies.error_text(reply)
     status = reply.status_code
     if status == 401:

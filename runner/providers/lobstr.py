@@ -1,4 +1,4 @@
-"""Lobstr.io adapter: `run` jobs (squid + tasks → run; wire-contracts.md §2, provider-docs §2).
+"""Lobstr.io adapter: `run` jobs (squid + tasks → run; docs/providers/lobstr.md).
 
 Endpoints (base `…/v1`; auth `Authorization: Token <key>`):
   POST /squids {crawler, name?}            create a squid (only when the job names a crawler)
@@ -12,7 +12,7 @@ Endpoints (base `…/v1`; auth `Authorization: Token <key>`):
   GET  /results?run=&page=&page_size=&limit=   result pages, at most 100 rows each
   GET  /runs/{id}/download → {s3}          CSV export (signed URL, fetched without the key)
   POST /runs/{id}/abort (no body)          cancel
-Published limits (provider-docs.md §2.4): /squids 120/min, /tasks 90/min, /runs 120/min,
+Published limits (docs/providers/lobstr.md#limits): /squids 120/min, /tasks 90/min, /runs 120/min,
 /results 2 requests/second; `X-RateLimit-*` and `Retry-After` headers on 429.
 """
 
@@ -137,7 +137,7 @@ def build_list_runs(squid: str, page: int) -> Request:
 
 def build_results_page(run_id: str, page: int) -> Request:
     # The SDK sends `page_size`, the docs `limit` (default 10 or 50): send both, at the
-    # documented maximum of 100 (provider-docs.md §2.4 "Always send limit explicitly").
+    # documented maximum of 100 (docs/providers/lobstr.md#pagination).
     params = {
         "run": run_id,
         "page": str(page),
@@ -284,7 +284,8 @@ def parse_export_url(body: Any) -> str:
 
 
 def classify_error(reply: Reply) -> ApiError:
-    """provider-docs.md §2.4 / §6.4: business errors are 400s told apart by their type."""
+    """docs/providers/lobstr.md#errors, docs/engineering.md#error-classes: business errors are 400s
+    told apart by their type."""
     message, code = replies.error_text(reply)
     status = reply.status_code
     if status == 401:

@@ -1,5 +1,4 @@
-"""Pulse adapter: `extract`, `schema`, `split` and `tables` jobs (wire-contracts.md §4,
-provider-docs.md §5).
+"""Pulse adapter: `extract`, `schema`, `split` and `tables` jobs (docs/providers/pulse.md).
 
 Endpoints: `POST /{extract,schema,split,tables}` with `async: true` → `job_id` (`tables_id`
 for tables; any 2xx; a reply without an id, or one already terminal, is a synchronous
@@ -9,7 +8,7 @@ downloaded at once; `DELETE /job/{job_id}` cancels (best effort; the deprecated
 `POST /cancel/{job_id}` when DELETE is not there). No list endpoint, so an ambiguous submit
 cannot be reconciled.
 Auth: `x-api-key`. Published limits: none documented (rate, headers); 429 and 503 exist;
-polling with exponential backoff is the vendor's advice (provider-docs.md §5.4).
+polling with exponential backoff is the vendor's advice (docs/providers/pulse.md#limits).
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ INFO = ProviderInfo(
     cancellable=("extract", "schema", "split", "tables"),  # DELETE /job/{id}, best effort
 )
 
-# provider-docs.md §5.3 / §6.2. Job status says `canceled`; older docs say `cancelled`.
+# docs/providers/pulse.md#statuses. Job status says `canceled`; older docs say `cancelled`.
 _STATES: dict[str, RemoteState] = {
     "pending": RemoteState.QUEUED,
     "queued": RemoteState.QUEUED,
@@ -100,7 +99,7 @@ def parse_submit(reply: Reply) -> Submitted:
             # An async envelope without its id: a job may run that we cannot follow, and
             # this body is no result. Never recorded as a (synchronous) success.
             raise ProviderResponseError("pulse: the submit reply has no job_id", reply.excerpt())
-        # A synchronous answer: the body is the result itself (provider-docs §5.2).
+        # A synchronous answer: the body is the result itself (docs/providers/pulse.md#endpoints).
         payload = {"status": "completed", "result": dict(body)}
         answer = Status(RemoteState.SUCCEEDED, raw="completed", payload=payload)
         return Submitted(RemoteRef(SYNC_REF, {"sync": True}), answer)
@@ -160,7 +159,7 @@ def _status(body: Mapping[str, Any], raw: str, reply: Reply) -> Status:
 
 
 def error_parts(body: Any) -> tuple[str | None, str | None]:
-    """(code, message) from any of the three error envelopes (wire-contracts §4.4)."""
+    """(code, message) from any of the three error envelopes (docs/providers/pulse.md#errors)."""
     if not isinstance(body, dict):
         return None, None
     error = body.get("error")
@@ -258,8 +257,9 @@ class PulseAdapter:
         if not isinstance(result, dict):
             raise ProviderResponseError("pulse: a completed job has no result object")
         if result.get("is_url") is True:
-            # Single-use and short-lived (provider-docs §5.4): download now, into files/.
-            # The key goes along only to the provider's own API host; http enforces that.
+            # Single-use and short-lived (docs/providers/pulse.md#results-and-downloads): download
+            # now, into files/. The key goes along only to the provider's own API host; http
+            # enforces that.
             dest = sink.file_path(LARGE_RESULT_FILE)
             size = await http.download(str(result["url"]), dest, send_key=True)
             return FetchReport(
@@ -283,7 +283,7 @@ class PulseAdapter:
             await http.send(build_cancel_legacy(ref))
 
     async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
-        return None  # no list endpoint (provider-docs §6.4)
+        return None  # no list endpoint (docs/engineering.md#error-classes)
 
 
 ADAPTER = PulseAdapter()

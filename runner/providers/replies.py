@@ -57,7 +57,7 @@ def require_object(body: Any, what: str) -> Mapping[str, Any]:
 
 
 def lower(value: Any) -> str | None:
-    """A raw status compared case-insensitively (provider-docs.md §6.1 rule 1)."""
+    """A raw status compared case-insensitively (docs/engineering.md#remote-states)."""
     return value.strip().lower() if isinstance(value, str) else None
 
 

@@ -1,4 +1,4 @@
-"""Skop adapter: `scrape` jobs that discover documents on a website (wire-contracts.md §5).
+"""Skop adapter: `scrape` jobs that discover documents on a website (docs/providers/skop.md).
 
 Endpoints (base `https://api.skop.dev`; auth `Authorization: Bearer <sk-…>`):
   POST /scrape/                  submit `{website, prompt, parameters?}` → 201 `{job_id}`
@@ -8,7 +8,7 @@ Endpoints (base `https://api.skop.dev`; auth `Authorization: Bearer <sk-…>`):
 No cancel and no list endpoint are documented: `cancel` sends nothing and raises
 NotCancellableError (the job keeps running on Skop's side until its own
 `parameters.timeout`), and `reconcile` finds nothing.
-Published limits (provider-docs.md §4.4): no rate numbers; 429 `concurrency_limit_exceeded`
+Published limits (docs/providers/skop.md#limits): no rate numbers; 429 `concurrency_limit_exceeded`
 when too many jobs run at once; 503 `service_unavailable`.
 """
 
@@ -104,7 +104,7 @@ def error_summary(errors: Any) -> str | None:
 
 
 def parse_status(body: Any) -> Status:
-    """A status (or submit) reply as a Status (provider-docs.md §4.3). A phase outside the
+    """A status (or submit) reply as a Status (docs/providers/skop.md#statuses). A phase outside the
     enum (the docs' own example says `extracting`) is RUNNING while `is_active` is true."""
     obj = replies.require_object(body, "skop: the status reply")
     raw = obj.get("status")
@@ -231,7 +231,7 @@ def result_notes(results: Mapping[str, Any]) -> tuple[bool, list[str]]:
 
 
 def classify_error(reply: Reply) -> ApiError:
-    """provider-docs.md §4.4 and §6.4."""
+    """docs/providers/skop.md#errors, docs/engineering.md#error-classes."""
     message, code = replies.error_text(reply)
     status = reply.status_code
     if status in {401, 403}:  # a bad key, or one without the scrape:create scope
@@ -321,7 +321,7 @@ class SkopAdapter:
         )
 
     async def cancel(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> None:
-        # Skop documents no cancel endpoint (provider-docs.md §4.2): nothing to send. The
+        # Skop documents no cancel endpoint (docs/providers/skop.md#cancel): nothing to send. The
         # remote job runs on until done or its own parameters.timeout (at most 1 h).
         INFO.refuse_cancel(job)
 

@@ -1,4 +1,4 @@
-"""Spidra adapter: `scrape`, `batch` and `crawl` jobs (wire-contracts.md §3, provider-docs §3).
+"""Spidra adapter: `scrape`, `batch` and `crawl` jobs (docs/providers/spidra.md).
 
 Endpoints (base `…/api`):
   POST /scrape → jobId; GET /scrape/{id}      result inline; no cancel, no list
@@ -11,10 +11,11 @@ Endpoints (base `…/api`):
                                               the rest; page html/markdown are signed URLs
                                               valid 1 h; DELETE cancels; GET /crawl/history
                                               lists crawls (reconcile)
-Auth: `Authorization: Bearer <key>` (the SDK's header; the seed's `x-api-key` also works).
+Auth: `Authorization: Bearer <key>` (the SDK's header; the docs' `x-api-key` also works).
 Published limits: 300 requests per IP per 15 min counting polls, `RateLimit-*` headers
 (draft 6, reset in unix time); 10 pending scrapes (429 `TOO_MANY_PENDING_JOBS`); 503
-`SERVICE_BUSY` with body `retry_after`; `QUEUE_UNAVAILABLE` = not queued (provider-docs §3.4).
+`SERVICE_BUSY` with body `retry_after`; `QUEUE_UNAVAILABLE` = not queued
+(docs/providers/spidra.md#limits).
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ INFO = ProviderInfo(
     cancellable=("batch", "crawl"),  # DELETE; a single scrape has no cancel endpoint
 )
 
-# provider-docs.md §6.2; `queued` is the submit reply's own word, `delayed` is BullMQ's
-# "scheduled later" (an inference, §3.3), `running` is the crawl spelling.
+# docs/providers/spidra.md#statuses; `queued` is the submit reply's own word, `delayed` is BullMQ's
+# "scheduled later" (an inference, docs/providers/spidra.md#statuses), `running` is the crawl
+# spelling.
 _STATES: dict[str, RemoteState] = {
     "queued": RemoteState.QUEUED,
     "waiting": RemoteState.QUEUED,
@@ -193,7 +195,8 @@ def parse_status(reply: Reply, kind: str = "scrape") -> Status:
 
 
 def is_partial(result: Mapping[str, Any]) -> bool:
-    """provider-docs.md §3.3: AI extraction failed, or any URL in `data[]` did not succeed."""
+    """docs/providers/spidra.md#statuses: AI extraction failed, or any URL in `data[]` did not
+    succeed."""
     if result.get("ai_extraction_failed") is True:
         return True
     data = result.get("data")
@@ -361,7 +364,7 @@ def batch_urls_match(body: Any, job: JobSpec) -> bool:
 
 
 def error_message(reply: Reply, body: Mapping[str, Any]) -> str:
-    """As the SDK reads it (wire-contracts.md §3.4): `message`, else the `errors` list
+    """As the SDK reads it (docs/providers/spidra.md#errors): `message`, else the `errors` list
     joined (422 validation), else the body itself."""
     message = body.get("message")
     if isinstance(message, str) and message.strip():
@@ -373,7 +376,8 @@ def error_message(reply: Reply, body: Mapping[str, Any]) -> str:
 
 
 def classify_error(reply: Reply) -> ApiError:
-    """Error body `{status: "error", message, code?, errors?, retry_after?}` (§3.4)."""
+    """Error body `{status: "error", message, code?, errors?, retry_after?}`
+    (docs/providers/spidra.md#errors)."""
     body = _body(reply)
     message = error_message(reply, body)
     code = body.get("code") if isinstance(body.get("code"), str) else None
@@ -390,7 +394,7 @@ def classify_error(reply: Reply) -> ApiError:
     elif status == 402:
         kind = ErrorKind.CREDITS
     elif status == 403:
-        # One status, three meanings (provider-docs §3.4 "Conflict on 403"): tell them
+        # One status, three meanings (docs/providers/spidra.md#errors): tell them
         # apart by the message. A credit limit stops submissions; a key problem stops the
         # provider; anything else is this job's own permission problem.
         text = f"{message} {code or ''}".lower()

@@ -1,4 +1,4 @@
-"""Bulkgrid under /api/v1: runs, paged results, content, screenshots (wire-contracts.md §1).
+"""Bulkgrid under /api/v1: runs, paged results, content, screenshots (docs/providers/bulkgrid.md).
 
 Auth: `x-api-key`; 401 body `{"error": "Unauthorized"}`. Errors carry `x-request-id`. List
 query parameters may arrive as a Python repr (`known=['a', 'b']`, the SDK's quirk).

@@ -1,10 +1,10 @@
-"""Lobstr.io under /v1: squids, tasks, runs, stats, results, CSV export (wire-contracts.md §2).
+"""Lobstr.io under /v1: squids, tasks, runs, stats, results, CSV export (docs/providers/lobstr.md).
 
 Auth: `Authorization: Token <key>`. Errors: `{"error", "type", "code"}`. Statuses are
 lowercase: pending → running → uploading → done (export_done), paused with a done_reason,
 aborted, error. One active run per squid (400 RunInProgress). Per-path limits when
 `endpoint_limits` is on: /squids 120/min, /tasks 90/min, /runtasks 90/min, /runs 120/min,
-/results 2/s (provider-docs.md §2.4), with `X-RateLimit-*` headers on 429.
+/results 2/s (docs/providers/lobstr.md#limits), with `X-RateLimit-*` headers on 429.
 """
 
 from __future__ import annotations

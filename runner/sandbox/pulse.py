@@ -1,4 +1,4 @@
-"""Pulse at the root: /extract, /schema, /split, /tables, /job/{id} (wire-contracts.md §4).
+"""Pulse at the root: /extract, /schema, /split, /tables, /job/{id} (docs/providers/pulse.md).
 
 Auth: `x-api-key`. Errors: `{"error": {"code", "message", "details"}}` (AUTH_001, RATE_001,
 GENERAL_001...). Statuses: pending, processing, completed, failed, canceled (one L), expired.
@@ -82,7 +82,8 @@ class PulseApi(ProviderApi):
             return self.error(400, errors[0], "GENERAL_002", details={"errors": errors})
         job = self.sandbox.create_job(self.name, kind, body, det.uuid_from)
         if not body.get("async"):
-            # Synchronous mode: the engine works while the client waits (wire-contracts §4.2).
+            # Synchronous mode: the engine works while the client waits
+            # (docs/providers/pulse.md#endpoints).
             if job.outcome is Phase.FAILED:
                 return self.error(500, _error_text(job), "GENERAL_001")
             job.queue_s = job.run_s = 0.0
@@ -103,7 +104,7 @@ class PulseApi(ProviderApi):
         job = self.sandbox.job(self.name, request.path_params["job_id"])
         if job is None:
             return self.error(404, "Job not found", "JOB_001")
-        # Best effort: a finished job is unchanged (provider-docs.md §5.2).
+        # Best effort: a finished job is unchanged (docs/providers/pulse.md#cancel).
         job.cancel(self.sandbox.clock())
         return json_response({"job_id": job.id, "message": "Job cancelled successfully"})
 

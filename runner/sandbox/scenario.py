@@ -18,7 +18,7 @@ from runner.errors import UsageError
 
 PROVIDER_NAMES = ("bulkgrid", "lobstr", "spidra", "skop", "pulse")
 
-# Spidra's documented pending-job caps per submit kind (provider-docs.md §3.4).
+# Spidra's documented pending-job caps per submit kind (docs/providers/spidra.md#limits).
 SPIDRA_PENDING_CAPS: Mapping[str, int] = {"scrape": 10, "batch": 50, "crawl": 5}
 
 

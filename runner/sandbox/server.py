@@ -16,7 +16,7 @@ import uvicorn
 
 from runner.errors import RunnerError
 
-# How a client reaches each provider on a sandbox origin (wire-contracts.md §6).
+# How a client reaches each provider on a sandbox origin (README.md#the-sandbox).
 _MOUNTS = {"bulkgrid": "", "lobstr": "/v1", "spidra": "/api", "skop": "", "pulse": ""}
 STARTUP_TIMEOUT = 10.0
 

@@ -1,4 +1,4 @@
-"""Skop at the root: POST /scrape/, status and results (wire-contracts.md §5, seed 003).
+"""Skop at the root: POST /scrape/, status and results (docs/providers/skop.md).
 
 Auth: `Authorization: Bearer <sk-…>` or `X-API-Key`. Errors: `{"error": <code>, "message"}`
 with codes validation_error, concurrency_limit_exceeded, not_found. While running, the status

@@ -1,6 +1,6 @@
-"""Spidra under /api: scrape, batch scrape and crawl (wire-contracts.md §3).
+"""Spidra under /api: scrape, batch scrape and crawl (docs/providers/spidra.md).
 
-Auth: `Authorization: Bearer <key>` (SDK) or `x-api-key` (seed); both accepted. Errors:
+Auth: `Authorization: Bearer <key>` (SDK) or `x-api-key` (docs); both accepted. Errors:
 `{status: "error", message, code?}`. Limits: 429 with Retry-After and draft-6
 `RateLimit-Limit/-Remaining/-Reset`; `TOO_MANY_PENDING_JOBS` (10/50/5) when enabled.
 """
@@ -157,7 +157,8 @@ class SpidraApi(ProviderApi):
         if job is None:
             return self.error(404, "Scrape not found")
         view = job.view(self.sandbox.clock())
-        if view.phase is Phase.EXPIRED:  # purged after retention (provider-docs.md §3.3)
+        # purged after retention (docs/providers/spidra.md#statuses)
+        if view.phase is Phase.EXPIRED:
             return self.error(404, "Scrape not found")
         return json_response(scrape_status(job, view))
 
@@ -290,7 +291,7 @@ class SpidraApi(ProviderApi):
         return json_response(data)
 
     async def crawl_history(self, request: Request) -> Response:
-        """`{jobs, total, page, totalPages}` (wire-contracts.md §3.2), oldest first."""
+        """`{jobs, total, page, totalPages}` (docs/providers/spidra.md#endpoints), oldest first."""
         page = int_param(request.query_params.get("page"), 1, minimum=1)
         limit = int_param(request.query_params.get("limit"), 20, minimum=1)
         if page is None or limit is None:

@@ -1,4 +1,5 @@
-"""Bulkgrid contract: runs, paged results, content, screenshots, repr list params (§1)."""
+"""Bulkgrid contract: runs, paged results, content, screenshots, repr list params
+(docs/providers/bulkgrid.md)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ async def test_results_pages_and_incremental_repr_lists(make_inprocess: MakeInPr
     assert (first["page"], first["limit"], first["total"], len(first["results"])) == (1, 2, 5, 2)
     assert len(second["results"]) == 1
     known = [r["id"] for r in first["results"]]
-    # The SDK sends list params through str(): known=['a', 'b'] (wire-contracts.md §1.1).
+    # The SDK sends list params through str(): known=['a', 'b'] (docs/providers/bulkgrid.md#quirks).
     inc = await sb.request(
         "bulkgrid", "GET", url, params={"incremental": "true", "known": str(known), "limit": 100}
     )
@@ -69,7 +70,7 @@ async def test_content_and_screenshot(make_inprocess: MakeInProcess) -> None:
         "results"
     ][0]
     base = f"/api/v1/runs/{run_id}/results/{result['id']}"
-    # The SDK sends Accept: application/json even for text (wire-contracts.md §1.1).
+    # The SDK sends Accept: application/json even for text (docs/providers/bulkgrid.md#quirks).
     accept = {"accept": "application/json"}
     markdown = await sb.request(
         "bulkgrid", "GET", base + "/content", params={"type": "markdown"}, headers=accept

@@ -1,4 +1,5 @@
-"""Lobstr.io contract: squid → tasks → run, lowercase statuses, results, CSV export (§2)."""
+"""Lobstr.io contract: squid → tasks → run, lowercase statuses, results, CSV export
+(docs/providers/lobstr.md)."""
 
 from __future__ import annotations
 

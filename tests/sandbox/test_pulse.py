@@ -1,4 +1,5 @@
-"""Pulse contract: /extract (async and sync), /job/{id}, cancel, large results (§4)."""
+"""Pulse contract: /extract (async and sync), /job/{id}, cancel, large results
+(docs/providers/pulse.md)."""
 
 from __future__ import annotations
 
@@ -118,7 +119,8 @@ def test_large_result_is_single_use_then_410(make_sandbox: MakeSandbox) -> None:
     assert result["is_url"] is True
     url = result["url"]
     assert url.startswith(sb.origin + "/_files/pulse/")
-    first = httpx.get(url, follow_redirects=True)  # bare GET, no key (wire-contracts §4.1)
+    # bare GET, no key (docs/providers/pulse.md#results-and-downloads)
+    first = httpx.get(url, follow_redirects=True)
     assert first.status_code == 200
     assert len(first.content) > 50_000
     assert set(first.json()) == {"extraction_id", "markdown", "page_count", "plan-info"}

@@ -1,4 +1,4 @@
-"""Spidra contract: /api/scrape, /api/batch/scrape, /api/crawl as wire-contracts.md §3 says."""
+"""Spidra contract: /api/scrape, /api/batch/scrape, /api/crawl as docs/providers/spidra.md says."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ FAST = {"providers": {"spidra": {"duration": {"min": 1, "max": 1}}}}
 
 async def test_scrape_lifecycle_with_sdk_json_separators(make_inprocess: MakeInProcess) -> None:
     sb = make_inprocess(scenario=FAST)
-    # The SDK sends json.dumps() output: ", " and ": " separators (wire-contracts.md §6).
+    # The SDK sends json.dumps() output: ", " and ": " separators (docs/providers/spidra.md#quirks).
     raw = json.dumps(SCRAPE)
     assert ", " in raw
     submit = await sb.request(
