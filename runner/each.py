@@ -226,6 +226,33 @@ def _text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def template_cost(value: Any) -> tuple[int, dict[str, int]]:
+    """(characters of literal text in the strings of `value` that have placeholders, the
+    number of times each placeholder is used): what filling it in costs, before doing it."""
+    literal = 0
+    uses: dict[str, int] = {}
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            parts = _parts(node)
+            for part in parts or ():
+                if isinstance(part, tuple):
+                    uses[part[0]] = uses.get(part[0], 0) + 1
+                else:
+                    literal += len(part)
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return literal, uses
+
+
+def field_size(value: Any) -> int:
+    """Characters `value` takes when filled into a string."""
+    return len(value) if isinstance(value, str) else len(_text(value))
+
+
 def compile_template(value: Any) -> Template:
     """A builder of `value` with its placeholders filled; placeholder-free parts are shared."""
     names: set[str] = set()

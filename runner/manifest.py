@@ -43,6 +43,10 @@ from runner.yamlsafe import YamlError, load_yaml
 MAX_MANIFEST_BYTES = 5 * 1024 * 1024
 MAX_JOBS = 1_000_000
 MAX_DESCRIBED_ITEMS = 20  # failing `each` items explained in full, per job
+# What one job's `each` may make, so a small manifest cannot expand into gigabytes: at most
+# this many placeholders in its id and params, and this many characters filled in in total.
+MAX_PLACEHOLDERS = 1_000
+MAX_EXPANDED_CHARS = 256 * 1024 * 1024
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _ID_SHAPE = re.compile(r"^[a-z0-9{][A-Za-z0-9._{}-]*$")  # the schema's id pattern
@@ -295,7 +299,8 @@ class _Reader:
         if not isinstance(job_id, str) or not isinstance(params, dict):
             return
         if "each" in job:
-            self.expand(index, job, job_id, params, extra, checker, template, specs)
+            if len(job_id) <= each_mod.MAX_ID_LENGTH:  # else the schema said it is too long
+                self.expand(index, job, job_id, params, extra, checker, template, specs)
             return
         if _ID_SHAPE.match(job_id) and not SLUG.match(job_id):
             if "{" in job_id:
@@ -363,6 +368,16 @@ class _Reader:
         items = self.each_items(index, job["each"])
         if items is None:
             return
+        literal, uses = each_mod.template_cost([id_text, params])
+        placeholders = sum(uses.values())
+        if placeholders > MAX_PLACEHOLDERS:
+            self.report.add(
+                (*base, "params"),
+                f"{placeholders:,} placeholders; a job's id and params may use at most "
+                f"{MAX_PLACEHOLDERS:,} (repeat the data in the `each` items instead)",
+            )
+            return
+        expanded = 0
         build_id, id_names = each_mod.compile_id(id_text)
         params_template = each_mod.compile_template(params)
         if not self.check_placeholders(base, items[0], id_names, params_template):
@@ -389,6 +404,19 @@ class _Reader:
                     job_id=id_text,
                 )
                 continue
+            expanded += literal + sum(
+                count * each_mod.field_size(fields[name]) for name, count in uses.items()
+            )
+            if expanded > MAX_EXPANDED_CHARS:
+                self.report.add(
+                    (*base, "each"),
+                    f"expanding `each` up to this item makes more than "
+                    f"{MAX_EXPANDED_CHARS:,} characters of ids and params; a job may make at "
+                    "most that many (use fewer or shorter placeholders, or split the items)",
+                    where=where,
+                    job_id=id_text,
+                )
+                return
             job_id = build_id(fields)
             if not SLUG.match(job_id):
                 self.report.add(

@@ -45,7 +45,11 @@ ITEMS = "results.jsonl"
 STATUS = "status.json"
 OUTCOME = "job.json"
 FILES = "files"
-_PART = ".part"  # suffix of a results.jsonl still being streamed
+# Runner's temporaries are hidden names ending in ".tmp": `safe_name` never hands out a name
+# starting with "." (a property test proves it), so the end-of-batch sweep, which deletes
+# exactly these, can never delete a file a provider named.
+_TEMP_PREFIX = "."
+_TEMP_SUFFIX = ".tmp"
 
 _BATCH_ID_FORMAT = "%Y%m%dT%H%M%SZ"
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -94,6 +98,19 @@ def redact(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
+def redact_tree(value: Any, secrets: Sequence[str]) -> Any:
+    """`value` (JSON-like) with `redact` applied to every string in it, mapping keys too."""
+    if not any(secrets):
+        return value
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, Mapping):
+        return {redact_tree(k, secrets): redact_tree(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_tree(v, secrets) for v in value]
+    return value
+
+
 # -- one job's directory ---------------------------------------------------------------------
 
 
@@ -101,11 +118,13 @@ class JobDir:
     """One job's results directory; implements `runner.providers.base.ResultSink`.
 
     Every file is written to a temporary name and renamed into place. `results.jsonl` is
-    streamed to `results.jsonl.part` and renamed on `commit()` (called by `write_outcome`
-    for a succeeded job), so a half-written stream never looks complete. Files placed at
-    `file_path()` must be written atomically by the caller (download to a temporary name
-    and rename, as `ProviderHttp.download` does) or through `write_file()`.
+    streamed to `STREAM` (a runner temporary) and renamed on `commit()` (called by
+    `write_outcome` for a succeeded job), so a half-written stream never looks complete.
+    Files placed at `file_path()` must be written atomically by the caller (download to
+    `temp_for(path)` and rename, as `ProviderHttp.download` does) or through `write_file()`.
     """
+
+    STREAM = f"{_TEMP_PREFIX}{ITEMS}{_TEMP_SUFFIX}"
 
     def __init__(self, path: Path, job_id: str, *, secrets: Sequence[str] = ()) -> None:
         self.path = path
@@ -119,7 +138,7 @@ class JobDir:
         if self.files_dir.is_dir():  # resume: never hand out a name already on disk
             for existing in self.files_dir.iterdir():
                 self._taken.add(existing.name.casefold())
-                self._files += 1
+                self._files += not _is_debris(existing)
 
     # ResultSink -----------------------------------------------------------------------------
 
@@ -129,7 +148,7 @@ class JobDir:
 
     def append_item(self, obj: Any) -> None:
         """One result item, appended to the `results.jsonl` stream in order."""
-        part = self.path / (ITEMS + _PART)
+        part = self.path / self.STREAM
         try:
             if self._stream is None:
                 self.path.mkdir(parents=True, exist_ok=True)
@@ -140,10 +159,11 @@ class JobDir:
         self._items += 1
 
     def file_path(self, name: str) -> Path:
-        """A fresh path under `files/` for `name` (sanitized, numbered on collision)."""
+        """A fresh path under `files/` for `name` (sanitized, numbered on collision); a
+        secret inside `name` is redacted first, so no file name carries one."""
         self.files_dir.mkdir(parents=True, exist_ok=True)
         self._files += 1
-        return self.files_dir / safe_name(name, self._taken)
+        return self.files_dir / safe_name(redact(name, self._secrets), self._taken)
 
     # the engine's side ---------------------------------------------------------------------
 
@@ -151,7 +171,8 @@ class JobDir:
     def temp_for(path: Path) -> Path:
         """A temporary name beside `path` to download into before renaming it into place;
         `BatchDir.finish` sweeps any such leftovers of an interrupted download."""
-        return path.with_name(f".{path.name}.{os.getpid()}.{next(_TEMP_NUMBERS)}.tmp")
+        number = next(_TEMP_NUMBERS)
+        return path.with_name(f"{_TEMP_PREFIX}{path.name}.{os.getpid()}.{number}{_TEMP_SUFFIX}")
 
     def write_file(self, name: str, data: bytes) -> Path:
         """Write `data` atomically to a fresh `files/` path for `name`; returns the path."""
@@ -160,8 +181,9 @@ class JobDir:
         return path
 
     def write_status(self, payload: Any) -> None:
-        """The provider's final status payload, `status.json`."""
-        write_atomic(self.path / STATUS, canonical_json(payload))
+        """The provider's final status payload, `status.json`, with every secret redacted
+        in every string (keys too), as in job.json: a provider may echo the key."""
+        write_atomic(self.path / STATUS, canonical_json(redact_tree(payload, self._secrets)))
 
     @property
     def items(self) -> int:
@@ -174,10 +196,10 @@ class JobDir:
         return self._files
 
     def commit(self) -> None:
-        """Close the item stream and rename `results.jsonl.part` to `results.jsonl`."""
+        """Close the item stream and rename the `STREAM` temporary to `results.jsonl`."""
         if self._stream is None:
             return
-        part = self.path / (ITEMS + _PART)
+        part = self.path / self.STREAM
         stream, self._stream = self._stream, None
         try:
             stream.close()
@@ -194,7 +216,7 @@ class JobDir:
             stream, self._stream = self._stream, None
             with contextlib.suppress(OSError):  # its contents are being thrown away anyway
                 stream.close()
-        (self.path / (ITEMS + _PART)).unlink(missing_ok=True)
+        (self.path / self.STREAM).unlink(missing_ok=True)
 
     def reset(self) -> None:
         """Remove everything fetched so far, for a re-fetch after resume."""
@@ -215,11 +237,12 @@ class JobDir:
         else:
             self.abort()
         document = outcome_document(record, report, self)
-        for key in ("error", "reason", "provider_status"):
-            if isinstance(document[key], str):
-                document[key] = redact(document[key], self._secrets)
-        document["notes"] = [redact(note, self._secrets) for note in document["notes"]]
-        write_atomic(self.path / OUTCOME, canonical_json(document))
+        # What is on disk now, not what the adapter counted: job.json, the disk and
+        # SHA256SUMS agree, and `verify` checks that they do.
+        names = files_on_disk(self.files_dir)
+        document["files"] = names
+        document["counts"] = {**document["counts"], "files": len(names)}
+        write_atomic(self.path / OUTCOME, canonical_json(redact_tree(document, self._secrets)))
 
 
 def outcome_document(
@@ -476,8 +499,16 @@ def dependency_versions() -> dict[str, str]:
 
 
 def _is_debris(path: Path) -> bool:
-    """Temporary files of an interrupted write: `.name.xxx.tmp` or `results.jsonl.part`."""
-    return (path.name.startswith(".") and path.name.endswith(".tmp")) or path.name.endswith(_PART)
+    """A runner temporary left by an interrupted write (`write_atomic`, `JobDir.temp_for`,
+    `JobDir.STREAM`): a hidden `.tmp` name, which `safe_name` never produces."""
+    return path.name.startswith(_TEMP_PREFIX) and path.name.endswith(_TEMP_SUFFIX)
+
+
+def files_on_disk(files_dir: Path) -> list[str]:
+    """Sorted posix paths, relative to `files_dir`, of the files in it (temporaries aside)."""
+    return sorted(
+        p.relative_to(files_dir).as_posix() for p in _walk(files_dir) if not _is_debris(p)
+    )
 
 
 def _sweep(jobs: Path) -> None:
@@ -557,7 +588,41 @@ def check(path: Path) -> tuple[int, list[str]]:
             problems.append(f"{rel}: not listed in {SUMS}")
         elif _digest(path / rel) != expected[rel]:
             problems.append(f"{rel}: changed (sha256 differs)")
+    problems.extend(check_job_files(path))
     return len(expected), problems
+
+
+def check_job_files(path: Path) -> list[str]:
+    """Problems where a job.json's `files` list or `counts.files` disagrees with the files
+    under that job's `files/` directory (a file lost before SHA256SUMS was written)."""
+    problems: list[str] = []
+    jobs = path / JOBS
+    for job in sorted(jobs.iterdir()) if jobs.is_dir() else []:
+        outcome = job / OUTCOME
+        if not outcome.is_file():
+            continue
+        where = outcome.relative_to(path).as_posix()
+        try:
+            document = json.loads(outcome.read_bytes())
+        except ValueError:
+            document = None
+        listed = document.get("files") if isinstance(document, dict) else None
+        if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
+            problems.append(f"{where}: not a JSON object with a files list")
+            continue
+        counts = document.get("counts")
+        count = counts.get("files") if isinstance(counts, dict) else None
+        if count != len(listed):
+            noun = "file" if len(listed) == 1 else "files"
+            problems.append(f"{where}: counts.files is {count}, but it lists {len(listed)} {noun}")
+        actual = set(files_on_disk(job / FILES))
+        prefix = (job / FILES).relative_to(path).as_posix()
+        for name in sorted(set(listed) | actual):
+            if name not in actual:
+                problems.append(f"{prefix}/{name}: listed in {where}, not on disk")
+            elif name not in listed:
+                problems.append(f"{prefix}/{name}: on disk, not listed in {where}")
+    return problems
 
 
 def verify(path: Path) -> list[str]:

@@ -130,7 +130,12 @@ def fetch_defaults(provider: str, job_type: str) -> dict[str, Any]:
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`; did you mean 'timeout'?` when a choice is close, else ``."""
     options = list(choices)
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    # difflib's ratio is at most 2·len(choice) / (len(word) + len(choice)): a word over 3× the
+    # longest choice cannot reach the 0.6 cutoff, and difflib costs seconds on a MiB-long one.
+    longest = max((len(option) for option in options), default=0)
+    close = []
+    if len(word) <= 3 * longest:
+        close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     if not close and len(word) >= 3:  # 'url' for 'file_url', 'timeout_seconds' for 'timeout'
         close = [o for o in options if len(o) >= 3 and (word in o or o in word)][:1]
     return f"; did you mean {close[0]!r}?" if close else ""

@@ -152,6 +152,7 @@ def test_finished_batch_has_the_designed_files_and_canonical_json(tmp_path: Path
         "cost": 2,
         "counts": {"files": 2, "items": 3},
         "error": None,
+        "files": ["report-2.pdf", "report.pdf"],
         "id": "job-0",
         "notes": [],
         "partial": False,
@@ -193,6 +194,7 @@ def test_job_json_holds_no_remote_ids_timestamps_or_attempts(tmp_path: Path) -> 
         "counts",
         "notes",
         "error",
+        "files",
     }
     assert document["state"] == "failed"
     assert document["error"] == "the provider failed the job: E42"
@@ -232,10 +234,10 @@ def test_item_stream_is_invisible_until_committed(tmp_path: Path) -> None:
     job = batch.job_dir("job-0")
     job.append_item({"a": 1})
     assert not (job.path / "results.jsonl").exists()
-    assert (job.path / "results.jsonl.part").exists()
+    assert (job.path / job.STREAM).exists()
     job.commit()
     assert (job.path / "results.jsonl").read_bytes() == b'{"a":1}\n'
-    assert not (job.path / "results.jsonl.part").exists()
+    assert not (job.path / job.STREAM).exists()
 
 
 def test_failed_job_drops_its_half_written_stream(tmp_path: Path) -> None:
@@ -320,13 +322,11 @@ def test_full_disk_while_streaming_items_names_the_path(tmp_path: Path) -> None:
     batch = BatchDir.create(tmp_path, make_plan(), now=START)
     job = batch.job_dir("job-0")
     job.path.mkdir(parents=True)
-    (job.path / "results.jsonl.part").symlink_to("/dev/full")
+    (job.path / job.STREAM).symlink_to("/dev/full")
     job.append_item({"i": 0, "pad": "x" * 100})  # still in the write buffer
     with pytest.raises(StoreError) as info:  # past the buffer, the kernel is asked
         job.append_item({"pad": "x" * 100_000})
-    assert str(info.value) == (
-        f"cannot write {job.path / 'results.jsonl.part'}: No space left on device"
-    )
+    assert str(info.value) == (f"cannot write {job.path / job.STREAM}: No space left on device")
     assert not (job.path / "results.jsonl").exists()
 
 
@@ -384,6 +384,7 @@ def test_verify_reports_changed_missing_and_extra_files(tmp_path: Path) -> None:
         "jobs/job-0/results.jsonl: changed (sha256 differs)",
         "jobs/job-1/files/sneaky.bin: not listed in SHA256SUMS",
         "jobs/job-1/status.json: missing",
+        "jobs/job-1/files/sneaky.bin: on disk, not listed in jobs/job-1/job.json",
     ]
 
 
