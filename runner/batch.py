@@ -17,7 +17,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -820,6 +821,40 @@ def _internal_error(
     return int(ExitCode.INTERNAL)
 
 
+MAX_LISTED = 20  # jobs named one by one at the end of a run; the rest are counted
+
+
+def unsucceeded_lines(
+    records: Iterable[JobRecord], hints: Hints, *, status: str, limit: int = MAX_LISTED
+) -> list[str]:
+    """The end-of-run lines about jobs that did not succeed: each finished one with its
+    error (the first `limit`, then a count), and the unfinished ones (left by a provider
+    that stopped answering) as one line per provider, so a thousand jobs never make a
+    thousand lines."""
+    records = list(records)
+    ended = [r for r in records if r.state.terminal and r.state is not State.SUCCEEDED]
+    lines = [
+        f"  {r.spec.id}: {r.state.value}" + (f": {r.error}" if r.error else "")
+        for r in ended[:limit]
+    ]
+    if len(ended) > limit:
+        lines.append(f"  … and {len(ended) - limit} more that did not succeed: {status}")
+    unfinished: dict[str, Counter[str]] = {}
+    for record in records:
+        if not record.state.terminal:
+            unfinished.setdefault(record.spec.provider, Counter())[record.state.value] += 1
+    for provider, states in sorted(unfinished.items()):
+        total = sum(states.values())
+        where = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+        then = f"; {hints.resume} continues them" if hints.resume else ""
+        lines.append(f"  {provider}: {total} job(s) not finished ({where}){then}")
+    return lines
+
+
+def _status_command(batch: BatchDir) -> str:
+    return f"runner status {shlex.quote(str(batch.path))}"
+
+
 def _report(
     plan: Plan,
     batch: BatchDir,
@@ -850,10 +885,10 @@ def _report(
             file=stderr,
         )
     else:  # what did not succeed, once more at the end (cron mails this)
-        for record in engine.records.values():
-            if record.state is not State.SUCCEEDED:
-                detail = f": {record.error}" if record.error else ""
-                print(f"  {record.spec.id}: {record.state.value}{detail}", file=stderr)
+        for text in unsucceeded_lines(
+            engine.records.values(), hints, status=_status_command(batch)
+        ):
+            print(text, file=stderr)
     fetching = counts.get(State.FETCHING.value, 0)
     if options.mode == "cancel" and fetching and hints.resume is not None:
         print(

@@ -273,5 +273,9 @@ def test_on_timeout_cancel_says_which_provider_could_not_cancel(
         outcome = job_json(batch, job_id)
         assert outcome["state"] == "timed_out"
         what = NO_CANCEL if job_id in NOT_CANCELLABLE else "cancel requested remotely"
-        assert outcome["error"] == f"timed out after 0.3s ({what})", job_id
+        # on a loaded machine the job's last poll may still be in flight at its timeout
+        assert outcome["error"] in (
+            f"timed out after 0.3s ({what})",
+            f"timed out after 0.3s with a request still unanswered ({what})",
+        ), job_id
     assert_cancels_in_books(books(sandbox), set(CANCEL_REQUEST))
