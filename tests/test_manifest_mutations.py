@@ -10,7 +10,6 @@ import copy
 import time
 import tracemalloc
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from runner import schemas
 from runner.errors import ManifestError, Problem
 from runner.manifest import parse_manifest
 
@@ -27,7 +27,9 @@ EXAMPLES = sorted((ROOT / "manifests").glob("*.yaml"))
 ENV = dict.fromkeys(
     ("BULKGRID_API_KEY", "LOBSTR_API_KEY", "SPIDRA_API_KEY", "SKOP_API_KEY", "PULSE_API_KEY"), "k"
 )
-SECONDS = 1.0  # per case, on a shared 2-core machine: typical cases take ~10 ms
+# A hang guard, not a speed target (typical cases take ~10 ms; speed lives in `make bench`):
+# only a case that explodes, as the ones fixed below did, comes near it.
+HANG_GUARD = 30.0
 PEAK_BYTES = 64 * 1024 * 1024
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's when present: MiB-long cases
 
@@ -136,7 +138,7 @@ def load(example: Path, document: Any) -> None:
         assert problem.line >= 1
         assert problem.column >= 1
         assert problem.message
-    assert elapsed < SECONDS
+    assert elapsed < HANG_GUARD
     assert peak < PEAK_BYTES
 
 
@@ -167,7 +169,7 @@ def mutations(draw: st.DrawFn) -> tuple[Path, Path_, str, Any]:
 
 @settings(
     max_examples=300,
-    deadline=timedelta(seconds=5),  # the per-case bound is asserted in `load`
+    deadline=None,  # the hang guard and the memory bound are asserted in `load`
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(mutations())
@@ -178,12 +180,24 @@ def test_one_field_mutated_gives_a_plan_or_located_problems(
     load(example, mutated(DOCUMENTS[example], path, kind, value))
 
 
-def test_a_megabytes_long_value_of_an_enum_is_answered_at_once() -> None:
+def test_a_megabytes_long_value_of_an_enum_is_answered_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Found by the sweep: the 'did you mean' hint ran difflib over the whole value
-    (seconds for a few MiB, again for every failing `each` item)."""
+    (seconds for a few MiB, again for every failing `each` item). Proven by what difflib is
+    asked, not by a stopwatch."""
+    asked: list[int] = []
+    real = schemas.difflib.get_close_matches
+
+    def spy(word: str, *args: Any, **kwargs: Any) -> list[str]:
+        asked.append(len(word))
+        return real(word, *args, **kwargs)
+
+    monkeypatch.setattr(schemas.difflib, "get_close_matches", spy)
     example = ROOT / "manifests" / "pulse.yaml"
     document = mutated(DOCUMENTS[example], ("jobs", 0, "params", "model"), "", "x" * 4_000_000)
     load(example, document)
+    assert max(asked, default=0) < 1_000
 
 
 def _each_manifest(tmp_path: Path, job_id: str, params: dict[str, Any], items: int) -> Path:
@@ -207,12 +221,10 @@ def _each_manifest(tmp_path: Path, job_id: str, params: dict[str, Any], items: i
     return path
 
 
-def _problems(path: Path, seconds: float = SECONDS) -> list[str]:
+def _problems(path: Path) -> list[str]:
     data = path.read_bytes()
-    started = time.perf_counter()
     with pytest.raises(ManifestError) as info:
         parse_manifest(data, source=path, env=ENV)
-    assert time.perf_counter() - started < seconds
     return [p.render().removeprefix(f"{path.parent}/") for p in info.value.problems]
 
 
@@ -247,7 +259,7 @@ def test_expanding_each_stops_at_a_bounded_size(tmp_path: Path) -> None:
     path = _each_manifest(tmp_path, "d-{n}", params, items=100_000)
     tracemalloc.start()
     try:
-        problems = _problems(path, seconds=10)
+        problems = _problems(path)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -194,7 +194,7 @@ def test_a_base_url_nothing_listens_on_stops_its_provider_in_seconds_with_one_li
     took = time.monotonic() - started
 
     assert code == 1
-    assert took < 8, took
+    assert took < 20, took  # "within seconds": it took 61 s before; ~2 s now
     lines = [line for line in stderr.getvalue().splitlines() if dead in line]
     assert lines == [
         f"runner: Pulse: no answer from {dead} (connection refused) in 3 tries; stopped all "
