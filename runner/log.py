@@ -7,7 +7,7 @@ One pipeline per batch built with `structlog.wrap_logger` (no global configurati
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -15,11 +15,9 @@ from typing import IO, TYPE_CHECKING, Any
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
+from runner import redaction
 from runner.lifecycle import Event, JobRecord, Recorder, State
 from runner.providers.base import Status
-
-REDACTED = "***"
-
 
 # -- processors (pure functions of the event, structlog style) -------------------------------
 
@@ -35,36 +33,18 @@ def timestamper(clock: Callable[[], float]) -> Callable[[WrappedLogger, str, Eve
     return add_timestamp
 
 
-class Redactor:
+class RedactSecrets:
     """Replaces every configured secret, wherever it occurs in any string of the event
     (nested dicts and lists too, keys included), with `***`. Values that are not plain JSON
     become their `str()` first, so a secret cannot hide in an object's repr."""
 
     def __init__(self, secrets: Sequence[str]) -> None:
-        # Longest first, so a secret containing another is replaced whole.
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._redactor = redaction.Redactor(secrets)
 
     def __call__(self, _: WrappedLogger, __: str, event: EventDict) -> EventDict:
-        if not self._secrets:
+        if not self._redactor:
             return event
-        return {self._text(str(k)): self._value(v) for k, v in event.items()}
-
-    def _text(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
-
-    def _value(self, value: Any) -> Any:
-        if value is None or isinstance(value, bool | int | float):
-            return value
-        if isinstance(value, str):
-            return self._text(value)
-        if isinstance(value, Mapping):
-            return {self._text(str(k)): self._value(v) for k, v in value.items()}
-        if isinstance(value, list | tuple | set | frozenset):
-            return [self._value(v) for v in value]
-        return self._text(str(value))
+        return {self._redactor.text(str(k)): self._redactor.tree(v) for k, v in event.items()}
 
 
 # -- the per-batch log -----------------------------------------------------------------------
@@ -92,7 +72,7 @@ class BatchLog:
             structlog.processors.add_log_level,
             timestamper(clock),
             structlog.processors.format_exc_info,
-            Redactor(secrets),
+            RedactSecrets(secrets),
             structlog.processors.JSONRenderer(sort_keys=True, ensure_ascii=False),
         ]
         logger: FilteringBoundLogger = structlog.wrap_logger(

@@ -28,6 +28,7 @@ from runner.jsonio import atomic_write, canonical_json, json_line
 from runner.lifecycle import JobRecord, State
 from runner.plan import Plan
 from runner.providers.base import FetchReport, ResultSink
+from runner.redaction import redactor
 from runner.sanitize import safe_name
 
 MANIFEST = "manifest.yaml"
@@ -92,23 +93,13 @@ def iso_utc(moment: datetime) -> str:
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:
-    """`text` with every occurrence of every non-empty secret replaced by `***`."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+    """`text` with every secret replaced by `***` (runner.redaction)."""
+    return redactor(tuple(secrets)).text(text)
 
 
 def redact_tree(value: Any, secrets: Sequence[str]) -> Any:
-    """`value` (JSON-like) with `redact` applied to every string in it, mapping keys too."""
-    if not any(secrets):
-        return value
-    if isinstance(value, str):
-        return redact(value, secrets)
-    if isinstance(value, Mapping):
-        return {redact_tree(k, secrets): redact_tree(v, secrets) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact_tree(v, secrets) for v in value]
-    return value
+    """`value` (JSON-like) with every string in it redacted, mapping keys too."""
+    return redactor(tuple(secrets)).tree(value)
 
 
 # -- one job's directory ---------------------------------------------------------------------
