@@ -15,8 +15,10 @@ import shlex
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -47,7 +49,9 @@ from runner.results import (
     OUTCOME,
     BatchDir,
     Endpoints,
+    StoreError,
     redact,
+    store_error,
     write_atomic,
 )
 from runner.retry import start_attempts
@@ -360,19 +364,25 @@ def run_batch(
         started = datetime.now(UTC)
         batch = BatchDir.create(out, plan, now=started)
         held.note_batch(batch.batch_id)
+        source = str(Path(os.path.abspath(plan.source)))
         try:
             batch.inputs = inputs.copy_inputs(batch.path, loaded.inputs)
+            # batch.json from the start: a killed batch still says where its jobs are.
+            batch.write_info(
+                started=started, argv=options.argv, secrets=plan.secrets, endpoints=endpoints
+            )
+            journal = Journal.create(batch.journal_path, plan, batch.batch_id)
+            try:
+                journal.set_meta("source", source)
+                journal.set_meta(inputs.META_KEY, inputs.render(batch.inputs))
+            except BaseException:
+                _close_quietly(journal.close)
+                raise
         except BaseException:
-            shutil.rmtree(batch.path, ignore_errors=True)  # nothing was sent: leave no batch
+            # Nothing was sent: leave no half-made batch (a full disk here is one line
+            # from the command line, and the same command works once there is room).
+            shutil.rmtree(batch.path, ignore_errors=True)
             raise
-        # batch.json from the start: a killed batch still says where its jobs are.
-        batch.write_info(
-            started=started, argv=options.argv, secrets=plan.secrets, endpoints=endpoints
-        )
-        journal = Journal.create(batch.journal_path, plan, batch.batch_id)
-        source = str(Path(os.path.abspath(plan.source)))
-        journal.set_meta("source", source)
-        journal.set_meta(inputs.META_KEY, inputs.render(batch.inputs))
         hints = Hints.of(batch, endpoints, source)
         return _execute(plan, batch, journal, None, started, options, endpoints, hints)
 
@@ -715,7 +725,11 @@ def _execute(
     """Drive the engine with journal, log and console attached; seal the directory."""
     stderr = options.stderr
     clock = time.monotonic()
-    log = BatchLog(batch.log_path, batch_id=batch.batch_id, secrets=plan.secrets)
+    try:
+        log = BatchLog(batch.log_path, batch_id=batch.batch_id, secrets=plan.secrets)
+    except StoreError as exc:  # nothing has run yet: the one line, and the journal closed
+        _close_quietly(journal.close)
+        return _store_failed(exc, stderr, hints)
     console = Console(stream=stderr, quiet=options.quiet, secrets=plan.secrets)
     signals = _Signals(journal, log, console, hints)
     try:
@@ -778,9 +792,58 @@ def _execute(
         _report(plan, batch, log, console, engine, signals, counts, code, clock, options, hints)
         return int(code)
     finally:
-        console.close()
-        journal.close()
-        log.close()
+        # Each closes whatever happened before: a disk that refused a write refuses the
+        # closing flush too, and that was already reported once.
+        for close in (console.close, journal.close, log.close):
+            _close_quietly(close)
+
+
+def _close_quietly(close: Callable[[], None]) -> None:
+    with contextlib.suppress(StoreError, OSError):
+        close()
+
+
+def storage_failure(exc: BaseException) -> StoreError | None:
+    """The StoreError behind `exc` (a task group's wrapping looked through), or one made of
+    an OSError that names its file (a write outside the store's own wrappers); None for
+    anything else, which is a bug."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = storage_failure(inner)
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return store_error(Path(os.fsdecode(exc.filename)), exc)
+    return None
+
+
+def _store_failed(error: StoreError, stderr: TextIO, hints: Hints) -> int:
+    """The one line for a file the disk refused, with what to do and how to go on: the
+    journal was rolled back to its last commit, so `runner resume` continues from there."""
+    if hints.resume is not None:
+        step = f"{error.remedy}, then: {hints.resume}"
+    else:
+        step = (
+            f"{error.remedy}; the in-process sandbox ended with this run, so start over "
+            f"with: {hints.start_over}"
+        )
+    with contextlib.suppress(OSError):  # stderr on the same full disk: nothing else to say
+        print(f"runner: {error}; {step}", file=stderr, flush=True)
+    return int(ExitCode.INTERNAL)
+
+
+def _crash_file(trace: str) -> str:
+    """Where the traceback went when the batch's log cannot take it (a temporary file)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix="runner-crash-", suffix=".log")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(trace)
+    except OSError as exc:
+        return f"the traceback could not be written ({exc.strerror or exc})"
+    return f"the traceback is in {shlex.quote(name)}"
 
 
 def _code(options: _Options, signals: _Signals, result: EngineResult, engine: Engine) -> ExitCode:
@@ -800,9 +863,24 @@ def _internal_error(
     stderr: TextIO,
     hints: Hints,
 ) -> int:
-    with contextlib.suppress(Exception):
-        log.logger.error("batch.internal_error", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
-    console.close()
+    _close_quietly(console.close)
+    failure = storage_failure(exc)
+    if failure is not None:
+        with contextlib.suppress(StoreError):  # the log itself may be what is full
+            log.logger.error("batch.store_error", error=str(failure), exc_info=exc)
+        return _store_failed(failure, stderr, hints)
+    logged = log.failed is None
+    if logged:
+        try:
+            log.logger.error(
+                "batch.internal_error", error=f"{type(exc).__name__}: {exc}", exc_info=exc
+            )
+        except Exception:  # the disk, or anything else: the traceback goes elsewhere
+            logged = False
+    if logged:
+        where = f"the traceback is in {shlex.quote(str(batch.log_path))}"
+    else:  # log.jsonl cannot take it: a file in the temporary directory does
+        where = _crash_file(redact("".join(traceback.format_exception(exc)), plan.secrets))
     cause: BaseException = exc
     while isinstance(cause, BaseExceptionGroup) and len(cause.exceptions) == 1:
         cause = cause.exceptions[0]  # the task groups' wrapping says nothing to a person
@@ -812,12 +890,10 @@ def _internal_error(
         if hints.resume is not None
         else "the in-process sandbox ended with this run; start over with: " + hints.start_over
     )
-    print(
-        f"runner: internal error: {message}\n"
-        f"runner: the traceback is in {shlex.quote(str(batch.log_path))}; {step}",
-        file=stderr,
-        flush=True,
-    )
+    with contextlib.suppress(OSError):
+        print(
+            f"runner: internal error: {message}\nrunner: {where}; {step}", file=stderr, flush=True
+        )
     return int(ExitCode.INTERNAL)
 
 

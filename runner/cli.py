@@ -20,7 +20,7 @@ from runner import __version__
 from runner.commands import cancel, plan, resume, retry, run, sandbox, status, validate, verify
 from runner.errors import LockHeldError, ManifestError, RunnerError, UsageError
 from runner.exits import ExitCode
-from runner.results import redact
+from runner.results import StoreError, redact
 
 COMMANDS: dict[str, ModuleType] = {
     "validate": validate,
@@ -73,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LockHeldError as exc:
         print(f"runner: {exc}", file=sys.stderr)
         return ExitCode.LOCKED
+    except StoreError as exc:  # a write refused before a batch ran: nothing was sent
+        with contextlib.suppress(OSError):
+            print(f"runner: {exc}; {exc.remedy}, then run the same command again", file=sys.stderr)
+        return ExitCode.INTERNAL
     except RunnerError as exc:
         print(f"runner: error: {exc}", file=sys.stderr)
         return ExitCode.INTERNAL

@@ -5,6 +5,7 @@ succeed, and the summary line.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections import Counter
@@ -115,10 +116,13 @@ class Console:
         self._refresh()
 
     def close(self) -> None:
+        """Stop the display; safe to call again, and when the stream refuses the last
+        frame (stderr redirected to a file on a full disk)."""
         if self._progress is not None:
-            self._refresh()
-            self._progress.stop()
-            self._progress = None
+            progress, self._progress = self._progress, None
+            with contextlib.suppress(OSError):
+                self._refresh_with(progress)
+                progress.stop()
 
     # -- Recorder ----------------------------------------------------------------------------
 
@@ -186,10 +190,14 @@ class Console:
             print(text, file=self._stream, flush=True)
 
     def _refresh(self) -> None:
-        if self._progress is None or self._task is None:
+        if self._progress is not None:
+            self._refresh_with(self._progress)
+
+    def _refresh_with(self, progress: Progress) -> None:
+        if self._task is None:
             return
         states = " ".join(f"{n} {s.value}" for s in State if (n := self.counts.get(s.value)))
-        self._progress.update(
+        progress.update(
             self._task,
             completed=self._done(),
             states=states,

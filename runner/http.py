@@ -18,7 +18,7 @@ import socket
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol, TypeVar
@@ -34,7 +34,7 @@ from runner.errors import RunnerError
 from runner.limits import Gate
 from runner.providers.base import Adapter, ApiError, ErrorKind, Reply, Request
 from runner.ratelimit_headers import parse_rate_limit, wait_hint
-from runner.results import JobDir, redact
+from runner.results import JobDir, redact, store_error
 
 USER_AGENT = f"runner/{__version__}"
 _T = TypeVar("_T")
@@ -520,17 +520,31 @@ async def _stream_to(
     """Write the decoded `raw` to `dest`, stopping with TooLargeError past `max_bytes`."""
     decoder = _Decoder(encoding)
     written = 0
-    with dest.open("wb") as handle:
+    try:
+        handle = dest.open("wb")
+    except OSError as exc:
+        raise store_error(dest, exc) from exc
 
-        def write(piece: bytes) -> bool:
-            nonlocal written
-            written += len(piece)
-            if max_bytes is not None and written > max_bytes:
-                raise TooLargeError(f"larger than the {max_bytes}-byte cap")
+    def write(piece: bytes) -> bool:
+        nonlocal written
+        written += len(piece)
+        if max_bytes is not None and written > max_bytes:
+            raise TooLargeError(f"larger than the {max_bytes}-byte cap")
+        try:  # our disk, not the network: a StoreError, never "the reply was cut short"
             handle.write(piece)
-            return True
+        except OSError as exc:
+            raise store_error(dest, exc) from exc
+        return True
 
+    try:
         await _pour(raw, decoder, write)
+        try:
+            handle.flush()
+        except OSError as exc:
+            raise store_error(dest, exc) from exc
+    finally:
+        with suppress(OSError):  # after a failed write, closing fails the same way
+            handle.close()
     return written
 
 

@@ -1,7 +1,8 @@
 """The journal: one SQLite database per batch (WAL), the source of truth for resume.
 
 A `Recorder`: every transition is committed before `transition()` returns, so a remote id is
-durable the moment the engine knows it. Poll updates are cheap and committed in batches.
+durable the moment the engine knows it. Poll updates are cheap and committed in batches. A
+write SQLite refuses (disk full, read-only) is rolled back and raised as a `StoreError`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from runner.errors import RunnerError
 from runner.lifecycle import Event, JobRecord, Recorder, State, advance
 from runner.plan import Plan
 from runner.providers.base import RemoteRef, Status
-from runner.results import redact
+from runner.results import StoreError, redact, store_error
 
 SCHEMA_VERSION = 1
 POLL_COMMIT_EVERY = 256  # pending poll updates before a commit ...
@@ -187,6 +188,7 @@ class Journal:
         self._clock = clock
         self._pending_polls = 0
         self._last_commit = clock()
+        self.failed: StoreError | None = None  # the first write SQLite refused
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -207,20 +209,24 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"cannot create the journal {path}: {exc}") from exc
         journal = cls(conn, path, secrets=plan.secrets, clock=clock)
-        with journal._transaction():
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [
-                    ("schema_version", str(SCHEMA_VERSION)),
-                    ("batch_id", batch_id),
-                    ("name", plan.name),
-                    ("manifest_sha256", plan.manifest_sha256),
-                ],
-            )
-            journal._insert_planned(plan)
+        try:
+            with journal._transaction():
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [
+                        ("schema_version", str(SCHEMA_VERSION)),
+                        ("batch_id", batch_id),
+                        ("name", plan.name),
+                        ("manifest_sha256", plan.manifest_sha256),
+                    ],
+                )
+                journal._insert_planned(plan)
+        except StoreError:
+            journal.close()
+            raise
         return journal
 
     @classmethod
@@ -249,9 +255,18 @@ class Journal:
         return cls(conn, path, secrets=secrets, clock=clock)
 
     def close(self) -> None:
-        """Commit pending poll updates and close (checkpoints the WAL when last out)."""
-        self.flush()
-        self._conn.close()
+        """Commit pending poll updates and close (checkpoints the WAL when last out). Safe
+        after a failed write: the connection is closed whatever happens, and a commit that
+        fails here is raised only if it is the first failure (one report per cause)."""
+        failed_before = self.failed is not None
+        try:
+            self.flush()
+        except StoreError:
+            if not failed_before:
+                raise
+        finally:
+            with contextlib.suppress(sqlite3.Error):  # a checkpoint the full disk refuses
+                self._conn.close()
 
     def __enter__(self) -> Journal:
         return self
@@ -299,22 +314,23 @@ class Journal:
         polls / POLL_COMMIT_SECONDS seconds: losing the last few is harmless (the job is
         polled again after a resume)."""
         now = self._clock()
-        if not self._conn.in_transaction:
-            self._conn.execute("BEGIN")
-        self._conn.execute(
-            _UPDATE_POLL,
-            (
-                job.polls,
-                job.next_poll_at,
-                self._redact(job.raw_status),
-                self._redact(job.reason),
-                job.progress,
-                int(job.partial),
-                int(job.results_ready),
-                now,
-                job.spec.id,
-            ),
-        )
+        with self._refused():
+            if not self._conn.in_transaction:
+                self._conn.execute("BEGIN")
+            self._conn.execute(
+                _UPDATE_POLL,
+                (
+                    job.polls,
+                    job.next_poll_at,
+                    self._redact(job.raw_status),
+                    self._redact(job.reason),
+                    job.progress,
+                    int(job.partial),
+                    int(job.results_ready),
+                    now,
+                    job.spec.id,
+                ),
+            )
         self._pending_polls += 1
         if (
             self._pending_polls >= POLL_COMMIT_EVERY
@@ -325,7 +341,8 @@ class Journal:
     def flush(self) -> None:
         """Commit whatever poll updates are pending."""
         if self._conn.in_transaction:
-            self._conn.execute("COMMIT")
+            with self._refused():
+                self._conn.execute("COMMIT")
         self._pending_polls = 0
         self._last_commit = self._clock()
 
@@ -497,20 +514,37 @@ class Journal:
             self._insert_planned(plan)  # INSERT OR IGNORE: known rows stay as they are
 
     def _rollback(self) -> None:
-        if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
+        # SQLite may already have rolled back itself (SQLITE_FULL, SQLITE_IOERR); a ROLLBACK
+        # that fails too leaves nothing half-done: uncommitted work is never read back.
+        with contextlib.suppress(sqlite3.Error):
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
         self._pending_polls = 0
+
+    @contextlib.contextmanager
+    def _refused(self) -> Iterator[None]:
+        """A write SQLite refuses: roll the transaction back, raise StoreError naming the
+        journal (`cannot write …/journal.sqlite: database or disk is full`)."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            self._rollback()
+            error = store_error(self.path, exc)
+            if self.failed is None:
+                self.failed = error
+            raise error from exc
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
         """BEGIN ... COMMIT (ROLLBACK on error), folding in any pending poll updates."""
-        if not self._conn.in_transaction:
-            self._conn.execute("BEGIN")
-        try:
-            yield
-        except BaseException:
-            self._rollback()
-            raise
+        with self._refused():
+            if not self._conn.in_transaction:
+                self._conn.execute("BEGIN")
+            try:
+                yield
+            except BaseException:
+                self._rollback()
+                raise
         self.flush()
 
 

@@ -2,11 +2,13 @@
 
 The kernel drops an flock when its holder dies, however it dies, so a crashed run never
 leaves a stale lock behind. The holder writes its pid, start time and batch id into the file
-for the message a second run prints (and for `runner status`).
+for the message a second run prints (and for `runner status`); a disk that refuses that
+text is a `StoreError` naming the lock file, and the lock is let go.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -15,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from runner.errors import LockHeldError
+from runner.results import store_error
 
 LOCK_NAME = ".lock"  # suffix: `.<name>.lock` beside (not inside) `<root>/<name>/`
 # A `runner status` probe holds a shared lock for microseconds; a run starting at that very
@@ -78,7 +81,11 @@ class ManifestLock:
         self._fd: int | None = fd
         self.started = started
         self._batch_id: str | None = None
-        self._write()
+        try:
+            self._write()
+        except BaseException:
+            self.release()
+            raise
 
     @property
     def held(self) -> bool:
@@ -96,15 +103,19 @@ class ManifestLock:
         text = f"pid={os.getpid()}\nstarted={started}\n"
         if self._batch_id:
             text += f"batch={self._batch_id}\n"
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, text.encode("utf-8"), 0)
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, text.encode("utf-8"), 0)
+        except OSError as exc:
+            raise store_error(self.path, exc) from exc
 
     def release(self) -> None:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
         try:
-            os.ftruncate(fd, 0)  # no stale holder text; the file itself stays (see flock(2))
+            with contextlib.suppress(OSError):  # a read-only remount: the text stays, harmless
+                os.ftruncate(fd, 0)  # no stale holder text; the file itself stays (see flock(2))
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)

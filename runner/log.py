@@ -1,16 +1,19 @@
 """The structured log of one batch: structlog JSON lines in log.jsonl, secrets redacted.
 
 One pipeline per batch built with `structlog.wrap_logger` (no global configuration), and a
-`LogRecorder` that turns lifecycle transitions and polls into dotted events.
+`LogRecorder` that turns lifecycle transitions and polls into dotted events. A line the disk
+refuses is taken back whole and raised as a `StoreError` naming log.jsonl.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
@@ -18,6 +21,7 @@ from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 from runner import redaction
 from runner.lifecycle import Event, JobRecord, Recorder, State
 from runner.providers.base import Status
+from runner.results import StoreError, store_error
 
 # -- processors (pure functions of the event, structlog style) -------------------------------
 
@@ -50,11 +54,53 @@ class RedactSecrets:
 # -- the per-batch log -----------------------------------------------------------------------
 
 
+class LineWriter:
+    """structlog's final logger: one line per event, one write(2) each, nothing buffered.
+
+    Unbuffered, so a write the disk refuses leaves nothing behind to fail again at close;
+    a line cut short by the full disk is truncated away, so log.jsonl stays whole lines and
+    a resumed batch appends after the last complete one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise store_error(path, exc) from exc
+        self.failed: StoreError | None = None  # the first line the disk refused
+
+    def msg(self, message: str) -> None:
+        if self._fd is None:
+            raise StoreError(f"cannot write {self.path}: it is closed", path=self.path)
+        data = (message + "\n").encode("utf-8")
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # shrinking needs no space
+                os.ftruncate(self._fd, start)
+            error = store_error(self.path, exc)
+            if self.failed is None:
+                self.failed = error
+            raise error from exc
+
+    log = debug = info = warn = warning = msg
+    err = error = critical = exception = fatal = failure = msg
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
 class BatchLog:
     """log.jsonl of one batch. `logger` is a structlog bound logger with `batch_id` bound.
 
-    Flush policy: every line is written and flushed at once (structlog's WriteLogger), so a
-    killed process loses no line; that costs one write(2) per event, not an fsync.
+    Flush policy: every line is written at once (`LineWriter`, unbuffered), so a killed
+    process loses no line; that costs one write(2) per event, not an fsync.
     """
 
     def __init__(
@@ -67,7 +113,7 @@ class BatchLog:
         level: str = "debug",
     ) -> None:
         self.path = path
-        self._file: IO[str] = path.open("a", encoding="utf-8")
+        self._writer = LineWriter(path)
         processors: list[Any] = [
             structlog.processors.add_log_level,
             timestamper(clock),
@@ -76,7 +122,7 @@ class BatchLog:
             structlog.processors.JSONRenderer(sort_keys=True, ensure_ascii=False),
         ]
         logger: FilteringBoundLogger = structlog.wrap_logger(
-            structlog.WriteLogger(self._file),
+            self._writer,
             processors=processors,
             wrapper_class=structlog.make_filtering_bound_logger(level),
             cache_logger_on_first_use=True,
@@ -90,8 +136,14 @@ class BatchLog:
     def provider(self, name: str) -> FilteringBoundLogger:
         return self.logger.bind(provider=name)
 
+    @property
+    def failed(self) -> StoreError | None:
+        """The first line the disk refused (None while every line was written)."""
+        return self._writer.failed
+
     def close(self) -> None:
-        self._file.close()
+        """Safe after a failed write: nothing is buffered, so nothing fails again here."""
+        self._writer.close()
 
     def __enter__(self) -> BatchLog:
         return self

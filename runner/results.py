@@ -8,6 +8,7 @@ results.jsonl, files/}, SHA256SUMS (over manifest.yaml, inputs/ and jobs/).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import itertools
 import json
@@ -58,7 +59,65 @@ _TEMP_NUMBERS = itertools.count(1)
 
 
 class StoreError(RunnerError):
-    """A results file could not be written (disk full, I/O error); names the path."""
+    """A file of the batch could not be written (disk full, read-only, I/O error): the one
+    error every write path raises, naming the path and the reason. `remedy` is what a person
+    does about it before continuing ("free space")."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | None = None,
+        reason: str | None = None,
+        remedy: str = "fix that",
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
+        self.remedy = remedy
+
+
+# errno → what a person does about it. ENOSPC/EDQUOT/EFBIG: the disk, the quota or the
+# per-file limit is full; EROFS/EACCES/EPERM: the place cannot be written at all.
+_REMEDIES = {
+    errno.ENOSPC: "free space",
+    errno.EDQUOT: "free space",
+    errno.EFBIG: "free space",
+    errno.EROFS: "make it writable",
+    errno.EACCES: "make it writable",
+    errno.EPERM: "make it writable",
+    errno.ENOENT: "restore that directory",
+}
+# SQLite's own result codes for the same causes (sqlite3.Error.sqlite_errorname).
+_SQLITE_REMEDIES = {
+    "SQLITE_FULL": "free space",
+    "SQLITE_READONLY": "make it writable",
+    "SQLITE_READONLY_DIRECTORY": "make it writable",
+    "SQLITE_CANTOPEN": "make it writable",
+}
+
+
+def remedy_for(exc: BaseException) -> str:
+    """What to do before continuing, for the OS's or SQLite's answer (pure)."""
+    number = getattr(exc, "errno", None)
+    if isinstance(number, int) and number in _REMEDIES:
+        return _REMEDIES[number]
+    name = getattr(exc, "sqlite_errorname", None)
+    if isinstance(name, str):
+        for prefix, remedy in _SQLITE_REMEDIES.items():
+            if name.startswith(prefix):
+                return remedy
+        if name.startswith("SQLITE_IOERR"):
+            return "check the disk"
+    return "fix that"
+
+
+def store_error(path: Path, exc: BaseException) -> StoreError:
+    """`cannot write PATH: REASON` for an OSError or a sqlite3.Error met writing `path`."""
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return StoreError(
+        f"cannot write {path}: {reason}", path=path, reason=reason, remedy=remedy_for(exc)
+    )
 
 
 GIVE_DIR = "give results/<name>/<batch-id>, results/<name>/latest or results/<name>"
@@ -68,17 +127,12 @@ class NotABatchDirError(UsageError):
     """The path given is not a batch directory (exit 2)."""
 
 
-def _store_error(path: Path, exc: OSError) -> StoreError:
-    reason = exc.strerror or str(exc)
-    return StoreError(f"cannot write {path}: {reason}")
-
-
 def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
     """Write `data` to `path` via a temporary name; the old file stays intact on failure."""
     try:
         atomic_write(path, data, fsync=fsync)
     except OSError as exc:
-        raise _store_error(path, exc) from exc
+        raise store_error(path, exc) from exc
 
 
 def format_batch_id(moment: datetime) -> str:
@@ -146,13 +200,16 @@ class JobDir:
                 self._stream = part.open("wb")
             self._stream.write(json_line(obj))
         except OSError as exc:
-            raise _store_error(part, exc) from exc
+            raise store_error(part, exc) from exc
         self._items += 1
 
     def file_path(self, name: str) -> Path:
         """A fresh path under `files/` for `name` (sanitized, numbered on collision); a
         secret inside `name` is redacted first, so no file name carries one."""
-        self.files_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.files_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise store_error(self.files_dir, exc) from exc
         self._files += 1
         return self.files_dir / safe_name(redact(name, self._secrets), self._taken)
 
@@ -197,7 +254,7 @@ class JobDir:
             os.replace(part, self.path / ITEMS)
         except OSError as exc:
             part.unlink(missing_ok=True)
-            raise _store_error(self.path / ITEMS, exc) from exc
+            raise store_error(self.path / ITEMS, exc) from exc
 
     close = commit
 
@@ -299,7 +356,7 @@ class BatchDir:
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _store_error(parent, exc) from exc
+            raise store_error(parent, exc) from exc
         number = 1
         while True:
             candidate = parent / (base if number == 1 else f"{base}-{number}")
@@ -309,9 +366,12 @@ class BatchDir:
             except FileExistsError:
                 number += 1
             except OSError as exc:
-                raise _store_error(candidate, exc) from exc
+                raise store_error(candidate, exc) from exc
         write_atomic(candidate / MANIFEST, plan.manifest_bytes)
-        (candidate / JOBS).mkdir()
+        try:
+            (candidate / JOBS).mkdir()
+        except OSError as exc:
+            raise store_error(candidate / JOBS, exc) from exc
         return cls(candidate, secrets=plan.secrets)
 
     @classmethod
@@ -463,7 +523,7 @@ def point_latest(batch_path: Path) -> None:
         os.replace(tmp, link)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise _store_error(link, exc) from exc
+        raise store_error(link, exc) from exc
 
 
 def dependency_versions() -> dict[str, str]:

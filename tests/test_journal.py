@@ -12,6 +12,7 @@ import pytest
 from runner.journal import POLL_COMMIT_EVERY, Journal, JournalError
 from runner.lifecycle import Event, JobRecord, State, advance
 from runner.providers.base import RemoteRef, RemoteState, Status
+from runner.results import StoreError
 from tests.test_results import make_plan
 
 
@@ -192,8 +193,11 @@ def test_a_reader_sees_a_live_run_while_it_writes(tmp_path: Path) -> None:
     assert reader.counts() == {"planned": 1, "submitting": 1}
     _move(writer, job, Event.SKIP)
     assert reader.counts() == {"planned": 1, "skipped": 1}
-    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+    with pytest.raises(StoreError) as refused:  # a reader cannot write, and says where
         reader.load_records(replace(plan, jobs=(*plan.jobs, replace(plan.jobs[0], id="new"))))
+    assert refused.value.path == path
+    assert refused.value.remedy == "make it writable"
+    assert isinstance(refused.value.__cause__, sqlite3.OperationalError)
     reader.close()
     writer.close()
 
