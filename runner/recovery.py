@@ -9,18 +9,70 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 
 from runner.errors import ProviderResponseError
-from runner.http import ProviderCallError, Transport
+from runner.http import ProviderCallError, ProviderClient, Transport
 from runner.lanes import Lane
 from runner.lifecycle import Event, JobRecord, State
-from runner.providers.base import NotCancellableError, Reply
+from runner.providers.base import FetchReport, NotCancellableError, Reply, Status
 
-if TYPE_CHECKING:
-    from runner.engine import Engine
+
+class Outputs(Protocol):
+    def job_dir(self, job_id: str) -> Resettable: ...
+
+
+class Resettable(Protocol):
+    def reset(self) -> None:
+        """Remove whatever an interrupted fetch left."""
+        ...
+
+
+class Engine(Protocol):
+    """What recovery asks of the engine (runner.engine.Engine is the one): recovery sits
+    below the engine, so the engine's module is never imported here."""
+
+    @property
+    def lanes(self) -> Mapping[str, Lane]: ...
+
+    @property
+    def records(self) -> Mapping[str, JobRecord]: ...
+
+    @property
+    def output(self) -> Outputs: ...
+
+    @property
+    def interrupted(self) -> str | None: ...
+
+    @property
+    def cancel_failures(self) -> list[str]: ...
+
+    def transition(self, job: JobRecord, event: Event, **changes: Any) -> State: ...
+
+    def finish(
+        self,
+        job: JobRecord,
+        event: Event,
+        *,
+        report: FetchReport | None = None,
+        status: Status | None = None,
+        **changes: Any,
+    ) -> None: ...
+
+    async def reconcile(self, lane: Lane, job: JobRecord, since: float, error: str) -> State: ...
+
+    def schedule(self, lane: Lane, job: JobRecord, delay: float) -> None: ...
+
+    def start_timeout(self, lane: Lane, job: JobRecord, seconds: float) -> None: ...
+
+    def client_for(self, lane: Lane, job: JobRecord) -> ProviderClient: ...
+
+    def noted(self, job: JobRecord, key: str) -> None: ...
+
+    def notice(self, event: str, message: str, **fields: Any) -> None: ...
+
 
 SENT_NOTE = "runner.sent"  # the engine's own durable note: a submit attempt left the process
 
