@@ -328,6 +328,7 @@ class ProviderApi:
         limit = self.knobs.rate_limit
         self.window = SlidingWindow(limit.requests, limit.per) if limit else None
         self._counter = 0  # requests that reached the fault stage (error bursts, drops)
+        self._submits = 0  # of those, submits (error_burst.on: submits)
         self._group_windows: dict[str, SlidingWindow] = {}
 
     # -- provider-specific hooks ----------------------------------------------------------
@@ -404,7 +405,11 @@ class ProviderApi:
                 return self.unauthorized()
             n = self._counter
             self._counter += 1
-            injected = burst is not None and n % burst.every >= burst.every - burst.count
+            k = n  # the request's place in the burst cycle
+            if burst is not None and burst.submits_only:
+                k = self._submits if submit else -1
+                self._submits += submit
+            injected = burst is not None and k >= 0 and k % burst.every >= burst.every - burst.count
             late_error = injected and burst is not None and share(burst.after_accept, n)
             drop = bool(drop_rate) and det.rng(sandbox.seed, self.name, "drop", n).random() < (
                 drop_rate

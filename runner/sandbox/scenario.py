@@ -42,12 +42,14 @@ class ErrorBurst:
 
     `after_accept` is the share of those (0..1, seeded per request) answered only after the
     handler ran: a submit then created its job and still got the error, the truly ambiguous
-    case; the rest are refused before the job exists (it never arrived)."""
+    case; the rest are refused before the job exists (it never arrived). `submits_only`:
+    count submit requests alone (every `every`-th submit faults, polls never do)."""
 
     status: int
     count: int
     every: int
     after_accept: float = 0.0
+    submits_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,8 +247,8 @@ def _burst(value: Any, src: str, at: str) -> ErrorBurst | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        raise UsageError(f"{src}: {at}: expected {{status, count, every, after_accept}}")
-    _check_keys(value, {"status", "count", "every", "after_accept"}, src, at)
+        raise UsageError(f"{src}: {at}: expected {{status, count, every, after_accept, on}}")
+    _check_keys(value, {"status", "count", "every", "after_accept", "on"}, src, at)
     status = _int(value.get("status", 503), src, f"{at}.status", minimum=400)
     if status > 599:
         raise UsageError(f"{src}: {at}.status: must be an HTTP error status (400-599)")
@@ -256,7 +258,10 @@ def _burst(value: Any, src: str, at: str) -> ErrorBurst | None:
         raise UsageError(f"{src}: {at}: count must not exceed every")
     after = value.get("after_accept", False)
     share = float(after) if isinstance(after, bool) else _rate(after, src, f"{at}.after_accept")
-    return ErrorBurst(status, count, every, share)
+    on = value.get("on", "requests")
+    if on not in ("requests", "submits"):
+        raise UsageError(f"{src}: {at}.on: expected requests or submits, got {on!r}")
+    return ErrorBurst(status, count, every, share, on == "submits")
 
 
 def _pending(value: Any, src: str, at: str) -> Mapping[str, int] | None:
