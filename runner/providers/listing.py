@@ -157,10 +157,9 @@ async def look_up(
     order = order_of(first.rows)
     if order is Order.OLDEST_FIRST and not first.last and first.pages:
         scan = Scan(since, ours, anchors)
-        number, page = first.pages, first
+        number = first.pages
         while True:
-            if number != 1:
-                page = await get(number)
+            page = first if number == 1 else await get(number)
             done = await judge(reversed(page.rows), scan)
             if done is not None:
                 return done

@@ -181,7 +181,9 @@ def check(path: Path, batch: Path, books: Mapping[str, Any]) -> Check:
         if state == "submit_unknown":
             result.unknown += 1
             if lister(spec):
-                result.problems.append(f"{spec.id}: submit_unknown, yet its provider can list")
+                result.problems.append(
+                    f"{spec.id}: submit_unknown, yet its provider can list: {record.get('error')}"
+                )
             elif key is not None and not faulted:
                 result.problems.append(f"{spec.id}: submit_unknown without a fault on its submit")
             if key is not None and key not in entry["submits"]:
