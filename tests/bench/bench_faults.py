@@ -66,8 +66,10 @@ def main() -> int:
     print(
         f"  submit_unknown {result.unknown} (of which never arrived "
         f"{result.unknown_never_arrived}); list requests {result.list_requests} for "
-        f"{result.reconciles}+ lookups"
+        f"{result.reconciles} Bulkgrid/Spidra jobs looked up (and Lobstr's)"
     )
+    by = {kind: f"{result.unknown_by[kind]}/{n}" for kind, n in sorted(result.jobs_by.items())}
+    print(f"  submit_unknown per job type (unknown/jobs): {by}")
     print(f"  runner peak RSS {rss_mb:.0f} MB, CPU {cpu:.1f} s = {1000 * cpu / jobs:.2f} ms/job")
     for problem in result.problems[:20]:
         print(f"  PROBLEM {problem}")

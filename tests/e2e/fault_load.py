@@ -128,6 +128,8 @@ class Check:
     jobs: int = 0
     states: Counter[str] = field(default_factory=Counter)
     unknown: int = 0  # submit_unknown
+    unknown_by: Counter[str] = field(default_factory=Counter)  # provider:type → count
+    jobs_by: Counter[str] = field(default_factory=Counter)
     unknown_never_arrived: int = 0  # of those, the submit never reached the sandbox
     lost: int = 0  # submits that faulted before a job existed (all providers)
     unanswered: int = 0  # submits that created a job, then faulted
@@ -135,7 +137,7 @@ class Check:
     dropped: int = 0
     throttled: Counter[str] = field(default_factory=Counter)
     list_requests: int = 0  # GET on the listing endpoints
-    reconciles: int = 0  # ambiguous submits of listing job types (each looked up once)
+    reconciles: int = 0  # Bulkgrid and Spidra jobs whose submit faulted (each looked up)
     problems: list[str] = field(default_factory=list)
 
 
@@ -169,17 +171,20 @@ def check(path: Path, batch: Path, books: Mapping[str, Any]) -> Check:
         record = json.loads((batch / "jobs" / spec.id / "job.json").read_text())
         state = record["state"]
         result.states[state] += 1
+        kind = f"{spec.provider}:{spec.type}"
+        result.jobs_by[kind] += 1
         key = body_key(spec)
         entry = books[spec.provider]
         faulted = key is not None and (
             key in entry["submits_lost"] or key in entry["submits_unanswered"]
         )
-        if key is not None and faulted and key in entry["submits_unanswered"] and lister(spec):
+        if faulted and lister(spec):
             result.reconciles += 1
         if state not in ("succeeded", "submit_unknown"):
             result.problems.append(f"{spec.id}: {state}: {record.get('error')}")
         if state == "submit_unknown":
             result.unknown += 1
+            result.unknown_by[kind] += 1
             if lister(spec):
                 result.problems.append(
                     f"{spec.id}: submit_unknown, yet its provider can list: {record.get('error')}"
