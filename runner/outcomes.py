@@ -28,6 +28,7 @@ class Failure(StrEnum):
     UNREACHABLE = "unreachable"  # no HTTP answer, the request never left (refused, DNS)
     DROPPED = "dropped"  # no HTTP answer after it left (reset, read timeout): may have acted
     SERVER_ERROR = "server_error"  # a 5xx (or another answer the provider calls temporary)
+    REFUSED = "refused"  # a 5xx its provider says was not acted on (REFUSED_5XX)
     THROTTLED = "throttled"  # 429: the gate is paused already
     BUSY = "busy"  # 503 with a retry hint, or a busy code: not accepted, try after the hint
     PENDING_CAP = "pending_cap"  # Spidra TOO_MANY_PENDING_JOBS: fewer jobs at once
@@ -90,6 +91,16 @@ class Decision:
     exhausted: bool = False  # the budget was spent: this is the phase's give-up
 
 
+# (provider, status) of a 5xx that proves a submit was not acted on, and the proof. Only
+# where the provider's documentation or its own client says so: any other 5xx to a submit
+# may come after the job was created (a gateway fails after its upstream acted), so it is
+# looked up where the provider can list jobs, and otherwise stays submit_unknown. (A 503
+# with a retry hint is BUSY already; so is Skop's documented 503 service_unavailable.)
+REFUSED_5XX: dict[tuple[str, int], str] = {
+    ("spidra", 502): "Spidra's own client sends a POST again after a 502 (never after a 504)",
+    ("spidra", 503): "Spidra's own client sends a POST again after a 503",
+}
+
 _S, _P, _F = Phase.SUBMIT, Phase.POLL, Phase.FETCH
 D = Decision
 WAIT_SUBMIT = D(Job.WAIT, Provider.DOWN, Delay.PROVIDER, Budget.ATTEMPTS)
@@ -105,6 +116,7 @@ TABLE: dict[tuple[Phase, Failure], Decision] = {
     (_S, Failure.UNREACHABLE): WAIT_SUBMIT,
     (_S, Failure.DROPPED): RECONCILE,  # one POST is never retried: weak proof of an outage
     (_S, Failure.SERVER_ERROR): RECONCILE,
+    (_S, Failure.REFUSED): D(Job.RESEND, Provider.NONE, Delay.BACKOFF, Budget.ATTEMPTS),
     (_S, Failure.THROTTLED): D(Job.RESEND, Provider.NONE, Delay.NONE, Budget.ATTEMPTS),
     (_S, Failure.BUSY): D(Job.RESEND, Provider.NONE, Delay.HINT, Budget.ATTEMPTS),
     (_S, Failure.PENDING_CAP): D(Job.RESEND, Provider.LOWER_CAP, Delay.SLOT, Budget.ATTEMPTS),
@@ -119,6 +131,7 @@ TABLE: dict[tuple[Phase, Failure], Decision] = {
     (_P, Failure.UNREACHABLE): WAIT_POLL,
     (_P, Failure.DROPPED): WAIT_POLL,
     (_P, Failure.SERVER_ERROR): WAIT_POLL,
+    (_P, Failure.REFUSED): WAIT_POLL,
     (_P, Failure.THROTTLED): D(Job.REPOLL, Provider.NONE, Delay.NONE),
     (_P, Failure.BUSY): D(Job.REPOLL, Provider.NONE, Delay.HINT),
     (_P, Failure.PENDING_CAP): D(Job.REPOLL, Provider.NONE, Delay.HINT),
@@ -133,6 +146,7 @@ TABLE: dict[tuple[Phase, Failure], Decision] = {
     (_F, Failure.UNREACHABLE): REFETCH_LATER,
     (_F, Failure.DROPPED): REFETCH_LATER,
     (_F, Failure.SERVER_ERROR): REFETCH_LATER,
+    (_F, Failure.REFUSED): REFETCH_LATER,
     (_F, Failure.THROTTLED): D(Job.REFETCH, Provider.NONE, Delay.NONE, Budget.ERRORS),
     (_F, Failure.BUSY): D(Job.REFETCH, Provider.NONE, Delay.HINT, Budget.ERRORS),
     (_F, Failure.PENDING_CAP): D(Job.REFETCH, Provider.NONE, Delay.HINT, Budget.ERRORS),
@@ -169,7 +183,11 @@ def classify(exc: ProviderCallError) -> Failure:
     if exc.kind is ErrorKind.TRANSIENT:
         if exc.not_accepted:
             return Failure.UNREACHABLE
-        return Failure.DROPPED if exc.network is not None else Failure.SERVER_ERROR
+        if exc.network is not None:
+            return Failure.DROPPED
+        if (exc.provider, exc.status_code) in REFUSED_5XX:
+            return Failure.REFUSED
+        return Failure.SERVER_ERROR
     return _BY_KIND.get(exc.kind, Failure.OTHER)
 
 

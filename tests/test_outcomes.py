@@ -37,6 +37,11 @@ EXPECTED: dict[Failure, tuple[tuple[object, ...], ...]] = {
     Failure.UNREACHABLE: ((*WAIT_DOWN, B.ATTEMPTS), (*WAIT_DOWN, B.ERRORS), REFETCH_DOWN),
     Failure.DROPPED: ((J.RECONCILE, P.NONE, W.NONE), (*WAIT_DOWN, B.ERRORS), REFETCH_DOWN),
     Failure.SERVER_ERROR: ((J.RECONCILE, P.NONE, W.NONE), (*WAIT_DOWN, B.ERRORS), REFETCH_DOWN),
+    Failure.REFUSED: (
+        (J.RESEND, P.NONE, W.BACKOFF, B.ATTEMPTS),
+        (*WAIT_DOWN, B.ERRORS),
+        REFETCH_DOWN,
+    ),
     Failure.THROTTLED: (
         (J.RESEND, P.NONE, W.NONE, B.ATTEMPTS),
         (J.REPOLL, P.NONE, W.NONE),
@@ -78,7 +83,13 @@ def test_every_cell(phase: Phase, failure: Failure, expected: tuple[object, ...]
 
 # -- invariants over the whole table ---------------------------------------------------------
 
-NOT_ACCEPTED = {Failure.UNREACHABLE, Failure.THROTTLED, Failure.BUSY, Failure.PENDING_CAP}
+NOT_ACCEPTED = {
+    Failure.UNREACHABLE,
+    Failure.REFUSED,
+    Failure.THROTTLED,
+    Failure.BUSY,
+    Failure.PENDING_CAP,
+}
 
 
 @pytest.mark.parametrize("failure", list(Failure))
@@ -89,13 +100,18 @@ def test_a_submit_is_sent_again_only_when_provably_not_accepted(failure: Failure
 
 @pytest.mark.parametrize(
     ("phase", "failure"),
-    list(itertools.product(PHASES, (Failure.UNREACHABLE, Failure.DROPPED, Failure.SERVER_ERROR))),
+    list(
+        itertools.product(
+            PHASES,
+            (Failure.UNREACHABLE, Failure.DROPPED, Failure.SERVER_ERROR, Failure.REFUSED),
+        )
+    ),
 )
 def test_no_network_failure_or_5xx_ends_a_remote_job_while_its_provider_is_down(
     phase: Phase, failure: Failure
 ) -> None:
     decision = decide(phase, failure, attempts=1, errors=MAX_POLL_ERRORS * 10, provider_down=True)
-    assert decision.job in (Job.WAIT, Job.REFETCH, Job.RECONCILE)
+    assert decision.job in (Job.WAIT, Job.REFETCH, Job.RECONCILE, Job.RESEND)
 
 
 @pytest.mark.parametrize(("phase", "failure"), list(itertools.product(PHASES, Failure)))
@@ -135,8 +151,8 @@ def test_a_rate_limited_poll_never_spends_the_jobs_errors() -> None:
 # -- classify --------------------------------------------------------------------------------
 
 
-def error(kind: ErrorKind, **kw: object) -> ProviderCallError:
-    return ProviderCallError("x", provider="p", job_id=None, kind=kind, **kw)  # type: ignore[arg-type]
+def error(kind: ErrorKind, provider: str = "p", **kw: object) -> ProviderCallError:
+    return ProviderCallError("x", provider=provider, job_id=None, kind=kind, **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -147,6 +163,13 @@ def error(kind: ErrorKind, **kw: object) -> ProviderCallError:
         (error(ErrorKind.TRANSIENT, network="connection reset"), Failure.DROPPED),
         (error(ErrorKind.TRANSIENT, network="timed out"), Failure.DROPPED),
         (error(ErrorKind.TRANSIENT, status_code=502), Failure.SERVER_ERROR),
+        (error(ErrorKind.TRANSIENT, "spidra", status_code=502), Failure.REFUSED),
+        (error(ErrorKind.TRANSIENT, "spidra", status_code=503), Failure.REFUSED),
+        (error(ErrorKind.TRANSIENT, "spidra", status_code=504), Failure.SERVER_ERROR),
+        (error(ErrorKind.TRANSIENT, "spidra", status_code=500), Failure.SERVER_ERROR),
+        (error(ErrorKind.TRANSIENT, "spidra", network="connection reset"), Failure.DROPPED),
+        (error(ErrorKind.TRANSIENT, "pulse", status_code=503), Failure.SERVER_ERROR),
+        (error(ErrorKind.TRANSIENT, "bulkgrid", status_code=502), Failure.SERVER_ERROR),
         (error(ErrorKind.RATE_LIMITED, status_code=429, not_accepted=True), Failure.THROTTLED),
         (error(ErrorKind.BUSY, status_code=503, not_accepted=True), Failure.BUSY),
         (error(ErrorKind.BUSY, code="TOO_MANY_PENDING_JOBS", not_accepted=True),

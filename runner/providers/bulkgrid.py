@@ -3,7 +3,7 @@
 Endpoints (paths carry `/api/v1`, the base URL is an origin; auth `x-api-key`):
   POST /api/v1/{extract,crawl,deep-crawl,map}           submit, body + `type` → Run (`id`)
   GET  /api/v1/runs/{id}                                poll → Run + `statistics`
-  GET  /api/v1/runs?type=&page=&limit=                  list runs (reconcile)
+  GET  /api/v1/runs?type=&page=&limit=&orderBy=        list runs, newest first (reconcile)
   GET  /api/v1/runs/{id}/results?page=&limit=           result pages `{results, page, limit, total}`
   GET  /api/v1/runs/{id}/results/{rid}/content?type=    content as text (4 formats), streamed
   GET  /api/v1/runs/{id}/results/{rid}/screenshot       `{signedUrl}` (or `?download=true` bytes)
@@ -17,14 +17,15 @@ docs/providers/bulkgrid.md#quirks).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from runner.errors import JobFailedError, ProviderResponseError, RunnerError
 from runner.plan import JobSpec, Limits, PollPolicy, Rate
-from runner.providers import replies
+from runner.providers import listing, replies
 from runner.providers.base import (
     ApiError,
     ErrorKind,
@@ -59,7 +60,8 @@ SUBMIT_PATHS = {
     "map": f"{API}/map",
 }
 PAGE_SIZE = 100  # results and runs per page
-RECONCILE_PAGES = 10  # newest runs examined when reconciling (at most 1,000)
+RECONCILE_PAGES = 10  # list pages a reconcile may read (it stops at the submit: usually 1)
+NEWEST_FIRST = "-created_at"  # the `orderBy` value; the rows' own times are checked anyway
 DEFAULT_CONTENT = ("markdown",)  # the schema's default for fetch.content
 CONTENT_FORMATS = {"markdown": "md", "cleanHtml": "html", "rawHtml": "html", "links": "txt"}
 _STATES = {
@@ -136,7 +138,12 @@ def parse_cancel(reply: Reply) -> None:
 
 
 def build_list_runs(job_type: str, page: int) -> Request:
-    params = {"type": job_type, "page": str(page), "limit": str(PAGE_SIZE)}
+    params = {
+        "type": job_type,
+        "page": str(page),
+        "limit": str(PAGE_SIZE),
+        "orderBy": NEWEST_FIRST,
+    }
     return Request("GET", f"{API}/runs", "status", params=params)
 
 
@@ -271,23 +278,20 @@ def job_urls(job: JobSpec) -> tuple[str, ...]:
     return (str(url),) if url is not None else ()
 
 
-def match_run(
-    runs: Sequence[Mapping[str, Any]],
-    job: JobSpec,
-    since: float,
-    taken: Collection[str] = frozenset(),
-) -> Mapping[str, Any] | None:
-    """The earliest listed run of this job's type and URLs created at or after `since`
-    that is not `taken` (owned by another job of this batch)."""
+def listing_page(body: Any, page: int, job: JobSpec) -> listing.Page:
+    """A `GET /runs` page as listing rows: a row is this job's when type and URLs agree."""
+    parsed = parse_results_page(body, page, key="runs")
     wanted = job_urls(job)
-    found: list[tuple[float, Mapping[str, Any]]] = []
-    for run in runs:
-        if run.get("type") != job.type or run_urls(run) != wanted or run.get("id") in taken:
-            continue
-        created = replies.parse_time(run.get("created_at"))
-        if created is not None and created >= since - replies.CLOCK_SKEW:
-            found.append((created, run))
-    return min(found, key=lambda pair: pair[0])[1] if found else None
+    rows = [
+        listing.Row(
+            parse_run_id(run),
+            replies.parse_time(run.get("created_at")),
+            run.get("type") == job.type and run_urls(run) == wanted,
+        )
+        for run in parsed.results
+    ]
+    pages = -(-parsed.total // PAGE_SIZE) if parsed.total is not None else None
+    return listing.Page(rows, parsed.is_last(), pages)
 
 
 def classify_error(reply: Reply) -> ApiError:
@@ -347,9 +351,11 @@ def map_links(run: Mapping[str, Any]) -> list[Any] | None:
 @dataclass(slots=True)
 class _Memory:
     """Per batch, across jobs: the runs this batch submitted, polled or adopted, so a
-    reconcile never claims a sibling job's run (two jobs of one type and URLs)."""
+    reconcile never claims a sibling job's run (two jobs of one type and URLs), and when
+    each submit's answer came (the anchors a reconcile stops at, listing.Scan)."""
 
     ours: set[str] = field(default_factory=set)
+    answered: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -389,7 +395,9 @@ class BulkgridAdapter:
     async def submit(self, http: ProviderHttp, job: JobSpec) -> Submitted:
         body = replies.reply_json(await http.send(build_submit(job)), "bulkgrid")
         run_id = parse_run_id(body)
-        self._memory.of(http).ours.add(run_id)
+        memory = self._memory.of(http)
+        memory.ours.add(run_id)
+        memory.answered[run_id] = time.time()
         return Submitted(RemoteRef(run_id), parse_status(body))
 
     async def poll(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> Status:
@@ -523,20 +531,29 @@ class BulkgridAdapter:
         parse_cancel(await http.send(build_cancel(ref.id)))
 
     async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
-        """The earliest run of this job's type and URLs created since the submit (less the
-        clock skew) that no other job of this batch owns; adopted, it is ours from now on."""
+        """The run of an unanswered submit, from the run list newest first (listing.look_up):
+        found and adopted (ours from now on); NotSubmittedError when the listing back to
+        before the submit has none; None (cannot tell) when cut by the page bound."""
         memory = self._memory.of(http)
-        for page in range(1, RECONCILE_PAGES + 1):
-            body = replies.reply_json(await http.send(build_list_runs(job.type, page)), "bulkgrid")
-            listing = parse_results_page(body, page, key="runs")
-            run = match_run(listing.results, job, since, memory.ours)
-            if run is not None:
-                run_id = parse_run_id(run)
-                memory.ours.add(run_id)
-                return RemoteRef(run_id)
-            if listing.is_last():
-                return None
-        return None
+
+        async def fetch(page: int) -> listing.Page:
+            reply = await http.send(build_list_runs(job.type, page))
+            return listing_page(replies.reply_json(reply, "bulkgrid"), page, job)
+
+        found = listing.settle(
+            await listing.look_up(
+                fetch,
+                since=since,
+                ours=memory.ours,
+                anchors=memory.answered,
+                max_pages=RECONCILE_PAGES,
+            ),
+            f"bulkgrid: no {job.type} run of these URLs was created by the submit",
+        )
+        if found is None:
+            return None
+        memory.ours.add(found)
+        return RemoteRef(found)
 
     async def _failed_urls(self, http: ProviderHttp, run_id: str) -> AsyncIterator[str]:
         async for page in self._pages(http, run_id):

@@ -271,6 +271,11 @@ def pick_reconciled(
     return min(found, key=lambda pair: pair[0])[1] if found else None
 
 
+def untimed(run: Mapping[str, Any], known: set[str]) -> bool:
+    """A run no other job of ours owns that lists no time: it cannot be ruled out."""
+    return run.get("id") not in known and run_started(run) is None
+
+
 def active_runs(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [r for r in runs if replies.lower(r.get("status")) in ACTIVE]
 
@@ -507,7 +512,9 @@ class LobstrAdapter:
     async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
         """The run of an unanswered submit, from the squid's run list. NotSubmittedError
         when the notes and the listing prove no run exists (safe to submit again): no
-        squid, POST /runs never sent (or refused), or this job's own squid has no run."""
+        squid, POST /runs never sent (or refused), this job's own squid has no run, or the
+        whole run list of a given squid shows none started since the request (less the
+        clock skew). Cut by the page bound, or a run without a time: None (cannot tell)."""
         squid, created = job_squid(job, http.notes)
         starting = http.notes.get(NOTE_STARTING)
         if not isinstance(http.notes.get(NOTE_RUN), str) and (squid is None or starting is None):
@@ -517,6 +524,10 @@ class LobstrAdapter:
         ref, complete = await self._find_run(http, job, noted if noted is not None else since)
         if ref is None and complete and created:
             raise NotSubmittedError(f"lobstr: this job's squid {squid} has no run: none started")
+        if ref is None and complete:  # every run of the squid listed, each with its time
+            raise NotSubmittedError(
+                f"lobstr: squid {squid} has no run started since the request: none started"
+            )
         return ref
 
     async def _find_run(
@@ -542,6 +553,8 @@ class LobstrAdapter:
                 memory.ours.add(run_id)
                 http.note(NOTE_RUN, run_id)
                 return _ref(squid, run_id, http.notes), True
+            if not created and any(untimed(r, memory.ours) for r in runs):
+                return None, False  # a run without a time could be this job's: cannot tell
             if is_last_page(runs, page, total_pages, RUNS_PAGE):
                 return None, True
         return None, False

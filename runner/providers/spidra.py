@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,7 @@ from urllib.parse import quote
 
 from runner.errors import JobFailedError, ProviderResponseError, RunnerError
 from runner.plan import JobSpec, Limits, PollPolicy, Rate
-from runner.providers import replies
+from runner.providers import listing, replies
 from runner.providers.base import (
     ApiError,
     ErrorKind,
@@ -312,15 +313,22 @@ def batch_line(item: Mapping[str, Any]) -> dict[str, Any]:
 
 def list_rows(body: Any, what: str) -> tuple[list[Mapping[str, Any]], bool]:
     """(rows, last page?) of a batch list / crawl history page."""
+    rows, last, _ = list_page(body, what)
+    return rows, last
+
+
+def list_page(body: Any, what: str) -> tuple[list[Mapping[str, Any]], bool, int | None]:
+    """(rows, last page?, how many pages) of a batch list / crawl history page."""
     envelope = replies.require_object(body, f"spidra: the {what}")
     rows = envelope.get("jobs")
     if not isinstance(rows, list) or not all(isinstance(r, Mapping) for r in rows):
         raise ProviderResponseError(f"spidra: the {what} has no jobs list", replies.excerpt(body))
     paging = envelope.get("pagination")
     source = paging if isinstance(paging, Mapping) else envelope
-    page, pages = source.get("page"), source.get("totalPages")
-    last = not rows or (isinstance(page, int) and isinstance(pages, int) and page >= pages)
-    return rows, last or len(rows) < LIST_LIMIT
+    page, listed = source.get("page"), source.get("totalPages")
+    pages = listed if isinstance(listed, int) and not isinstance(listed, bool) else None
+    last = not rows or (isinstance(page, int) and pages is not None and page >= pages)
+    return rows, last or len(rows) < LIST_LIMIT, pages
 
 
 def row_id(row: Mapping[str, Any]) -> str | None:
@@ -335,27 +343,29 @@ def row_created(row: Mapping[str, Any]) -> float | None:
     return replies.parse_time(row.get("createdAt")) or replies.parse_time(row.get("created_at"))
 
 
-def is_recent(row: Mapping[str, Any], since: float) -> bool:
-    """Created at/after `since`, allowing the provider's clock to lag ours a little."""
-    created = row_created(row)
-    return created is not None and created >= since - replies.CLOCK_SKEW
-
-
-def crawl_matches(row: Mapping[str, Any], job: JobSpec, since: float) -> bool:
-    base = row.get("baseUrl") or row.get("base_url") or row.get("url")
-    return base == job.params.get("baseUrl") and is_recent(row, since)
-
-
-def batch_row_may_match(row: Mapping[str, Any], job: JobSpec, since: float) -> bool:
-    """A listed batch that may be this job's: recent, and as many URLs (when listed)."""
+def row_match(row: Mapping[str, Any], job: JobSpec) -> bool | None:
+    """Is a listed batch / crawl this job's? None: a batch whose URLs are not listed (and
+    whose count agrees) must be read in full to tell."""
+    if job.type == "crawl":
+        base = row.get("baseUrl") or row.get("base_url") or row.get("url")
+        return bool(base == job.params.get("baseUrl"))
+    urls = list(job.params.get("urls") or [])
     total = row.get("totalUrls")
-    urls = job.params.get("urls") or []
     if isinstance(total, int) and not isinstance(total, bool) and total != len(urls):
         return False
     listed = row.get("urls")
-    if isinstance(listed, list) and list(listed) != list(urls):
-        return False
-    return is_recent(row, since)
+    return list(listed) == urls if isinstance(listed, list) else None
+
+
+def listing_page(body: Any, job: JobSpec) -> listing.Page:
+    what = "batch list" if job.type == "batch" else "crawl history"
+    rows, last, pages = list_page(body, what)
+    parsed = [
+        listing.Row(found, row_created(row), row_match(row, job))
+        for row in rows
+        if (found := row_id(row)) is not None
+    ]
+    return listing.Page(parsed, last, pages)
 
 
 def batch_urls_match(body: Any, job: JobSpec) -> bool:
@@ -427,9 +437,11 @@ _SKIPPABLE = {ErrorKind.NOT_FOUND, ErrorKind.GONE, ErrorKind.INVALID}
 @dataclass(slots=True)
 class _Memory:
     """Per batch, across jobs: batch and crawl ids this batch submitted or polled, so a
-    reconcile never claims a sibling job's remote job."""
+    reconcile never claims a sibling job's remote job, and when each submit's answer came
+    (the anchors a reconcile stops at, listing.Scan)."""
 
     ours: set[str] = field(default_factory=set)
+    answered: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -470,7 +482,9 @@ class SpidraAdapter:
 
     async def submit(self, http: ProviderHttp, job: JobSpec) -> Submitted:
         submitted = parse_submit(await http.send(build_submit(job)), job.type)
-        self._memory.of(http).ours.add(submitted.ref.id)
+        memory = self._memory.of(http)
+        memory.ours.add(submitted.ref.id)
+        memory.answered[submitted.ref.id] = time.time()
         return submitted
 
     async def poll(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> Status:
@@ -652,40 +666,39 @@ class SpidraAdapter:
         await http.send(build_cancel(ref, job.type))
 
     async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
-        """Batches from GET /batch/scrape, crawls from GET /crawl/history: the earliest one
-        created since the submit (less the clock skew) with this job's URLs / base URL that
-        no other job of ours owns. Single scrapes cannot be listed."""
+        """Batches from GET /batch/scrape, crawls from GET /crawl/history, read from their
+        newest end (listing.look_up): found and adopted; NotSubmittedError when the listing
+        back to before the submit has none; None (cannot tell) when cut by a bound. Single
+        scrapes cannot be listed: always None."""
         if job.type == "scrape":
             return None
         memory = self._memory.of(http)
-        details = 0
-        for page in range(1, RECONCILE_PAGES + 1):
+
+        async def fetch(page: int) -> listing.Page:
             body = replies.reply_json(await http.send(build_list(job.type, page)), "spidra")
-            rows, last = list_rows(body, "batch list" if job.type == "batch" else "crawl history")
-            candidates = sorted(
-                (r for r in rows if row_id(r) not in memory.ours and row_id(r) is not None),
-                key=lambda r: row_created(r) or 0.0,
-            )
-            for row in candidates:
-                found = row_id(row)
-                assert found is not None
-                if job.type == "crawl":
-                    if not crawl_matches(row, job, since):
-                        continue
-                elif not batch_row_may_match(row, job, since):
-                    continue
-                elif not isinstance(row.get("urls"), list):
-                    if details >= RECONCILE_DETAILS:
-                        return None
-                    details += 1
-                    detail = await http.send(build_poll(RemoteRef(found), "batch"))
-                    if not batch_urls_match(replies.reply_json(detail, "spidra"), job):
-                        continue
-                memory.ours.add(found)
-                return RemoteRef(found)
-            if last:
-                return None
-        return None
+            return listing_page(body, job)
+
+        async def confirm(batch_id: str) -> bool:
+            detail = await http.send(build_poll(RemoteRef(batch_id), "batch"))
+            return batch_urls_match(replies.reply_json(detail, "spidra"), job)
+
+        what = "batch of these URLs" if job.type == "batch" else "crawl of this baseUrl"
+        found = listing.settle(
+            await listing.look_up(
+                fetch,
+                since=since,
+                ours=memory.ours,
+                anchors=memory.answered,
+                max_pages=RECONCILE_PAGES,
+                confirm=confirm,
+                max_confirms=RECONCILE_DETAILS,
+            ),
+            f"spidra: no {what} was created by the submit",
+        )
+        if found is None:
+            return None
+        memory.ours.add(found)
+        return RemoteRef(found)
 
 
 def _retrying(status: Status) -> Status:

@@ -1,7 +1,9 @@
 """The sandbox's books: what each provider's API received, served `GET /_sandbox/stats`.
 
 Every request a provider API receives is counted (401s and 429s included); out-of-band file
-downloads are counted apart in `downloads`. `POST /_sandbox/reset` clears the books only.
+downloads are counted apart in `downloads`. Injected faults on submits are booked per body:
+`submits_lost` never created a job, `submits_unanswered` created one and got no good answer.
+`POST /_sandbox/reset` clears the books only.
 """
 
 from __future__ import annotations
@@ -19,14 +21,18 @@ class ProviderBooks:
     __slots__ = (
         "downloads",
         "dropped",
+        "dropped_after_accept",
         "endpoint_peaks",
         "endpoint_throttled",
+        "errors_after_accept",
         "errors_injected",
         "keyed_downloads",
         "limit",
         "peak",
         "requests",
         "submits",
+        "submits_lost",
+        "submits_unanswered",
         "throttled",
     )
 
@@ -39,7 +45,11 @@ class ProviderBooks:
         self.downloads = 0
         self.keyed_downloads = 0  # out-of-band file requests that carried a credential
         self.errors_injected = 0
+        self.errors_after_accept = 0  # of errors_injected: answered after the handler ran
         self.dropped = 0
+        self.dropped_after_accept = 0  # of dropped: closed after the handler ran
+        self.submits_lost: dict[str, int] = {}  # body key → faulted before a job existed
+        self.submits_unanswered: dict[str, int] = {}  # body key → created, then faulted
         self.endpoint_peaks: dict[str, tuple[RateLimit, WindowPeak]] = {}
         self.endpoint_throttled: dict[str, int] = {}
 
@@ -56,6 +66,14 @@ class ProviderBooks:
     def record_submit(self, key: str) -> None:
         self.submits[key] = self.submits.get(key, 0) + 1
 
+    def record_fault(self, key: str | None, *, created: bool) -> None:
+        """A submit (body `key`) whose answer was an injected fault; `created`: its job
+        exists (the fault came after the handler accepted it)."""
+        if key is None:
+            return
+        book = self.submits_unanswered if created else self.submits_lost
+        book[key] = book.get(key, 0) + 1
+
     def snapshot(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "requests": dict(sorted(self.requests.items())),
@@ -71,7 +89,11 @@ class ProviderBooks:
             "downloads": self.downloads,
             "keyed_downloads": self.keyed_downloads,
             "errors_injected": self.errors_injected,
+            "errors_after_accept": self.errors_after_accept,
             "dropped": self.dropped,
+            "dropped_after_accept": self.dropped_after_accept,
+            "submits_lost": dict(sorted(self.submits_lost.items())),
+            "submits_unanswered": dict(sorted(self.submits_unanswered.items())),
         }
         if self.endpoint_peaks:
             data["endpoints"] = {

@@ -161,7 +161,9 @@ class BulkgridApi(ProviderApi):
                 continue
             if q.get("type") and job.kind != q["type"]:
                 continue
-            rows.append(run_object(job, view))
+            row = run_object(job, view)
+            row["created_at"] = job.listed_iso()  # the real clock, in creation order
+            rows.append(row)
         if q.get("orderBy", "created_at") in ("-created_at", "created_at:desc"):
             rows.reverse()
         total = len(rows)

@@ -76,6 +76,7 @@ class Job:
         "queue_s",
         "run_s",
         "scale",
+        "wall",
     )
 
     def __init__(
@@ -90,6 +91,7 @@ class Job:
         created: float,
         scale: float,
         make_id: Callable[[bytes], str],
+        wall: float = 0.0,
     ) -> None:
         self.provider = provider
         self.kind = kind
@@ -99,6 +101,7 @@ class Job:
         self.knobs = knobs
         self.created = created
         self.scale = scale
+        self.wall = wall  # real unix time of creation: listings only (see listed_iso)
         self.id = make_id(det.derive(*labels, "id"))
         r = self.rng("timeline")
         duration = r.uniform(knobs.duration.min, knobs.duration.max)
@@ -161,6 +164,11 @@ class Job:
     def created_iso(self, **kw: Any) -> str:
         return self.at(0.0, **kw)
 
+    def listed_iso(self, **kw: Any) -> str:
+        """The creation time listing endpoints show: the real clock, so a client can tell
+        "created since my submit" (job payloads keep the virtual, reproducible times)."""
+        return det.wall_iso(self.wall, **kw)
+
     def started_iso(self, **kw: Any) -> str:
         return self.at(self.queue_s, **kw)
 
@@ -190,6 +198,11 @@ class Sandbox:
         self.files = FileStore(self)
         self.jobs: dict[str, dict[str, Job]] = {name: {} for name in PROVIDER_NAMES}
         self._occurrences: dict[tuple[str, str, str], int] = {}
+        self._wall0, self._clock0 = time.time(), clock()
+
+    def wall(self) -> float:
+        """Real unix time, moving with `clock` (a test driving the clock moves it too)."""
+        return self._wall0 + (self.clock() - self._clock0)
 
     def knobs(self, provider: str, kind: str | None = None) -> Knobs:
         return self.scenario.knobs(provider, kind)
@@ -215,6 +228,7 @@ class Sandbox:
             created=self.clock(),
             scale=self.scenario.time_scale,
             make_id=make_id,
+            wall=self.wall(),
         )
         self.jobs[provider][job.id] = job
         self.books.providers[provider].record_submit(key)
@@ -274,6 +288,12 @@ async def read_json(request: Request) -> tuple[Any, str | None]:
         return None, "request body is not valid JSON"
 
 
+async def submit_key(request: Request) -> str | None:
+    """The books' key of a submit's body (sha256 of its canonical JSON), None if not JSON."""
+    body, problem = await read_json(request)
+    return None if problem else det.body_key(body)
+
+
 def origin_of(request: Request) -> str:
     """scheme://host[:port] as the client addressed us: out-of-band URLs use it."""
     host = request.headers.get("host")
@@ -308,6 +328,7 @@ class ProviderApi:
         limit = self.knobs.rate_limit
         self.window = SlidingWindow(limit.requests, limit.per) if limit else None
         self._counter = 0  # requests that reached the fault stage (error bursts, drops)
+        self._submits = 0  # of those, submits (error_burst.on: submits)
         self._group_windows: dict[str, SlidingWindow] = {}
 
     # -- provider-specific hooks ----------------------------------------------------------
@@ -355,6 +376,12 @@ class ProviderApi:
             self.sandbox_window(endpoint_limit[0], endpoint_limit[1]) if endpoint_limit else None
         )
 
+        def share(fraction: float, n: int) -> bool:
+            """Seeded: does request `n` fall in the `fraction` of faults that come late?"""
+            if fraction <= 0 or fraction >= 1:
+                return fraction >= 1
+            return det.rng(sandbox.seed, self.name, "after", n).random() < fraction
+
         async def endpoint(request: Request) -> Response:
             now = sandbox.clock()
             books = sandbox.books.providers[self.name]
@@ -378,20 +405,40 @@ class ProviderApi:
                 return self.unauthorized()
             n = self._counter
             self._counter += 1
-            if burst is not None and n % burst.every >= burst.every - burst.count:
-                books.errors_injected += 1
-                return self.server_error(burst.status)
+            k = n  # the request's place in the burst cycle
+            if burst is not None and burst.submits_only:
+                k = self._submits if submit else -1
+                self._submits += submit
+            injected = burst is not None and k >= 0 and k % burst.every >= burst.every - burst.count
+            late_error = injected and burst is not None and share(burst.after_accept, n)
             drop = bool(drop_rate) and det.rng(sandbox.seed, self.name, "drop", n).random() < (
                 drop_rate
             )
-            if drop and not (knobs.drop_after_accept and request.method != "GET"):
+            late_drop = knobs.drop_after_accept and request.method != "GET"
+            body_key = await submit_key(request) if submit and (injected or drop) else None
+            if injected and not late_error:
+                assert burst is not None
+                books.errors_injected += 1
+                books.record_fault(body_key, created=False)
+                return self.server_error(burst.status)
+            if drop and not injected and not late_drop:
                 books.dropped += 1
+                books.record_fault(body_key, created=False)
                 return DroppedResponse()
             if latency:
                 await anyio.sleep(latency)
             response = await handler(request)
+            created = submit and response.status_code < 300
+            if injected:  # after the handler: a submit created its job, then got the error
+                assert burst is not None
+                books.errors_injected += 1
+                books.errors_after_accept += 1
+                books.record_fault(body_key, created=created)
+                return self.server_error(burst.status)
             if drop:
                 books.dropped += 1
+                books.dropped_after_accept += 1
+                books.record_fault(body_key, created=created)
                 return DroppedResponse()
             if self.window is not None and knobs.rate_limit is not None:
                 self.decorate(response, knobs.rate_limit, now)

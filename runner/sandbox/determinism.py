@@ -1,7 +1,8 @@
 """Seeded randomness: ids, durations, outcomes and content from (seed, provider, body, n).
 
 Nothing here reads the wall clock or depends on arrival order across different bodies:
-every value is a pure function of the seed and the labels passed in.
+every value is a pure function of the seed and the labels passed in (`wall_iso` only formats
+a real time it is given, for listings).
 """
 
 from __future__ import annotations
@@ -92,6 +93,15 @@ def skop_id_from(digest: bytes) -> str:
 def iso(offset: float, *, millis: bool = True, z: bool = True) -> str:
     """EPOCH + offset seconds as ISO 8601 (`2026-01-05T09:00:01.250Z`)."""
     moment = EPOCH + timedelta(seconds=round(offset, 3))
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if millis:
+        text += f".{moment.microsecond // 1000:03d}"
+    return text + ("Z" if z else "")
+
+
+def wall_iso(unix: float, *, millis: bool = True, z: bool = True) -> str:
+    """A real unix time as ISO 8601 UTC, shaped like `iso` (listings only: not seeded)."""
+    moment = datetime.fromtimestamp(round(unix, 3), UTC)
     text = moment.strftime("%Y-%m-%dT%H:%M:%S")
     if millis:
         text += f".{moment.microsecond // 1000:03d}"

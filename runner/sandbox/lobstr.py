@@ -233,7 +233,8 @@ class LobstrApi(ProviderApi):
             )
         now = self.sandbox.clock()
         runs = [
-            run_object(job, job.view(now))
+            # the real clock in listings, so "started since my request" can be told
+            {**run_object(job, job.view(now)), "created_at": job.listed_iso(z=False)}
             for job in self.sandbox.jobs[self.name].values()
             if not q.get("squid") or job.extra["squid"] == q["squid"]
         ]

@@ -38,11 +38,18 @@ class RateLimit:
 
 @dataclass(frozen=True, slots=True)
 class ErrorBurst:
-    """In every cycle of `every` requests to a provider, the last `count` get `status`."""
+    """In every cycle of `every` requests to a provider, the last `count` get `status`.
+
+    `after_accept` is the share of those (0..1, seeded per request) answered only after the
+    handler ran: a submit then created its job and still got the error, the truly ambiguous
+    case; the rest are refused before the job exists (it never arrived). `submits_only`:
+    count submit requests alone (every `every`-th submit faults, polls never do)."""
 
     status: int
     count: int
     every: int
+    after_accept: float = 0.0
+    submits_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,8 +247,8 @@ def _burst(value: Any, src: str, at: str) -> ErrorBurst | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        raise UsageError(f"{src}: {at}: expected {{status, count, every}}")
-    _check_keys(value, {"status", "count", "every"}, src, at)
+        raise UsageError(f"{src}: {at}: expected {{status, count, every, after_accept, on}}")
+    _check_keys(value, {"status", "count", "every", "after_accept", "on"}, src, at)
     status = _int(value.get("status", 503), src, f"{at}.status", minimum=400)
     if status > 599:
         raise UsageError(f"{src}: {at}.status: must be an HTTP error status (400-599)")
@@ -249,7 +256,12 @@ def _burst(value: Any, src: str, at: str) -> ErrorBurst | None:
     every = _int(value.get("every", 10), src, f"{at}.every", minimum=1)
     if count > every:
         raise UsageError(f"{src}: {at}: count must not exceed every")
-    return ErrorBurst(status, count, every)
+    after = value.get("after_accept", False)
+    share = float(after) if isinstance(after, bool) else _rate(after, src, f"{at}.after_accept")
+    on = value.get("on", "requests")
+    if on not in ("requests", "submits"):
+        raise UsageError(f"{src}: {at}.on: expected requests or submits, got {on!r}")
+    return ErrorBurst(status, count, every, share, on == "submits")
 
 
 def _pending(value: Any, src: str, at: str) -> Mapping[str, int] | None:

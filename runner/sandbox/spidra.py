@@ -198,7 +198,7 @@ class SpidraApi(ProviderApi):
         for job in chunk:
             data = batch_status(job, job.view(now))
             data.pop("items")
-            rows.append({"batchId": job.id, **data})
+            rows.append({"batchId": job.id, **data, "createdAt": job.listed_iso()})
         total = len(batches)
         return json_response(
             {
@@ -308,7 +308,7 @@ class SpidraApi(ProviderApi):
                     "status": _crawl_status(view),
                     "pagesCrawled": crawled_pages(job, view),
                     "maxPages": int(job.body.get("maxPages", 5)),
-                    "createdAt": job.created_iso(),
+                    "createdAt": job.listed_iso(),  # the real clock (listings only)
                 }
             )
         total = len(crawls)

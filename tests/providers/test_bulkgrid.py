@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from runner.errors import ProviderResponseError
+from runner.errors import NotSubmittedError, ProviderResponseError
 from runner.plan import JobSpec
 from runner.providers import bulkgrid
 from runner.providers.base import ErrorKind, RemoteRef, RemoteState, Reply, Status
@@ -204,19 +204,23 @@ def test_classify_error_keeps_the_providers_message() -> None:
     )
 
 
-def test_reconcile_matching_takes_type_urls_and_creation_time() -> None:
+def test_a_listed_run_is_this_jobs_when_type_and_urls_agree() -> None:
     spec = job("crawl")
     urls = ["https://a.example", "https://b.example"]
     runs = [
-        {"id": "old", "type": "crawl", "urls": urls, "created_at": "2026-11-22T11:00:00Z"},
-        {"id": "other", "type": "crawl", "urls": urls[:1], "created_at": "2026-11-22T12:00:05Z"},
-        {"id": "map", "type": "map", "urls": urls, "created_at": "2026-11-22T12:00:05Z"},
         {"id": "ours", "type": "crawl", "urls": urls, "created_at": "2026-11-22T12:00:03.5Z"},
+        {"id": "other", "type": "crawl", "urls": urls[:1], "created_at": "2026-11-22T12:00:02Z"},
+        {"id": "map", "type": "map", "urls": urls, "created_at": "2026-11-22T12:00:01Z"},
+        {"id": "untimed", "type": "crawl", "urls": urls},
     ]
-    since = 1795348800.0  # 2026-11-22T12:00:00Z
-    assert bulkgrid.match_run(runs, spec, since) == runs[3]
-    assert bulkgrid.match_run(runs[:3], spec, since) is None
-    assert bulkgrid.match_run(runs, spec, since, {"ours"}) is None  # a sibling's run
+    page = bulkgrid.listing_page({"runs": runs, "page": 1, "total": 250}, 1, spec)
+    assert [(r.id, r.created, r.match) for r in page.rows] == [
+        ("ours", 1795348803.5, True),
+        ("other", 1795348802.0, False),
+        ("map", 1795348801.0, False),
+        ("untimed", None, True),
+    ]
+    assert (page.last, page.pages) == (False, 3)
 
 
 # -- the adapter against a fake client ----------------------------------------------------------
@@ -437,9 +441,10 @@ async def test_reconcile_pages_the_run_list_by_type() -> None:
     http = FakeHttp(bulkgrid.ADAPTER, router({"GET /api/v1/runs": listing}))
     ref = await bulkgrid.BulkgridAdapter().reconcile(http, job(), 1795348800.0)
     assert ref == RemoteRef("found")
+    # Equal times show no order: pages are read on until the run is found.
     assert [s.query for s in http.seen] == [
-        {"type": "crawl", "page": "1", "limit": "100"},
-        {"type": "crawl", "page": "2", "limit": "100"},
+        {"type": "crawl", "page": "1", "limit": "100", "orderBy": "-created_at"},
+        {"type": "crawl", "page": "2", "limit": "100", "orderBy": "-created_at"},
     ]
 
 
@@ -463,11 +468,13 @@ async def test_reconcile_never_adopts_a_run_another_job_of_the_batch_adopted() -
     since = 1795348800.0
     first = await adapter.reconcile(http, job(), since)
     second = await adapter.reconcile(http, job(), since)
-    third = await adapter.reconcile(http, job(), since)
-    assert (first, second, third) == (RemoteRef("twin-1"), RemoteRef("twin-2"), None)
+    assert (first, second) == (RemoteRef("twin-2"), RemoteRef("twin-1"))  # newest first
+    # The whole list read, both runs owned by siblings: a third twin provably made none.
+    with pytest.raises(NotSubmittedError):
+        await adapter.reconcile(http, job(), since)
     # Another batch (another client) has its own memory.
     other = FakeHttp(bulkgrid.ADAPTER, router({"GET /api/v1/runs": twin_runs}))
-    assert await adapter.reconcile(other, job(), since) == RemoteRef("twin-1")
+    assert await adapter.reconcile(other, job(), since) == RemoteRef("twin-2")
 
 
 @pytest.mark.anyio

@@ -372,9 +372,14 @@ async def test_reconcile_lists_the_squids_runs() -> None:
     http = FakeHttp(lobstr.ADAPTER, router({"GET /runs": listing}), job_notes=dict(sent))
     ref = await lobstr.LobstrAdapter().reconcile(http, job(squid=SQUID), SINCE)
     assert ref == RemoteRef(RUN, {"squid": SQUID, "duplicated_count": 0})
-    # A shared squid without a fresh run proves nothing (clocks may disagree): unknown.
+    # A shared squid whose whole run list shows no run since the request: none started.
     empty = FakeHttp(lobstr.ADAPTER, router({"GET /runs": []}), job_notes=dict(sent))
-    assert await lobstr.LobstrAdapter().reconcile(empty, job(squid=SQUID), SINCE) is None
+    with pytest.raises(NotSubmittedError, match="no run started since the request"):
+        await lobstr.LobstrAdapter().reconcile(empty, job(squid=SQUID), SINCE)
+    # A run that lists no time might be this job's: cannot tell.
+    untimed = {"data": [{**run("pending"), "created_at": None, "started_at": None}]}
+    blind = FakeHttp(lobstr.ADAPTER, router({"GET /runs": untimed}), job_notes=dict(sent))
+    assert await lobstr.LobstrAdapter().reconcile(blind, job(squid=SQUID), SINCE) is None
 
 
 @pytest.mark.anyio

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from runner.errors import NotSubmittedError
 from runner.plan import JobSpec
 from runner.providers import spidra
 from runner.providers.base import NotCancellableError, RemoteRef, RemoteState, Reply
@@ -341,20 +342,17 @@ async def test_batch_reconcile_reads_recent_candidates_and_matches_their_urls() 
     await adapter.poll(http, batch_job(), RemoteRef("sibling"))  # another job's batch
     http.seen.clear()
     assert await adapter.reconcile(http, batch_job(), SINCE) == RemoteRef("ours")
-    assert http.paths() == [
-        "GET /batch/scrape",
-        "GET /batch/scrape/other-urls",
-        "GET /batch/scrape/ours",
-    ]
+    # Oldest first (as the times show): read from the newest end, so "ours" is first.
+    assert http.paths() == ["GET /batch/scrape", "GET /batch/scrape/ours"]
     assert http.seen[0].query == {"page": "1", "limit": "50"}
 
 
 @pytest.mark.anyio
-async def test_reconcile_never_matches_a_batch_timestamped_before_the_submit() -> None:
-    # The sandbox stamps jobs from a fixed virtual epoch: nothing there is "since" now.
+async def test_a_complete_list_of_batches_older_than_the_submit_proves_absence() -> None:
     rows = [{"batchId": "x", "totalUrls": 3, "createdAt": "2026-01-05T09:00:00Z"}]
     http = FakeHttp(spidra.ADAPTER, router({"GET /batch/scrape": listing(rows)}))
-    assert await spidra.SpidraAdapter().reconcile(http, batch_job(), SINCE) is None
+    with pytest.raises(NotSubmittedError, match="no batch of these URLs was created"):
+        await spidra.SpidraAdapter().reconcile(http, batch_job(), SINCE)
     assert http.paths() == ["GET /batch/scrape"]
 
 

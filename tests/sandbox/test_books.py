@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
+from runner.providers.replies import parse_time
+from runner.sandbox import determinism as det
 from runner.sandbox.limits import SlidingWindow, WindowPeak
 from tests.sandbox.conftest import MakeInProcess
 
@@ -74,3 +78,42 @@ async def test_dropped_submit_still_creates_the_job_in_process(
         await sb.request("pulse", "POST", "/extract", json=body)
     books = (await sb.stats())["providers"]["pulse"]
     assert (books["dropped"], list(books["submits"].values())) == (1, [1])
+
+
+@pytest.mark.parametrize(("after_accept", "created"), [(False, 0), (True, 1)])
+async def test_an_injected_submit_error_is_booked_as_lost_or_unanswered(
+    make_inprocess: MakeInProcess, after_accept: bool, created: int
+) -> None:
+    burst = {"status": 500, "count": 1, "every": 2, "after_accept": after_accept, "on": "submits"}
+    sb = make_inprocess(scenario={"providers": {"pulse": {"error_burst": burst}}})
+    poll = await sb.request("pulse", "GET", "/job/x")  # never counted by an `on: submits` burst
+    first = {"file_url": "https://f.example/1.pdf", "async": True}
+    second = {"file_url": "https://f.example/2.pdf", "async": True}
+    codes = [(await sb.request("pulse", "POST", "/extract", json=b)).status_code
+             for b in (first, second)]  # fmt: skip
+    assert (poll.status_code, codes) == (404, [200, 500])
+    books = (await sb.stats())["providers"]["pulse"]
+    key = det.body_key(second)
+    book, other = ("submits_unanswered", "submits_lost")[:: 1 if after_accept else -1]
+    assert (books[book], books[other]) == ({key: 1}, {})
+    assert books["submits"].get(key, 0) == created  # the job exists only when accepted first
+    assert (books["errors_injected"], books["errors_after_accept"]) == (1, created)
+
+
+async def test_listings_carry_the_real_creation_time_and_payloads_the_virtual_one(
+    make_inprocess: MakeInProcess,
+) -> None:
+    sb = make_inprocess()
+    before = time.time()
+    body = {"urls": ["https://a.example/"], "type": "crawl"}
+    run = (await sb.request("bulkgrid", "POST", "/api/v1/crawl", json=body)).json()
+    sb.clock.advance(2.0)
+    later = {"urls": ["https://b.example/"], "type": "crawl"}
+    await sb.request("bulkgrid", "POST", "/api/v1/crawl", json=later)
+    params = {"orderBy": "-created_at"}
+    listed = (await sb.request("bulkgrid", "GET", "/api/v1/runs", params=params)).json()["runs"]
+    times = [parse_time(r["created_at"]) or 0.0 for r in listed]
+    assert [r["urls"] for r in listed] == [later["urls"], body["urls"]]  # newest first
+    assert times[0] == pytest.approx(times[1] + 2.0, abs=0.01)  # the clock moved both
+    assert times[1] == pytest.approx(before, abs=5.0)
+    assert run["created_at"].startswith("2026-01-05")  # the virtual epoch, byte-stable
