@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -113,8 +114,15 @@ def test_jobs_that_outlive_their_timeout(tmp_path: Path, sandbox: RunningSandbox
     outcome = run(tmp_path, path, sandbox)
     assert outcome.code == 1
     assert set(outcome.states().values()) == {"timed_out"}
-    assert outcome.job("s-1")["error"] == "timed out after 0.3s (left running remotely)"
-    assert outcome.job("p-1")["error"] == "timed out after 0.3s (cancel requested remotely)"
+    # on a loaded machine the last poll may still be in flight at the timeout: both say so
+    during = "( with a request still unanswered)?"
+    assert re.fullmatch(
+        rf"timed out after 0\.3s{during} \(left running remotely\)", outcome.job("s-1")["error"]
+    )
+    assert re.fullmatch(
+        rf"timed out after 0\.3s{during} \(cancel requested remotely\)",
+        outcome.job("p-1")["error"],
+    )
     assert outcome.books["pulse"]["requests"]["DELETE /job/{job_id}"] == 3
     assert "DELETE" not in " ".join(outcome.books["spidra"]["requests"])
 
