@@ -10,7 +10,7 @@ LOCK   := requirements/dev.lock
 DEMO   ?= manifests/all-providers.yaml
 OUT    ?= results
 
-.PHONY: install lock test lint format typecheck pytest validate demo bench clean
+.PHONY: install lock test lint format typecheck pytest validate demo bench mutate clean
 
 install: $(STAMP)
 
@@ -59,5 +59,14 @@ demo: $(STAMP)
 bench: $(STAMP)
 	@set -e; for b in tests/bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
+# Mutation testing (not part of `make test`, not in CI: tens of minutes). Which modules and
+# which tests: [tool.mutmut] in pyproject.toml. MUTANTS picks a subset by mutmut's names,
+# e.g. make mutate MUTANTS='runner.sanitize*'; mutants/ keeps the results between runs.
+MUTANTS ?=
+mutate: $(STAMP)
+	$(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	$(BIN)/mutmut results
+	$(BIN)/python -m tests.mutation_score
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) mutants .pytest_cache .mypy_cache .ruff_cache .hypothesis

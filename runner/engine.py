@@ -122,7 +122,9 @@ class Engine:
         self.rng = rng or random.Random(0)
         self.retry = retry
         self._notify = notify
-        self._wall = wall  # unix time, for the "unreachable since" line
+        # Unix time, for records only (timestamps, "unreachable since"): a step of the wall
+        # clock (NTP, suspend, a migrated VM) must move no deadline and no poll.
+        self.wall = wall
         self.notices: list[str] = []
         self.records: dict[str, JobRecord] = {}
         self.counts: Counter[State] = Counter()
@@ -166,7 +168,7 @@ class Engine:
         if state not in TERMINAL:
             job.finished_at = None  # submit_unknown reconciled or re-sent: not finished yet
         elif previous not in TERMINAL:
-            job.finished_at = time.time()
+            job.finished_at = self.wall()
         self.counts[previous] -= 1
         self.counts[state] += 1
         lane = self.lanes.get(job.spec.provider)
@@ -318,7 +320,7 @@ class Engine:
     def schedule(self, lane: Lane, job: JobRecord, delay: float) -> None:
         now = lane.gate.clock.now()
         due = min(now + delay, self._deadline(lane, job))
-        job.next_poll_at = time.time() + (due - now)
+        job.next_poll_at = self.wall() + (due - now)
         lane.push_poll(job, due)
 
     def _next_poll(self, lane: Lane, job: JobRecord) -> None:
@@ -356,7 +358,7 @@ class Engine:
     async def _submit(self, lane: Lane, job: JobRecord) -> None:
         spec = job.spec
         self.transition(job, Event.SUBMIT, attempts=job.attempts + 1)
-        since = time.time()
+        since = self.wall()
         http = self.client_for(lane, job)
         http = dataclasses.replace(http, transport=recovery.MarkSent(http.transport, self, job))
         try:
@@ -377,7 +379,7 @@ class Engine:
             job,
             event,
             remote=submitted.ref,
-            submitted_at=time.time(),
+            submitted_at=self.wall(),
             **(_status_fields(status) if status else {}),
         )
         if status is not None:
@@ -620,7 +622,7 @@ class Engine:
             self._give_up(lane, reason)
         elif change is Change.OUTAGE:
             lane.announced = True
-            since = self._wall()
+            since = self.wall()
             clock = datetime.fromtimestamp(since, UTC).strftime("%H:%M:%SZ")
             wait = format_duration(outage.next_probe_at - now)
             self.notice(

@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 # A reset value above this is a unix timestamp (Spidra documents "unix time"), below it a
@@ -69,6 +70,25 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+def server_now(headers: Mapping[str, str], now: float) -> float:
+    """The reply's own `Date` when it has a readable one, else `now` (our unix time).
+
+    An HTTP-date `Retry-After` and a unix-time reset are read on the provider's clock: against
+    ours, stepped or skewed (NTP, suspend, a migrated VM), "in 60 s" could read as already
+    past (every wait 0: a storm) or as hours away (a stall).
+    """
+    value = _lower(headers).get("date")
+    if value is None:
+        return now
+    try:
+        when = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return now
+    if when.tzinfo is None:  # "-0000": UTC with no claim about the zone (RFC 5322)
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
 def _reset_delay(value: float | None, now: float) -> float | None:
     if value is None:
         return None
@@ -95,8 +115,10 @@ def _first_item(field: str) -> str:
 
 
 def parse_rate_limit(headers: Mapping[str, str], now: float) -> RateLimitInfo | None:
-    """The quota headers of a reply in whichever form it uses, or None if it has none."""
+    """The quota headers of a reply in whichever form it uses, or None if it has none.
+    A unix-time reset is measured from the reply's `Date` when it has one (`server_now`)."""
     h = _lower(headers)
+    now = server_now(h, now)
     for prefix in ("ratelimit-", "x-ratelimit-"):
         limit = _number(h.get(prefix + "limit"))
         remaining = _number(h.get(prefix + "remaining"))
@@ -139,9 +161,11 @@ def wait_hint(
     """How long the provider asks us to wait, from the strongest signal present.
 
     `Retry-After` wins; then the quota's reset time when the quota is exhausted (or the
-    reply is a 429: `throttled`); then the body's `retry_after`.
+    reply is a 429: `throttled`); then the body's `retry_after`. Dates are read against the
+    reply's `Date` when it has one (`server_now`), else against `now`.
     """
     h = _lower(headers)
+    now = server_now(h, now)
     retry_after = parse_retry_after(h.get("retry-after"), now)
     if retry_after is not None:
         return retry_after

@@ -4,9 +4,8 @@ from one the provider may have accepted (never re-sent blindly)."""
 
 from __future__ import annotations
 
-import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,6 +47,11 @@ class Engine(Protocol):
 
     @property
     def cancel_failures(self) -> list[str]: ...
+
+    @property
+    def wall(self) -> Callable[[], float]:
+        """Wall-clock seconds, for records only (injected in tests)."""
+        ...
 
     def transition(self, job: JobRecord, event: Event, **changes: Any) -> State: ...
 
@@ -117,7 +121,7 @@ class MarkSent:
         if not self._marked and method.upper() not in ("GET", "HEAD"):
             self._marked = True
             job = self._job
-            job.notes[SENT_NOTE] = {"attempt": job.attempts, "at": time.time()}
+            job.notes[SENT_NOTE] = {"attempt": job.attempts, "at": self._engine.wall()}
             self._engine.noted(job, SENT_NOTE)
         return await self._inner.request(method, url, headers=headers, params=params, json=json)
 
@@ -156,7 +160,10 @@ async def _resume_job(engine: Engine, lane: Lane, job: JobRecord) -> None:
         engine.output.job_dir(job.spec.id).reset()  # whatever a cut-off fetch left
     left = job.spec.timeout
     if job.submitted_at is not None:
-        left -= time.time() - job.submitted_at
+        # Wall time is all two runs share. A clock stepped back since the submit must not
+        # lengthen the timeout (negative elapsed); one stepped forward can't be told from
+        # time really gone by: the job times out on its first turn, as any overdue job.
+        left -= max(0.0, engine.wall() - job.submitted_at)
     engine.start_timeout(lane, job, left)
     engine.schedule(lane, job, 0.0)
 
