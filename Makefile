@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Every install is pinned, with hashes: requirements/dev.lock (runtime + dev tools) is what
-# `make` installs; requirements/runtime.lock is the runtime alone, for deployments.
+# Every install is pinned, with hashes: requirements/dev.txt (runtime + dev tools) is what
+# `make` installs; requirements/runtime.txt is the runtime alone, for deployments.
 # `make lock` refreshes both from pyproject.toml.
-LOCK   := requirements/dev.lock
+LOCK   := requirements/dev.txt
 DEMO   ?= manifests/all-providers.yaml
 OUT    ?= results
 
@@ -23,10 +23,10 @@ $(STAMP): pyproject.toml $(LOCK)
 
 lock: $(STAMP)
 	$(BIN)/uv pip compile --quiet pyproject.toml --extra dev --generate-hashes \
-		--python-version 3.11 --upgrade -o requirements/dev.lock
+		--python-version 3.11 --upgrade -o requirements/dev.txt
 	$(BIN)/uv pip compile --quiet pyproject.toml --generate-hashes \
-		--python-version 3.11 --upgrade -o requirements/runtime.lock
-	@echo "requirements/*.lock refreshed; run make test, then commit them"
+		--python-version 3.11 --upgrade -o requirements/runtime.txt
+	@echo "requirements/*.txt refreshed; run make test, then commit them"
 
 lint: $(STAMP)
 	$(BIN)/ruff check runner tests
