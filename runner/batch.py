@@ -41,8 +41,8 @@ from runner.locate import resolve_batch_dir
 from runner.log import BatchLog, LogRecorder
 from runner.manifest import load_manifest, parse_manifest
 from runner.plan import Plan
-from runner.providers import ADAPTERS
 from runner.providers.base import Reply
+from runner.providers.registry import ADAPTERS
 from runner.results import (
     BATCH,
     MANIFEST,

@@ -1,8 +1,8 @@
 """What a plan will cost: requests per provider (submits, polls, result pages) and the
 shortest wall time its declared limits allow (docs/engineering.md#wall-time-estimate).
 
-Pure arithmetic over the Plan; the assumptions (requests per job type, a typical job
-duration per provider) are named in ASSUMPTIONS and printed with every estimate.
+Pure arithmetic over the Plan; the rules per provider (requests per submit, poll and result,
+a typical job duration) are its ProviderInfo's, and `assumptions()` prints them in words.
 """
 
 from __future__ import annotations
@@ -12,50 +12,42 @@ from dataclasses import dataclass
 from typing import Any
 
 from runner.plan import JobSpec, Plan, PollPolicy, ProviderSettings
-from runner.providers import lobstr
+from runner.providers.registry import PROVIDERS
 
-# A typical job duration per provider: a guess from the providers' docs, used only for the
-# "expected" figures (polls and the duration/concurrency bounds), never for the floor.
-TYPICAL_DURATION = {"bulkgrid": 60.0, "lobstr": 300.0, "spidra": 30.0, "skop": 300.0, "pulse": 60.0}
-ASSUMPTIONS = (
-    "at least 1 poll per job (the one that sees it finish); expected polls follow the poll "
-    "policy for a job of typical duration; a lobstr poll of a running run costs 2 (+ /stats)",
-    "result requests: the first results page only (bulkgrid, lobstr, skop, spidra crawl); "
-    "per-item content and file downloads are not counted",
-    "submits: 1 request; lobstr 1 (run) + 1 for each step the job needs: a new squid, "
-    "its configuration, its tasks",
-    "typical durations: "
-    + ", ".join(f"{name} {int(seconds)}s" for name, seconds in TYPICAL_DURATION.items()),
-)
+DEFAULT_DURATION = 60.0  # a provider the registry no longer knows (never in a valid plan)
 MAX_POLLS = 10_000  # per job, guards the geometric sum against odd policies
 
 
+def assumptions() -> tuple[str, ...]:
+    """The estimate's assumptions in words: the general rules, then each provider's own
+    (its `ProviderInfo.estimate_note`) and every typical duration."""
+    notes = [info.estimate_note for info in PROVIDERS.values() if info.estimate_note]
+    durations = ", ".join(
+        f"{name} {int(info.typical_duration)}s" for name, info in PROVIDERS.items()
+    )
+    return (
+        "at least 1 poll per job (the one that sees it finish); expected polls follow the poll "
+        "policy for a job of typical duration",
+        "a submit is 1 request and no result request is counted, unless a provider's rule "
+        "below says otherwise; per-item content and file downloads are never counted",
+        *notes,
+        f"typical durations: {durations}",
+    )
+
+
 def submit_requests(job: JobSpec) -> int:
-    """Requests one submit takes (docs/providers/lobstr.md#endpoints: Lobstr builds a squid
-    first)."""
-    if job.provider == "lobstr":  # as LobstrAdapter._prepare: each step only when needed
-        creates = "crawler" in job.params
-        configures = any(key in job.params for key in lobstr.SQUID_KEYS)
-        has_tasks = bool(job.params.get("tasks"))
-        return 1 + int(creates) + int(configures) + int(has_tasks)
-    return 1
+    """Requests one submit takes (the provider's `submit_requests` rule)."""
+    return PROVIDERS[job.provider].submit_requests(job)
 
 
 def result_requests(job: JobSpec) -> int:
-    """Result requests at the least; spidra scrape/batch and pulse return results inline."""
-    if job.provider in ("bulkgrid", "skop"):
-        return 1
-    if job.provider == "lobstr":
-        return int(job.fetch.get("results", True)) + 2 * int(job.fetch.get("export", False))
-    if job.provider == "spidra" and job.type == "crawl":
-        return int(job.fetch.get("pages", True))
-    return 0
+    """Result requests at the least (the provider's `result_requests` rule)."""
+    return PROVIDERS[job.provider].result_requests(job)
 
 
 def poll_requests(provider: str, polls: int) -> int:
-    """Status requests of `polls` polls: a Lobstr poll of a running run also reads /stats
-    (LobstrAdapter.poll); the last poll, which sees the run finished, does not."""
-    return 2 * polls - 1 if provider == "lobstr" and polls > 0 else polls
+    """Status requests of `polls` polls (the provider's `poll_requests` rule)."""
+    return PROVIDERS[provider].poll_requests(polls)
 
 
 def expected_polls(policy: PollPolicy, duration: float) -> int:
@@ -120,7 +112,7 @@ class PlanEstimate:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "assumptions": list(ASSUMPTIONS),
+            "assumptions": list(assumptions()),
             "providers": [p.as_dict() for p in self.providers],
             "batch": {
                 "requests": {
@@ -142,7 +134,8 @@ def _time_for(requests: int, per_second: float | None) -> float:
 def estimate_provider(settings: ProviderSettings, jobs: Iterable[JobSpec]) -> ProviderEstimate:
     """One provider's requests and bounds: T = max(Q/R, n/R_submit + D, n·D/C)
     (docs/engineering.md#wall-time-estimate)."""
-    duration = TYPICAL_DURATION.get(settings.name, 60.0)
+    info = PROVIDERS.get(settings.name)
+    duration = info.typical_duration if info is not None else DEFAULT_DURATION
     count = submits = polls_expected = results = 0
     cache: dict[PollPolicy, int] = {}
     for job in jobs:

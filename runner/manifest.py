@@ -20,7 +20,7 @@ from typing import Any
 from runner import each as each_mod
 from runner.errors import ManifestError, Problem
 from runner.plan import JobSpec, Plan, PollPolicy, ProviderSettings
-from runner.providers import PROVIDERS
+from runner.providers.registry import PROVIDERS
 from runner.report import PathT, Report, Where
 from runner.schemas import (
     Checker,

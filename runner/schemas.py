@@ -22,6 +22,8 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 import runner
+from runner.providers.base import ProviderInfo
+from runner.providers.registry import PROVIDERS
 
 MANIFEST_SCHEMA = "manifest.schema.json"
 
@@ -45,6 +47,47 @@ def load_schema(name: str) -> dict[str, Any]:
 
 def job_type_schema_name(provider: str, job_type: str) -> str:
     return f"providers/{provider}.{job_type}.schema.json"
+
+
+def load_job_type_schema(provider: str, job_type: str) -> dict[str, Any]:
+    """A job type's schema: from the provider's own `schema_dir` when it declares one (a
+    registered provider outside runner), else from schemas/providers/."""
+    info = PROVIDERS.get(provider)
+    if info is None or info.schema_dir is None:
+        return load_schema(job_type_schema_name(provider, job_type))
+    return _load_path(info.schema_dir / f"{provider}.{job_type}.schema.json")
+
+
+@cache
+def _load_path(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def manifest_schema(providers: Iterable[ProviderInfo] | None = None) -> dict[str, Any]:
+    """The manifest schema for `providers` (default: every registered one): the published
+    file with its provider list, provider enum and per-type refs made from the registry.
+    For the built-in providers it equals schemas/manifest.schema.json (a test keeps it so)."""
+    infos = list(PROVIDERS.values() if providers is None else providers)
+    schema: dict[str, Any] = json.loads(json.dumps(load_schema(MANIFEST_SCHEMA)))
+    schema["properties"]["providers"]["properties"] = {
+        info.name: {"$ref": "#/$defs/provider"} for info in infos
+    }
+    job = schema["$defs"]["job"]
+    job["properties"]["provider"]["enum"] = [info.name for info in infos]
+    job["allOf"] = [
+        {
+            "if": {
+                "required": ["provider", "type"],
+                "not": {"required": ["each"]},
+                "properties": {"provider": {"const": info.name}, "type": {"const": kind}},
+            },
+            "then": {"$ref": job_type_schema_name(info.name, kind)},
+        }
+        for info in infos
+        for kind in info.job_types
+    ]
+    return schema
 
 
 # -- checking ----------------------------------------------------------------------------------
@@ -93,33 +136,41 @@ class Checker:
         return found
 
 
-@cache
 def manifest_checker() -> Checker:
-    """The manifest's structure; job params are checked per job type (after `each`)."""
-    schema = json.loads(json.dumps(load_schema(MANIFEST_SCHEMA)))
+    """The manifest's structure for the registered providers; job params are checked per
+    job type (after `each`)."""
+    return _manifest_checker(tuple(PROVIDERS))
+
+
+@cache
+def _manifest_checker(names: tuple[str, ...]) -> Checker:
+    schema = manifest_schema(PROVIDERS[name] for name in names)
     schema["$defs"]["job"].pop("allOf", None)  # the per-type refs, applied by the manifest code
     return Checker.for_schema(schema)
 
 
 @cache
 def job_type_checker(provider: str, job_type: str) -> Checker:
-    return Checker.for_schema(load_schema(job_type_schema_name(provider, job_type)))
+    return Checker.for_schema(load_job_type_schema(provider, job_type))
 
 
 def full_manifest_validator() -> Draft202012Validator:
-    """The published manifest schema with its provider refs resolved, as an editor sees it."""
+    """The manifest schema of the registered providers with their per-type refs resolved,
+    as an editor sees it."""
     registry: Registry[Any] = Registry()
-    for path in sorted((schema_dir() / "providers").glob("*.schema.json")):
-        name = f"providers/{path.name}"
-        registry = registry.with_resource(
-            name, Resource.from_contents(load_schema(name), default_specification=DRAFT202012)
-        )
-    return Draft202012Validator(load_schema(MANIFEST_SCHEMA), registry=registry)
+    for info in PROVIDERS.values():
+        for kind in info.job_types:
+            contents = load_job_type_schema(info.name, kind)
+            registry = registry.with_resource(
+                job_type_schema_name(info.name, kind),
+                Resource.from_contents(contents, default_specification=DRAFT202012),
+            )
+    return Draft202012Validator(manifest_schema(), registry=registry)
 
 
 def fetch_defaults(provider: str, job_type: str) -> dict[str, Any]:
     """The `default` of every fetch option of a job type, e.g. lobstr run: results=True."""
-    props = load_schema(job_type_schema_name(provider, job_type))["properties"]
+    props = load_job_type_schema(provider, job_type)["properties"]
     fetch = props.get("fetch", {}).get("properties", {})
     return {key: sub["default"] for key, sub in fetch.items() if "default" in sub}
 

@@ -21,7 +21,7 @@ from runner.plan import (
     Rate,
     Secret,
 )
-from runner.providers import PROVIDERS
+from runner.providers.registry import PROVIDERS
 from runner.report import PathT
 from runner.schemas import show
 

@@ -16,7 +16,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from runner.manifest import load_manifest
-from runner.providers import PROVIDERS
+from runner.providers.registry import PROVIDERS
 from runner.schemas import (
     did_you_mean,
     fetch_defaults,

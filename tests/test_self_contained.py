@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from runner.providers.registry import BUILT_IN
+
 ROOT = Path(__file__).resolve().parent.parent
 SCANNED = ("runner", "tests", "docs", "schemas", "manifests", "README.md")
 SUFFIXES = {".py", ".md", ".json", ".yaml", ".yml", ".txt", ".toml"}
-PROVIDERS = ("bulkgrid", "lobstr", "spidra", "skop", "pulse")
+PROVIDERS = tuple(adapter.info.name for adapter in BUILT_IN)  # each has docs/providers/<name>.md
 # Names of documents kept outside the repository, and the section sign they were cited with.
 FORBIDDEN = re.compile(
     r"\.\./shared|(?<![\w-])reference/|performance\.md|provider-docs|wire-contracts|design\.md"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.durations import format_duration
-from runner.estimate import ASSUMPTIONS, PlanEstimate, estimate_plan
+from runner.estimate import PlanEstimate, assumptions, estimate_plan
 from runner.jsonio import canonical_json
 from runner.manifest import load_manifest
 from runner.plan import Plan, ProviderSettings, Rate
@@ -194,5 +194,5 @@ def render(plan: Plan, estimate: PlanEstimate, shown: int | None) -> str:
         ]
     )
     out += ["\nestimate\n", table(rows), "  assuming:\n"]
-    out += [f"  - {line}\n" for line in ASSUMPTIONS]
+    out += [f"  - {line}\n" for line in assumptions()]
     return "".join(out)

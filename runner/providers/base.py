@@ -9,7 +9,7 @@ limits. Every request an adapter makes goes through that ProviderHttp, so it is 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -21,6 +21,18 @@ from runner.plan import EndpointClass, JobSpec, Limits, PollPolicy
 # -- static facts ----------------------------------------------------------------------------
 
 NO_CANCEL = "provider has no cancel: the remote job runs on"
+
+
+def one_request(job: JobSpec) -> int:
+    return 1
+
+
+def no_request(job: JobSpec) -> int:
+    return 0
+
+
+def one_each(polls: int) -> int:
+    return polls
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +47,17 @@ class ProviderInfo:
     # The job types the provider's API can cancel (the README's provider table says so);
     # `cancel` of any other type sends nothing and raises NotCancellableError.
     cancellable: tuple[str, ...]
+    # The sandbox's API for this provider, as "module:Class" (a ProviderApi subclass whose
+    # `prefix` is its mount path): named, not imported, so runner never loads the sandbox.
+    sandbox_api: str
+    # Where `<name>.<type>.schema.json` of each job type lives; None: runner's schemas/providers.
+    schema_dir: Path | None = None
+    # The estimate's rules (runner/estimate.py), declared here so it names no provider.
+    typical_duration: float = 60.0  # seconds, a guess from the docs: "expected" figures only
+    submit_requests: Callable[[JobSpec], int] = one_request  # one submit
+    poll_requests: Callable[[int], int] = one_each  # of `polls` polls
+    result_requests: Callable[[JobSpec], int] = no_request  # at the least
+    estimate_note: str = ""  # the rules above in words, when they are not the defaults
 
     def can_cancel(self, job_type: str) -> bool:
         return job_type in self.cancellable

@@ -50,6 +50,10 @@ INFO = ProviderInfo(
     default_limits=Limits(requests=Rate(5, 1.0), in_flight=10),
     default_poll=PollPolicy(3.0, 15.0, 1.5),
     cancellable=("extract", "crawl", "deep_crawl", "map"),  # every type is a run
+    sandbox_api="runner.sandbox.bulkgrid:BulkgridApi",
+    typical_duration=60.0,
+    result_requests=lambda job: 1,  # the first results page
+    estimate_note="bulkgrid: results are the first results page",
 )
 
 API = "/api/v1"

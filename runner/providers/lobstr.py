@@ -47,6 +47,25 @@ from runner.providers.base import (
     Submitted,
 )
 
+
+def _submit_requests(job: JobSpec) -> int:
+    """As LobstrAdapter._prepare: the run, plus each squid step only when the job needs it."""
+    creates = "crawler" in job.params
+    configures = any(key in job.params for key in SQUID_KEYS)
+    has_tasks = bool(job.params.get("tasks"))
+    return 1 + int(creates) + int(configures) + int(has_tasks)
+
+
+def _poll_requests(polls: int) -> int:
+    """A poll of a running run also reads /stats (LobstrAdapter.poll); the last poll, which
+    sees the run finished, does not."""
+    return 2 * polls - 1 if polls > 0 else 0
+
+
+def _result_requests(job: JobSpec) -> int:
+    return int(job.fetch.get("results", True)) + 2 * int(job.fetch.get("export", False))
+
+
 INFO = ProviderInfo(
     name="lobstr",
     title="Lobstr.io",
@@ -64,6 +83,16 @@ INFO = ProviderInfo(
     ),
     default_poll=PollPolicy(10.0, 60.0, 1.5),
     cancellable=("run",),  # POST /runs/{id}/abort
+    sandbox_api="runner.sandbox.lobstr:LobstrApi",
+    typical_duration=300.0,
+    submit_requests=_submit_requests,
+    poll_requests=_poll_requests,
+    result_requests=_result_requests,
+    estimate_note=(
+        "lobstr: a submit is 1 request (run) + 1 for each step the job needs: a new squid, "
+        "its configuration, its tasks; a poll of a running run costs 2 (+ /stats); results "
+        "are the first results page, +2 for an export"
+    ),
 )
 
 PAGE_SIZE = 100  # the documented maximum rows per /results page

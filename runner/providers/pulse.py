@@ -45,6 +45,8 @@ INFO = ProviderInfo(
     default_limits=Limits(requests=Rate(10, 1.0), in_flight=20),
     default_poll=PollPolicy(2.0, 30.0, 1.5),
     cancellable=("extract", "schema", "split", "tables"),  # DELETE /job/{id}, best effort
+    sandbox_api="runner.sandbox.pulse:PulseApi",
+    typical_duration=60.0,  # results come inline with the status: no result request
 )
 
 # docs/providers/pulse.md#statuses. Job status says `canceled`; older docs say `cancelled`.

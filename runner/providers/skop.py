@@ -47,6 +47,10 @@ INFO = ProviderInfo(
     default_limits=Limits(requests=Rate(60, 60.0), in_flight=3),
     default_poll=PollPolicy(10.0, 60.0, 1.5),
     cancellable=(),  # no cancel endpoint is documented
+    sandbox_api="runner.sandbox.skop:SkopApi",
+    typical_duration=300.0,
+    result_requests=lambda job: 1,  # the first results page
+    estimate_note="skop: results are the first results page",
 )
 
 DEFAULT_MAX_FILE_SIZE_MB = 100  # Skop's own default for parameters.max_file_size_mb

@@ -55,6 +55,11 @@ INFO = ProviderInfo(
     default_limits=Limits(requests=Rate(300, 900.0), in_flight=10),
     default_poll=PollPolicy(5.0, 15.0, 1.5),
     cancellable=("batch", "crawl"),  # DELETE; a single scrape has no cancel endpoint
+    sandbox_api="runner.sandbox.spidra:SpidraApi",
+    typical_duration=30.0,
+    # scrape and batch return results inline; a crawl's pages are one more request
+    result_requests=lambda job: int(job.fetch.get("pages", True)) if job.type == "crawl" else 0,
+    estimate_note="spidra: a crawl's results are its first pages request",
 )
 
 # docs/providers/spidra.md#statuses; `queued` is the submit reply's own word, `delayed` is BullMQ's

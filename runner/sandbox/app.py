@@ -2,27 +2,38 @@
 
 from __future__ import annotations
 
+import importlib
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from runner.sandbox.bulkgrid import BulkgridApi
+from runner.errors import RunnerError
+from runner.providers.base import ProviderInfo
+from runner.providers.registry import PROVIDERS
 from runner.sandbox.core import Clock, ProviderApi, Sandbox, default_clock, json_response
-from runner.sandbox.lobstr import LobstrApi
-from runner.sandbox.pulse import PulseApi
 from runner.sandbox.scenario import Scenario
-from runner.sandbox.skop import SkopApi
-from runner.sandbox.spidra import SpidraApi
 
-PROVIDER_APIS: tuple[type[ProviderApi], ...] = (
-    BulkgridApi,
-    LobstrApi,
-    SpidraApi,
-    SkopApi,
-    PulseApi,
-)
+
+def api_class(info: ProviderInfo) -> type[ProviderApi]:
+    """The sandbox API a provider names in `info.sandbox_api` ("module:Class"), imported."""
+    module, _, attr = info.sandbox_api.partition(":")
+    found = getattr(importlib.import_module(module), attr, None) if module and attr else None
+    if not (isinstance(found, type) and issubclass(found, ProviderApi)) or (
+        found.name != info.name
+    ):
+        raise RunnerError(
+            f"provider {info.name}: sandbox_api {info.sandbox_api!r} is not a ProviderApi "
+            f"subclass named {info.name!r}"
+        )
+    return found
+
+
+def provider_apis() -> tuple[type[ProviderApi], ...]:
+    """The sandbox API of every registered provider, in registry order."""
+    return tuple(api_class(info) for info in PROVIDERS.values())
 
 
 class SandboxApp(Starlette):
@@ -53,7 +64,7 @@ def create_app(
         Route("/_sandbox/reset", reset, methods=["POST"]),
         sandbox.files.route(),
     ]
-    for api in PROVIDER_APIS:
+    for api in provider_apis():
         routes.extend(api(sandbox).routes())
     app = SandboxApp(routes=routes)
     app.sandbox = sandbox

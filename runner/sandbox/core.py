@@ -27,7 +27,7 @@ from runner.sandbox import determinism as det
 from runner.sandbox.books import Books, ProviderBooks
 from runner.sandbox.files import FileStore
 from runner.sandbox.limits import SlidingWindow, retry_after_header
-from runner.sandbox.scenario import PROVIDER_NAMES, Knobs, RateLimit, Scenario
+from runner.sandbox.scenario import Knobs, RateLimit, Scenario, provider_names
 
 Clock = Callable[[], float]
 Handler = Callable[[Request], Awaitable[Response]]
@@ -194,9 +194,10 @@ class Sandbox:
         self.seed = seed
         self.scenario = scenario
         self.clock = clock
-        self.books = Books({name: scenario.knobs(name).rate_limit for name in PROVIDER_NAMES})
+        names = provider_names()
+        self.books = Books({name: scenario.knobs(name).rate_limit for name in names})
         self.files = FileStore(self)
-        self.jobs: dict[str, dict[str, Job]] = {name: {} for name in PROVIDER_NAMES}
+        self.jobs: dict[str, dict[str, Job]] = {name: {} for name in names}
         self._occurrences: dict[tuple[str, str, str], int] = {}
         self._wall0, self._clock0 = time.time(), clock()
 

@@ -15,8 +15,13 @@ import yaml
 
 from runner.durations import parse_duration
 from runner.errors import UsageError
+from runner.providers.registry import PROVIDERS
 
-PROVIDER_NAMES = ("bulkgrid", "lobstr", "spidra", "skop", "pulse")
+
+def provider_names() -> tuple[str, ...]:
+    """Every registered provider: the sandbox speaks each one's API."""
+    return tuple(PROVIDERS)
+
 
 # Spidra's documented pending-job caps per submit kind (docs/providers/spidra.md#limits).
 SPIDRA_PENDING_CAPS: Mapping[str, int] = {"scrape": 10, "batch": 50, "crawl": 5}
@@ -113,13 +118,14 @@ class Scenario:
         raw_providers = data.get("providers") or {}
         if not isinstance(raw_providers, Mapping):
             raise UsageError(f"{source}: providers: expected a mapping")
-        providers: dict[str, Knobs] = dict.fromkeys(PROVIDER_NAMES, defaults)
+        names = provider_names()
+        providers: dict[str, Knobs] = dict.fromkeys(names, defaults)
         jobs: dict[tuple[str, str], Knobs] = {}
         for name, raw in raw_providers.items():
-            if name not in PROVIDER_NAMES:
+            if name not in names:
                 raise UsageError(
                     f"{source}: providers.{name}: unknown provider "
-                    f"(expected one of: {', '.join(PROVIDER_NAMES)})"
+                    f"(expected one of: {', '.join(names)})"
                 )
             raw = raw or {}
             if not isinstance(raw, Mapping):

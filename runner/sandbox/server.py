@@ -15,16 +15,16 @@ from typing import Any
 import uvicorn
 
 from runner.errors import RunnerError
+from runner.sandbox.app import provider_apis
 
-# How a client reaches each provider on a sandbox origin (README.md#the-sandbox).
-_MOUNTS = {"bulkgrid": "", "lobstr": "/v1", "spidra": "/api", "skop": "", "pulse": ""}
 STARTUP_TIMEOUT = 10.0
 
 
 def sandbox_base_urls(origin: str) -> dict[str, str]:
-    """Provider name → the base URL a client of that provider uses against `origin`."""
+    """Provider name → the base URL a client of that provider uses against `origin`: the
+    origin plus the mount path (`prefix`) of its sandbox API (README.md#the-sandbox)."""
     origin = origin.rstrip("/")
-    return {name: origin + mount for name, mount in _MOUNTS.items()}
+    return {api.name: origin + api.prefix for api in provider_apis()}
 
 
 @dataclass(frozen=True, slots=True)

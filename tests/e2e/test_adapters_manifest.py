@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from runner import providers
-from runner.providers import bulkgrid, lobstr, skop
 from runner.sandbox.server import RunningSandbox
 from tests.e2e.helpers import manifest, run, submits_once
 
@@ -18,13 +16,6 @@ SCENARIO = {
     "defaults": {"duration": {"min": 1, "max": 2}, "results": {"min": 5, "max": 5}},
 }
 KEYS = {"BULKGRID_API_KEY": "bg_live_x", "LOBSTR_API_KEY": "lobstr-x", "SKOP_API_KEY": "sk-x"}
-
-
-@pytest.fixture(autouse=True)
-def registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Until the registry lists these adapters (the lead adds the lines), register them here.
-    for module in (bulkgrid, lobstr, skop):
-        monkeypatch.setitem(providers.ADAPTERS, module.INFO.name, module.ADAPTER)
 
 
 @pytest.mark.sandbox(scenario=SCENARIO)

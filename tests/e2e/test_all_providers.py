@@ -43,7 +43,7 @@ def fast_copy(tmp: Path) -> Path:
 
 
 def test_the_demo_manifest_uses_every_job_type_of_every_provider() -> None:
-    from runner.providers import ADAPTERS
+    from runner.providers.registry import ADAPTERS
 
     document = yaml.safe_load(DEMO.read_text())
     used = {(job["provider"], job["type"]) for job in document["jobs"]}

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from runner.plan import JobSpec
-from runner.providers import ADAPTERS, PROVIDERS
 from runner.providers.base import NO_CANCEL, NotCancellableError, RemoteRef
+from runner.providers.registry import ADAPTERS, PROVIDERS
 from tests.providers.fakes import FakeHttp
 
 README = Path(__file__).resolve().parents[2] / "README.md"
