@@ -45,13 +45,8 @@ from runner.outcomes import (
     decide,
 )
 from runner.plan import Plan
-from runner.providers.base import (
-    Adapter,
-    FetchReport,
-    RemoteState,
-    ResultSink,
-    Status,
-)
+from runner.providers.base import Adapter, FetchReport, ResultSink
+from runner.remote import RemoteState, Status
 
 INTERRUPT_GRACE = 3.0  # seconds work already under way may take to finish after a signal
 _IN_FLIGHT = frozenset({State.SUBMITTING, State.QUEUED, State.RUNNING, State.PAUSED})

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from runner.errors import RunnerError
 from runner.lifecycle import Event, JobRecord, Recorder, State, advance
 from runner.plan import Plan
-from runner.providers.base import RemoteRef, Status
+from runner.remote import RemoteRef, Status
 from runner.results import StoreError, redact, store_error
 
 SCHEMA_VERSION = 1

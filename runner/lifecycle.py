@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from runner.errors import RunnerError
 from runner.plan import JobSpec
-from runner.providers.base import RemoteRef, Status
+from runner.remote import RemoteRef, Status
 
 
 class State(StrEnum):

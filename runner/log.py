@@ -20,7 +20,7 @@ from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
 from runner import redaction
 from runner.lifecycle import Event, JobRecord, Recorder, State
-from runner.providers.base import Status
+from runner.remote import Status
 from runner.results import StoreError, store_error
 
 # -- processors (pure functions of the event, structlog style) -------------------------------

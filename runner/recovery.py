@@ -17,7 +17,8 @@ from runner.errors import ProviderResponseError
 from runner.http import ProviderCallError, ProviderClient, Transport
 from runner.lanes import Lane
 from runner.lifecycle import Event, JobRecord, State
-from runner.providers.base import FetchReport, NotCancellableError, Reply, Status
+from runner.providers.base import FetchReport, NotCancellableError, Reply
+from runner.remote import Status
 
 
 class Outputs(Protocol):

@@ -17,7 +17,7 @@ from runner.http import _stream_to
 from runner.journal import Journal
 from runner.lifecycle import Event, JobRecord, State, advance
 from runner.log import BatchLog
-from runner.providers.base import RemoteState, Status
+from runner.remote import RemoteState, Status
 from runner.results import StoreError
 from tests.test_results import make_plan
 

@@ -22,14 +22,12 @@ from runner.providers.base import (
     ErrorKind,
     FetchReport,
     ProviderHttp,
-    RemoteRef,
-    RemoteState,
     Reply,
     ResultSink,
-    Status,
     Submitted,
 )
 from runner.providers.spidra import INFO
+from runner.remote import RemoteRef, RemoteState, Status
 
 pytestmark = pytest.mark.anyio
 

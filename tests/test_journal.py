@@ -11,7 +11,7 @@ import pytest
 
 from runner.journal import POLL_COMMIT_EVERY, Journal, JournalError
 from runner.lifecycle import Event, JobRecord, State, advance
-from runner.providers.base import RemoteRef, RemoteState, Status
+from runner.remote import RemoteRef, RemoteState, Status
 from runner.results import StoreError
 from tests.test_results import make_plan
 

@@ -12,8 +12,8 @@ import pytest
 from runner.errors import UsageError
 from runner.journal import JobRow, Journal
 from runner.lifecycle import Event, IllegalTransitionError, JobRecord, State, advance
-from runner.providers.base import RemoteRef
 from runner.recovery import SENT_NOTE
+from runner.remote import RemoteRef
 from runner.results import BatchDir, render_sums, verify
 from runner.retry import Retry, choose, set_aside, start_attempts
 from tests.test_results import END, START, make_plan

@@ -27,14 +27,12 @@ from runner.providers.base import (
     NotCancellableError,
     ProviderHttp,
     ProviderInfo,
-    RemoteRef,
-    RemoteState,
     Reply,
     Request,
     ResultSink,
-    Status,
     Submitted,
 )
+from runner.remote import RemoteRef, RemoteState, Status
 
 INFO = ProviderInfo(
     name="pulse",

@@ -37,14 +37,12 @@ from runner.providers.base import (
     FetchReport,
     ProviderHttp,
     ProviderInfo,
-    RemoteRef,
-    RemoteState,
     Reply,
     Request,
     ResultSink,
-    Status,
     Submitted,
 )
+from runner.remote import RemoteRef, RemoteState, Status
 
 INFO = ProviderInfo(
     name="spidra",

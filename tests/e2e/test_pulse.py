@@ -17,7 +17,8 @@ from runner.http import ProviderCallError, ProviderClient, make_transport
 from runner.limits import Gate
 from runner.plan import JobSpec, Limits
 from runner.providers import pulse
-from runner.providers.base import ErrorKind, RemoteState
+from runner.providers.base import ErrorKind
+from runner.remote import RemoteState
 from runner.results import JobDir
 from runner.sandbox.server import RunningSandbox
 from tests.conftest import MakeSandbox

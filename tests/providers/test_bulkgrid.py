@@ -10,7 +10,8 @@ import pytest
 from runner.errors import NotSubmittedError, ProviderResponseError
 from runner.plan import JobSpec
 from runner.providers import bulkgrid
-from runner.providers.base import ErrorKind, RemoteRef, RemoteState, Reply, Status
+from runner.providers.base import ErrorKind, Reply
+from runner.remote import RemoteRef, RemoteState, Status
 from runner.results import JobDir
 from tests.providers.fakes import API_KEY, CallError, FakeHttp, router
 

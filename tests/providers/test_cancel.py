@@ -11,7 +11,8 @@ import pytest
 
 from runner.plan import JobSpec
 from runner.providers import ADAPTERS, PROVIDERS
-from runner.providers.base import NO_CANCEL, NotCancellableError, RemoteRef
+from runner.providers.base import NO_CANCEL, NotCancellableError
+from runner.remote import RemoteRef
 from tests.providers.fakes import FakeHttp
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -10,7 +10,8 @@ import pytest
 from runner.errors import JobFailedError, NotSubmittedError
 from runner.plan import JobSpec
 from runner.providers import lobstr
-from runner.providers.base import ErrorKind, RemoteRef, RemoteState, Reply
+from runner.providers.base import ErrorKind, Reply
+from runner.remote import RemoteRef, RemoteState
 from runner.results import JobDir
 from tests.providers.fakes import API_KEY, CallError, FakeHttp, router
 

@@ -14,7 +14,8 @@ from runner.http import HttpxTransport, ProviderCallError, ProviderClient
 from runner.limits import Gate
 from runner.plan import JobSpec, Limits
 from runner.providers import pulse
-from runner.providers.base import ErrorKind, NotCancellableError, RemoteRef, RemoteState, Reply
+from runner.providers.base import ErrorKind, NotCancellableError, Reply
+from runner.remote import RemoteRef, RemoteState
 from runner.results import JobDir
 
 JOB = JobSpec("inv-1", "pulse", "extract", {"file_url": "https://files.example/1.pdf"})

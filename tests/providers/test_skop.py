@@ -9,7 +9,8 @@ import pytest
 
 from runner.plan import JobSpec
 from runner.providers import skop
-from runner.providers.base import ErrorKind, NotCancellableError, RemoteRef, RemoteState, Reply
+from runner.providers.base import ErrorKind, NotCancellableError, Reply
+from runner.remote import RemoteRef, RemoteState
 from runner.results import JobDir
 from tests.providers.fakes import API_KEY, FakeHttp, router
 

@@ -14,7 +14,8 @@ from runner.http import HttpxTransport, ProviderClient
 from runner.limits import Gate
 from runner.plan import JobSpec, Limits
 from runner.providers import spidra
-from runner.providers.base import ErrorKind, FetchReport, RemoteRef, RemoteState, Reply
+from runner.providers.base import ErrorKind, FetchReport, Reply
+from runner.remote import RemoteRef, RemoteState
 from runner.results import JobDir
 
 JOB = JobSpec("acme", "spidra", "scrape", {"urls": [{"url": "https://acme.example"}]})

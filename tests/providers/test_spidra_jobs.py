@@ -13,7 +13,8 @@ import pytest
 from runner.errors import NotSubmittedError
 from runner.plan import JobSpec
 from runner.providers import spidra
-from runner.providers.base import NotCancellableError, RemoteRef, RemoteState, Reply
+from runner.providers.base import NotCancellableError, Reply
+from runner.remote import RemoteRef, RemoteState
 from runner.results import JobDir
 from tests.providers.fakes import CallError, FakeHttp, router
 
