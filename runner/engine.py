@@ -28,8 +28,13 @@ import anyio
 from runner import recovery
 from runner.backoff import DEFAULT_RETRY, RetryPolicy, next_poll_delay, retry_delay
 from runner.durations import format_duration
-from runner.errors import JobFailedError, NotSubmittedError, ProviderResponseError
-from runner.http import ProviderCallError, ProviderClient
+from runner.errors import (
+    JobFailedError,
+    NotSubmittedError,
+    ProviderCallError,
+    ProviderResponseError,
+)
+from runner.http import ProviderClient
 from runner.lanes import Lane
 from runner.lifecycle import TERMINAL, Event, JobRecord, Recorder, State, advance
 from runner.limits import Change

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import UsageError
+from runner.errors import IllegalTransitionError, UsageError
 from runner.journal import JobRow, Journal
-from runner.lifecycle import Event, IllegalTransitionError, JobRecord, State, advance
+from runner.lifecycle import Event, JobRecord, State, advance
 from runner.recovery import SENT_NOTE
 from runner.remote import RemoteRef
 from runner.results import BatchDir, render_sums, verify

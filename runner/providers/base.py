@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from runner.errors import RunnerError
+from runner.errors import ErrorKind, NotCancellableError
 from runner.plan import EndpointClass, JobSpec, Limits, PollPolicy
 from runner.remote import RemoteRef, Status
 
@@ -44,12 +43,6 @@ class ProviderInfo:
         """NotCancellableError, before anything is sent, for a type that cannot be cancelled."""
         if not self.can_cancel(job.type):
             raise NotCancellableError(NO_CANCEL)
-
-
-class NotCancellableError(RunnerError):
-    """`cancel` of a job its provider cannot cancel: nothing was sent, the remote job goes on.
-
-    Callers record that truthfully (detached, or left resumable), never as cancelled."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,20 +89,6 @@ class Reply:
     def excerpt(self, limit: int = 200) -> str:
         text = self.text.strip().replace("\n", " ")
         return text if len(text) <= limit else text[:limit] + "..."
-
-
-class ErrorKind(StrEnum):
-    """What a non-2xx reply means, whatever the provider's spelling."""
-
-    AUTH = "auth"  # bad or missing key: stop the provider
-    CREDITS = "credits"  # out of credits / plan limit: stop submitting
-    RATE_LIMITED = "rate_limited"  # slow down; not accepted
-    BUSY = "busy"  # capacity (503 + retry hint, QUEUE_UNAVAILABLE, too many pending): not accepted
-    TRANSIENT = "transient"  # 5xx without a hint: may or may not have been accepted
-    NOT_FOUND = "not_found"
-    GONE = "gone"  # 410: a single-use result already fetched or expired
-    INVALID = "invalid"  # the request itself is wrong: do not retry unchanged
-    OTHER = "other"
 
 
 @dataclass(frozen=True, slots=True)

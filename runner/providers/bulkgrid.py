@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from runner.errors import JobFailedError, ProviderResponseError, RunnerError
+from runner.errors import ErrorKind, JobFailedError, ProviderResponseError, RunnerError
 from runner.plan import JobSpec, Limits, PollPolicy, Rate
 from runner.providers import listing, replies
 from runner.providers.base import (
     ApiError,
-    ErrorKind,
     FetchReport,
     ProviderHttp,
     ProviderInfo,

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from runner.errors import ProviderResponseError, RunnerError
+from runner.errors import ErrorKind, ProviderResponseError, RunnerError
 from runner.plan import JobSpec, Limits, PollPolicy, Rate
 from runner.providers import replies
 from runner.providers.base import (
     ApiError,
-    ErrorKind,
     FetchReport,
     ProviderHttp,
     ProviderInfo,

@@ -9,9 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from runner.errors import NotCancellableError
 from runner.plan import JobSpec
 from runner.providers import ADAPTERS, PROVIDERS
-from runner.providers.base import NO_CANCEL, NotCancellableError
+from runner.providers.base import NO_CANCEL
 from runner.remote import RemoteRef
 from tests.providers.fakes import FakeHttp
 
