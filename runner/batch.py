@@ -30,10 +30,10 @@ import anyio
 from runner import inputs, lock
 from runner.console import Console, summary_line
 from runner.engine import Engine, EngineResult
-from runner.errors import UsageError
+from runner.errors import InputError, JournalError, StoreError, UsageError, store_error
 from runner.exits import ExitCode
 from runner.http import ProviderClient, Transport, make_transport
-from runner.journal import JobRow, Journal, JournalError
+from runner.journal import JobRow, Journal
 from runner.jsonio import canonical_json
 from runner.lifecycle import JobRecord, Recorder, State
 from runner.limits import Gate, pool_size_for
@@ -43,17 +43,8 @@ from runner.manifest import load_manifest, parse_manifest
 from runner.plan import Plan
 from runner.providers.base import Reply
 from runner.providers.registry import ADAPTERS
-from runner.results import (
-    BATCH,
-    MANIFEST,
-    OUTCOME,
-    BatchDir,
-    Endpoints,
-    StoreError,
-    redact,
-    store_error,
-    write_atomic,
-)
+from runner.redaction import redact
+from runner.results import BATCH, MANIFEST, OUTCOME, BatchDir, Endpoints, write_atomic
 from runner.retry import start_attempts
 from runner.usable import (
     check_url,
@@ -554,7 +545,7 @@ def _reopen(
                 resolve=resolve,
             )
             inputs.check_read(record, loaded.inputs)
-        except inputs.InputError as exc:
+        except InputError as exc:
             raise UsageError(f"{path}: cannot continue this batch: {exc}") from None
         for notice in loaded.notices:
             print(f"runner: {notice}", file=stderr)

@@ -18,9 +18,9 @@ from types import ModuleType
 
 from runner import __version__
 from runner.commands import cancel, plan, resume, retry, run, sandbox, status, validate, verify
-from runner.errors import LockHeldError, ManifestError, RunnerError, UsageError
+from runner.errors import LockHeldError, ManifestError, RunnerError, StoreError, UsageError
 from runner.exits import ExitCode
-from runner.results import StoreError, redact
+from runner.redaction import redact
 
 COMMANDS: dict[str, ModuleType] = {
     "validate": validate,

@@ -26,8 +26,8 @@ from rich.progress import (
 from runner.durations import format_duration
 from runner.lifecycle import Event, JobRecord, Recorder, State
 from runner.log import event_name
-from runner.providers.base import Status
-from runner.results import redact
+from runner.redaction import redact
+from runner.remote import Status
 
 _ENDINGS = {
     State.FAILED,

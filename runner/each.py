@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from runner.errors import EachError
+
 MAX_ITEMS = 1_000_000  # per `each` file or list
 MAX_FILE_BYTES = 256 * 1024 * 1024
 MAX_ID_LENGTH = 128
@@ -25,14 +27,6 @@ FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_-]*)\}")
 _NOT_SLUG = re.compile(r"[^a-z0-9._-]+")
-
-
-class EachError(Exception):
-    """An item source cannot be read; located at (file, line, column)."""
-
-    def __init__(self, file: str, line: int, column: int, message: str) -> None:
-        super().__init__(message)
-        self.file, self.line, self.column, self.message = file, line, column, message
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,8 +28,13 @@ import anyio
 from runner import recovery
 from runner.backoff import DEFAULT_RETRY, RetryPolicy, next_poll_delay, retry_delay
 from runner.durations import format_duration
-from runner.errors import JobFailedError, NotSubmittedError, ProviderResponseError
-from runner.http import ProviderCallError, ProviderClient
+from runner.errors import (
+    JobFailedError,
+    NotSubmittedError,
+    ProviderCallError,
+    ProviderResponseError,
+)
+from runner.http import ProviderClient
 from runner.lanes import Lane
 from runner.lifecycle import TERMINAL, Event, JobRecord, Recorder, State, advance
 from runner.limits import Change
@@ -45,13 +50,8 @@ from runner.outcomes import (
     decide,
 )
 from runner.plan import Plan
-from runner.providers.base import (
-    Adapter,
-    FetchReport,
-    RemoteState,
-    ResultSink,
-    Status,
-)
+from runner.providers.base import Adapter, FetchReport, ResultSink
+from runner.remote import RemoteState, Status
 
 INTERRUPT_GRACE = 3.0  # seconds work already under way may take to finish after a signal
 _IN_FLIGHT = frozenset({State.SUBMITTING, State.QUEUED, State.RUNNING, State.PAUSED})

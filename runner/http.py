@@ -30,11 +30,20 @@ import httpx
 from runner import __version__
 from runner.backoff import DEFAULT_RETRY, RetryPolicy, retry_delay
 from runner.durations import format_duration
-from runner.errors import RunnerError
+from runner.errors import (
+    ErrorKind,
+    ProviderCallError,
+    ReplyError,
+    RunnerError,
+    TooLargeError,
+    TransportError,
+    store_error,
+)
+from runner.jsonio import temp_for
 from runner.limits import Gate
-from runner.providers.base import Adapter, ApiError, ErrorKind, Reply, Request
+from runner.providers.base import Adapter, ApiError, Reply, Request
 from runner.ratelimit_headers import parse_rate_limit, wait_hint
-from runner.results import JobDir, redact, store_error
+from runner.redaction import redact
 
 USER_AGENT = f"runner/{__version__}"
 _T = TypeVar("_T")
@@ -68,17 +77,6 @@ _OFFSITE_KINDS = {
 }
 
 
-class TransportError(RunnerError):
-    """The request got no HTTP answer. `sent=False` when it provably never reached the
-    server (the connection was refused or never established); `reason` says why in a few
-    words (`connection refused`, `host not found`, ...)."""
-
-    def __init__(self, message: str, *, sent: bool, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.sent = sent
-        self.reason = reason or ("could not connect" if not sent else "connection lost")
-
-
 def network_reason(exc: BaseException) -> str | None:
     """A few words for the OS-level cause of a failed connection, found along the chain of
     causes (httpx, httpcore and aiohttp each wrap it), or None."""
@@ -102,40 +100,6 @@ def network_reason(exc: BaseException) -> str | None:
         if isinstance(os_error, BaseException):
             todo.append(os_error)
     return None
-
-
-class ProviderCallError(RunnerError):
-    """A call to a provider failed; `kind` says what the caller does about it.
-
-    `not_accepted` is True only when the provider provably did not act on the request
-    (refused connection, 429, 503 with a retry hint, busy codes, auth/credit/validation
-    refusals): the one case where a submit may be sent again.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        provider: str,
-        job_id: str | None,
-        kind: ErrorKind,
-        status_code: int | None = None,
-        code: str | None = None,
-        retry_after: float | None = None,
-        not_accepted: bool = False,
-        network: str | None = None,
-        offsite: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.provider = provider
-        self.job_id = job_id
-        self.kind = kind
-        self.status_code = status_code
-        self.code = code
-        self.retry_after = retry_after
-        self.not_accepted = not_accepted
-        self.network = network  # no HTTP answer: why, in a few words (TransportError.reason)
-        self.offsite = offsite  # from a host that is not the provider's API (storage)
 
 
 # -- the transport seam -------------------------------------------------------------------------
@@ -165,15 +129,6 @@ class Transport(Protocol):
         ...
 
     async def aclose(self) -> None: ...
-
-
-class ReplyError(RunnerError):
-    """A reply arrived but cannot be used: past its size cap, an undecodable encoding, a
-    redirect loop. Not worth retrying unchanged."""
-
-
-class TooLargeError(ReplyError):
-    """A reply or a download exceeded its size cap (counted after decompression)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -849,7 +804,7 @@ class ProviderClient:
         url = self.url(url)
         cap = max_bytes if max_bytes is not None else self.max_download_bytes
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = JobDir.temp_for(dest)
+        tmp = temp_for(dest)
         attempt = redirects = 0
         try:
             while True:

@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from runner.each import EachError, EachFile, Resolver
-from runner.errors import UsageError
-from runner.results import INPUTS, JobDir, StoreError
+from runner.each import EachFile, Resolver
+from runner.errors import EachError, InputError, StoreError
+from runner.jsonio import temp_for
+from runner.results import INPUTS
 from runner.sanitize import safe_name
 
 META_KEY = "inputs"  # journal meta: canonical JSON of the record
@@ -26,10 +27,6 @@ _CHUNK = 1024 * 1024
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 
 Inputs = dict[str, dict[str, str]]  # as written -> {"copy": "inputs/<name>", "sha256": hex}
-
-
-class InputError(UsageError):
-    """An input cannot be copied, or a batch's copy is missing or changed (exit 2)."""
 
 
 def copy_inputs(batch_path: Path, files: Sequence[EachFile]) -> Inputs:
@@ -60,7 +57,7 @@ def _copy(each_file: EachFile, dest: Path) -> str:
         reason = exc.strerror or str(exc)
         raise InputError(f"cannot copy each file {each_file.written!r}: {reason}") from None
     digest = hashlib.sha256()
-    tmp = JobDir.temp_for(dest)
+    tmp = temp_for(dest)
     with source:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.errors import RunnerError
+from runner.errors import JournalError, StoreError, store_error
 from runner.lifecycle import Event, JobRecord, Recorder, State, advance
 from runner.plan import Plan
-from runner.providers.base import RemoteRef, Status
-from runner.results import StoreError, redact, store_error
+from runner.redaction import redact
+from runner.remote import RemoteRef, Status
 
 SCHEMA_VERSION = 1
 POLL_COMMIT_EVERY = 256  # pending poll updates before a commit ...
@@ -91,10 +91,6 @@ _COLUMNS = (
     "submitted_at, finished_at, raw_status, reason, progress, partial, results_ready, error, "
     "updated_at, notes"
 )
-
-
-class JournalError(RunnerError):
-    """The journal is missing, unreadable or of another schema version."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from runner.errors import RunnerError
+from runner.errors import IllegalTransitionError
 from runner.plan import JobSpec
-from runner.providers.base import RemoteRef, Status
+from runner.remote import RemoteRef, Status
 
 
 class State(StrEnum):
@@ -79,13 +79,6 @@ class Event(StrEnum):
     DETACH = "detach"  # `runner cancel` on a job its provider cannot cancel: it runs on
     SKIP = "skip"  # never submitted: its provider stopped (bad key, no credits) or filtered
     RETRY = "retry"  # `runner retry`: a new attempt of a job that failed, timed out or expired
-
-
-class IllegalTransitionError(RunnerError):
-    def __init__(self, state: State, event: Event) -> None:
-        super().__init__(f"no transition from {state.value!r} on {event.value!r}")
-        self.state = state
-        self.event = event
 
 
 _OBSERVED = {

@@ -7,7 +7,8 @@ import os
 import re
 from pathlib import Path
 
-from runner.results import GIVE_DIR, LATEST, MANIFEST, NotABatchDirError
+from runner.errors import NotABatchDirError
+from runner.results import GIVE_DIR, LATEST, MANIFEST
 
 _BATCH_NAME = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d+))?$")
 

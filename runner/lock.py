@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from runner.errors import LockHeldError
-from runner.results import store_error
+from runner.errors import LockHeldError, store_error
 
 LOCK_NAME = ".lock"  # suffix: `.<name>.lock` beside (not inside) `<root>/<name>/`
 # A `runner status` probe holds a shared lock for microseconds; a run starting at that very

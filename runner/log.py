@@ -19,9 +19,9 @@ import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
 from runner import redaction
+from runner.errors import StoreError, store_error
 from runner.lifecycle import Event, JobRecord, Recorder, State
-from runner.providers.base import Status
-from runner.results import StoreError, store_error
+from runner.remote import Status
 
 # -- processors (pure functions of the event, structlog style) -------------------------------
 

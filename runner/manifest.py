@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from runner import each as each_mod
-from runner.errors import ManifestError, Problem
+from runner.errors import EachError, ManifestError, Problem, YamlError
 from runner.plan import JobSpec, Plan, PollPolicy, ProviderSettings
 from runner.providers.registry import PROVIDERS
 from runner.report import PathT, Report, Where
@@ -38,7 +38,7 @@ from runner.settings import (
     resolve_poll,
     resolve_timeout,
 )
-from runner.yamlsafe import YamlError, load_yaml
+from runner.yamlsafe import load_yaml
 
 MAX_MANIFEST_BYTES = 5 * 1024 * 1024
 MAX_JOBS = 1_000_000
@@ -344,7 +344,7 @@ class _Reader:
         try:
             target = self.resolve(name)
             items = each_mod.read_items(target, str(target), fmt, self.opener, digest.update)
-        except each_mod.EachError as exc:
+        except EachError as exc:
             if exc.line == 0:
                 self.report.add((*path, "file"), f"{name!r}: {exc.message}")
             else:

@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from runner.http import ProviderCallError
-from runner.providers.base import ErrorKind
+from runner.errors import ErrorKind, ProviderCallError
 
 MAX_SUBMIT_ATTEMPTS = 12  # sends of one submit that were provably not accepted, then fail
 MAX_POLL_ERRORS = 5  # failures of one job's requests while its provider looked up, then fail

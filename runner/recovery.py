@@ -12,11 +12,12 @@ from typing import Any, Protocol
 
 import anyio
 
-from runner.errors import ProviderResponseError
-from runner.http import ProviderCallError, ProviderClient, Transport
+from runner.errors import NotCancellableError, ProviderCallError, ProviderResponseError
+from runner.http import ProviderClient, Transport
 from runner.lanes import Lane
 from runner.lifecycle import Event, JobRecord, State
-from runner.providers.base import FetchReport, NotCancellableError, Reply, Status
+from runner.providers.base import FetchReport, Reply
+from runner.remote import Status
 
 
 class Outputs(Protocol):

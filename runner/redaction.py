@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 REDACTED = "***"
@@ -57,3 +57,13 @@ class Redactor:
 def redactor(secrets: tuple[str, ...]) -> Redactor:
     """The Redactor of a batch's secrets, made once (its pattern is compiled once)."""
     return Redactor(secrets)
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """`text` with every secret replaced by `***`."""
+    return redactor(tuple(secrets)).text(text)
+
+
+def redact_tree(value: Any, secrets: Sequence[str]) -> Any:
+    """`value` (JSON-like) with every string in it redacted, mapping keys too."""
+    return redactor(tuple(secrets)).tree(value)

@@ -8,9 +8,7 @@ results.jsonl, files/}, SHA256SUMS (over manifest.yaml, inputs/ and jobs/).
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
-import itertools
 import json
 import os
 import re
@@ -24,12 +22,12 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from runner import __version__
-from runner.errors import RunnerError, UsageError
-from runner.jsonio import atomic_write, canonical_json, json_line
+from runner.errors import NotABatchDirError, store_error
+from runner.jsonio import atomic_write, canonical_json, is_temp_name, json_line, temp_for, temp_name
 from runner.lifecycle import JobRecord, State
 from runner.plan import Plan
 from runner.providers.base import FetchReport, ResultSink
-from runner.redaction import redactor
+from runner.redaction import redact, redact_tree
 from runner.sanitize import safe_name
 
 MANIFEST = "manifest.yaml"
@@ -47,84 +45,12 @@ ITEMS = "results.jsonl"
 STATUS = "status.json"
 OUTCOME = "job.json"
 FILES = "files"
-# Runner's temporaries are hidden names ending in ".tmp": `safe_name` never hands out a name
-# starting with "." (a property test proves it), so the end-of-batch sweep, which deletes
-# exactly these, can never delete a file a provider named.
-_TEMP_PREFIX = "."
-_TEMP_SUFFIX = ".tmp"
 
 _BATCH_ID_FORMAT = "%Y%m%dT%H%M%SZ"
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_TEMP_NUMBERS = itertools.count(1)
-
-
-class StoreError(RunnerError):
-    """A file of the batch could not be written (disk full, read-only, I/O error): the one
-    error every write path raises, naming the path and the reason. `remedy` is what a person
-    does about it before continuing ("free space")."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        path: Path | None = None,
-        reason: str | None = None,
-        remedy: str = "fix that",
-    ) -> None:
-        super().__init__(message)
-        self.path = path
-        self.reason = reason
-        self.remedy = remedy
-
-
-# errno → what a person does about it. ENOSPC/EDQUOT/EFBIG: the disk, the quota or the
-# per-file limit is full; EROFS/EACCES/EPERM: the place cannot be written at all.
-_REMEDIES = {
-    errno.ENOSPC: "free space",
-    errno.EDQUOT: "free space",
-    errno.EFBIG: "free space",
-    errno.EROFS: "make it writable",
-    errno.EACCES: "make it writable",
-    errno.EPERM: "make it writable",
-    errno.ENOENT: "restore that directory",
-}
-# SQLite's own result codes for the same causes (sqlite3.Error.sqlite_errorname).
-_SQLITE_REMEDIES = {
-    "SQLITE_FULL": "free space",
-    "SQLITE_READONLY": "make it writable",
-    "SQLITE_READONLY_DIRECTORY": "make it writable",
-    "SQLITE_CANTOPEN": "make it writable",
-}
-
-
-def remedy_for(exc: BaseException) -> str:
-    """What to do before continuing, for the OS's or SQLite's answer (pure)."""
-    number = getattr(exc, "errno", None)
-    if isinstance(number, int) and number in _REMEDIES:
-        return _REMEDIES[number]
-    name = getattr(exc, "sqlite_errorname", None)
-    if isinstance(name, str):
-        for prefix, remedy in _SQLITE_REMEDIES.items():
-            if name.startswith(prefix):
-                return remedy
-        if name.startswith("SQLITE_IOERR"):
-            return "check the disk"
-    return "fix that"
-
-
-def store_error(path: Path, exc: BaseException) -> StoreError:
-    """`cannot write PATH: REASON` for an OSError or a sqlite3.Error met writing `path`."""
-    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return StoreError(
-        f"cannot write {path}: {reason}", path=path, reason=reason, remedy=remedy_for(exc)
-    )
 
 
 GIVE_DIR = "give results/<name>/<batch-id>, results/<name>/latest or results/<name>"
-
-
-class NotABatchDirError(UsageError):
-    """The path given is not a batch directory (exit 2)."""
 
 
 def write_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
@@ -146,16 +72,6 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def redact(text: str, secrets: Sequence[str]) -> str:
-    """`text` with every secret replaced by `***` (runner.redaction)."""
-    return redactor(tuple(secrets)).text(text)
-
-
-def redact_tree(value: Any, secrets: Sequence[str]) -> Any:
-    """`value` (JSON-like) with every string in it redacted, mapping keys too."""
-    return redactor(tuple(secrets)).tree(value)
-
-
 # -- one job's directory ---------------------------------------------------------------------
 
 
@@ -169,7 +85,7 @@ class JobDir:
     `temp_for(path)` and rename, as `ProviderHttp.download` does) or through `write_file()`.
     """
 
-    STREAM = f"{_TEMP_PREFIX}{ITEMS}{_TEMP_SUFFIX}"
+    STREAM = temp_name(ITEMS)
 
     def __init__(self, path: Path, job_id: str, *, secrets: Sequence[str] = ()) -> None:
         self.path = path
@@ -219,8 +135,7 @@ class JobDir:
     def temp_for(path: Path) -> Path:
         """A temporary name beside `path` to download into before renaming it into place;
         `BatchDir.finish` sweeps any such leftovers of an interrupted download."""
-        number = next(_TEMP_NUMBERS)
-        return path.with_name(f"{_TEMP_PREFIX}{path.name}.{os.getpid()}.{number}{_TEMP_SUFFIX}")
+        return temp_for(path)
 
     def write_file(self, name: str, data: bytes) -> Path:
         """Write `data` atomically to a fresh `files/` path for `name`; returns the path."""
@@ -552,7 +467,7 @@ def dependency_versions() -> dict[str, str]:
 def _is_debris(path: Path) -> bool:
     """A runner temporary left by an interrupted write (`write_atomic`, `JobDir.temp_for`,
     `JobDir.STREAM`): a hidden `.tmp` name, which `safe_name` never produces."""
-    return path.name.startswith(_TEMP_PREFIX) and path.name.endswith(_TEMP_SUFFIX)
+    return is_temp_name(path.name)
 
 
 def files_on_disk(files_dir: Path) -> list[str]:

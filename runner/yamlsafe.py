@@ -27,6 +27,8 @@ from yaml.events import (
 from yaml.nodes import ScalarNode
 from yaml.resolver import Resolver
 
+from runner.errors import YamlError
+
 MAX_DEPTH = 64  # nesting levels; a manifest needs about 10
 MAX_NODES = 500_000  # values in the document, aliases expanded (~2 s to hit; big lists: each files)
 MAX_ALIAS_NODES = 100_000  # values produced by expanding aliases ("billion laughs" stops here)
@@ -36,16 +38,6 @@ _RESOLVER = Resolver()
 _CONSTRUCTOR = SafeConstructor()
 _TAG = "tag:yaml.org,2002:"
 MERGE_KEY = "<<"
-
-
-class YamlError(Exception):
-    """A fatal problem reading the document, at a 1-based position."""
-
-    def __init__(self, line: int, column: int, message: str) -> None:
-        super().__init__(message)
-        self.line = line
-        self.column = column
-        self.message = message
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from runner.cli import main
 from runner.journal import Journal
 from runner.lifecycle import Event, JobRecord, advance
 from runner.lock import acquire
-from runner.providers.base import RemoteRef
+from runner.remote import RemoteRef
 from runner.results import BatchDir
 from tests.test_results import END, START, make_plan
 

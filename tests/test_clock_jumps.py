@@ -17,8 +17,8 @@ import pytest
 from runner.backoff import poll_ceiling
 from runner.lifecycle import JobRecord, State
 from runner.plan import PollPolicy
-from runner.providers.base import RemoteRef, RemoteState, Status
 from runner.ratelimit_headers import parse_rate_limit, server_now, wait_hint
+from runner.remote import RemoteRef, RemoteState, Status
 from tests.test_engine import FakeAdapter, done, make_engine, make_plan, status
 
 WALL = 1_800_000_000.0  # 2027-01-15, a unix time the tests pin

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from runner.console import Console, summary_line
 from runner.lifecycle import Event, JobRecord, State, advance
-from runner.providers.base import RemoteRef, RemoteState, Status
+from runner.remote import RemoteRef, RemoteState, Status
 from tests.test_results import make_plan
 
 

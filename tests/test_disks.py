@@ -13,12 +13,12 @@ import anyio
 import pytest
 
 from runner.console import Console
+from runner.errors import StoreError
 from runner.http import _stream_to
 from runner.journal import Journal
 from runner.lifecycle import Event, JobRecord, State, advance
 from runner.log import BatchLog
-from runner.providers.base import RemoteState, Status
-from runner.results import StoreError
+from runner.remote import RemoteState, Status
 from tests.test_results import make_plan
 
 

@@ -13,23 +13,14 @@ import pytest
 
 from runner.backoff import RetryPolicy
 from runner.engine import Engine
-from runner.http import ProviderCallError, ProviderClient, TransportError
+from runner.errors import ErrorKind, ProviderCallError, TransportError
+from runner.http import ProviderClient
 from runner.lifecycle import Event, JobRecord, State
 from runner.limits import SAFETY, Gate, OutagePolicy
 from runner.plan import JobSpec, Limits, Plan, PollPolicy, ProviderSettings, Rate, Secret
-from runner.providers.base import (
-    ApiError,
-    ErrorKind,
-    FetchReport,
-    ProviderHttp,
-    RemoteRef,
-    RemoteState,
-    Reply,
-    ResultSink,
-    Status,
-    Submitted,
-)
+from runner.providers.base import ApiError, FetchReport, ProviderHttp, Reply, ResultSink, Submitted
 from runner.providers.spidra import INFO
+from runner.remote import RemoteRef, RemoteState, Status
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,7 @@ import pytest
 
 from runner.backoff import poll_ceiling
 from runner.plan import PollPolicy
-from runner.providers.base import RemoteState, Status
+from runner.remote import RemoteState, Status
 from tests.test_engine import FakeAdapter, done, make_engine, make_plan, status
 
 pytestmark = pytest.mark.anyio

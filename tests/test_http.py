@@ -18,17 +18,11 @@ import httpx
 import pytest
 
 from runner.backoff import RetryPolicy
-from runner.http import (
-    Bounds,
-    HttpxTransport,
-    ProviderCallError,
-    ProviderClient,
-    TransportError,
-    make_transport,
-)
+from runner.errors import ErrorKind, ProviderCallError, TransportError
+from runner.http import Bounds, HttpxTransport, ProviderClient, make_transport
 from runner.limits import Gate
 from runner.plan import Limits, Rate
-from runner.providers.base import Adapter, ErrorKind, Request
+from runner.providers.base import Adapter, Request
 from runner.providers.pulse import ADAPTER as PULSE
 from runner.providers.spidra import ADAPTER as SPIDRA
 from tests import hostile

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner import inputs
-from runner.each import EachError, EachFile
-from runner.errors import ManifestError
+from runner.each import EachFile
+from runner.errors import EachError, InputError, ManifestError
 from runner.manifest import parse_manifest
 
 ENV = {"PULSE_API_KEY": "k"}
@@ -159,7 +159,7 @@ def test_a_file_changed_after_it_was_read_is_refused_and_leaves_no_temporary(
     original = write(tmp_path / "items.csv", CSV)
     read = each_file(original, "items.csv")
     original.write_bytes(b"doc\nforged\n")
-    with pytest.raises(inputs.InputError) as info:
+    with pytest.raises(InputError) as info:
         inputs.copy_inputs(tmp_path / "batch", [read])
     assert str(info.value) == (
         "each file 'items.csv' changed while the batch was starting; nothing was sent: run it again"
@@ -169,7 +169,7 @@ def test_a_file_changed_after_it_was_read_is_refused_and_leaves_no_temporary(
 
 def test_a_file_gone_after_it_was_read_is_named(tmp_path: Path) -> None:
     read = EachFile("data/items.csv", tmp_path / "data/items.csv", sha(CSV))
-    with pytest.raises(inputs.InputError) as info:
+    with pytest.raises(InputError) as info:
         inputs.copy_inputs(tmp_path / "batch", [read])
     assert str(info.value) == "cannot copy each file 'data/items.csv': No such file or directory"
 
@@ -243,7 +243,7 @@ def test_reopen_refuses_a_missing_or_changed_copy_naming_it(
     else:
         with (batch / "manifest.yaml").open("ab") as handle:
             handle.write(b"# edited\n")
-    with pytest.raises(inputs.InputError) as info:
+    with pytest.raises(InputError) as info:
         inputs.reopen(batch, meta, "manifest.yaml")
     assert str(info.value) == message
 
@@ -251,7 +251,7 @@ def test_reopen_refuses_a_missing_or_changed_copy_naming_it(
 def test_a_copy_changed_between_the_check_and_the_parse_is_refused(tmp_path: Path) -> None:
     batch, record = batch_with_copy(tmp_path)
     read = [EachFile("data/items.csv", batch / "inputs/items.csv", sha(b"other"))]
-    with pytest.raises(inputs.InputError) as info:
+    with pytest.raises(InputError) as info:
         inputs.check_read(record, read)
     assert str(info.value) == (
         "its copy of input 'data/items.csv' (inputs/items.csv) has changed since the batch "
@@ -274,13 +274,13 @@ def test_a_batch_without_a_record_has_no_inputs(tmp_path: Path) -> None:
 )
 def test_a_record_pointing_outside_inputs_is_unreadable(copy: str) -> None:
     text = json.dumps({"items.csv": {"copy": copy, "sha256": "0" * 64}})
-    with pytest.raises(inputs.InputError) as info:
+    with pytest.raises(InputError) as info:
         inputs.parse(text)
     assert str(info.value) == "the journal's record of its inputs is unreadable"
 
 
 @pytest.mark.parametrize("text", ["", "[]", '{"a": 1}', '{"a": {"copy": "inputs/a"}}'])
 def test_a_record_that_is_not_one_is_unreadable(text: str) -> None:
-    with pytest.raises(inputs.InputError) as info:
+    with pytest.raises(InputError) as info:
         inputs.parse(text)
     assert str(info.value) == "the journal's record of its inputs is unreadable"

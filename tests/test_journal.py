@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from runner.journal import POLL_COMMIT_EVERY, Journal, JournalError
+from runner.errors import JournalError, StoreError
+from runner.journal import POLL_COMMIT_EVERY, Journal
 from runner.lifecycle import Event, JobRecord, State, advance
-from runner.providers.base import RemoteRef, RemoteState, Status
-from runner.results import StoreError
+from runner.remote import RemoteRef, RemoteState, Status
 from tests.test_results import make_plan
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from runner.errors import StoreError
 from runner.journal import Journal, JournalError
 from runner.lifecycle import Event, JobRecord, State, advance
-from runner.providers.base import RemoteRef
-from runner.results import StoreError
+from runner.remote import RemoteRef
 from tests.test_journal import Clock
 from tests.test_results import make_plan
 

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from runner.lifecycle import TERMINAL, TRANSITIONS, Event, IllegalTransitionError, State, advance
+from runner.errors import IllegalTransitionError
+from runner.lifecycle import TERMINAL, TRANSITIONS, Event, State, advance
 
 
 def test_happy_path_reaches_succeeded() -> None:

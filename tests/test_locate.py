@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
+from runner.errors import NotABatchDirError
 from runner.locate import resolve_batch_dir
-from runner.results import BatchDir, NotABatchDirError
+from runner.results import BatchDir
 from tests.test_results import END, START, make_plan
 
 

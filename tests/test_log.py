@@ -8,7 +8,7 @@ from typing import Any
 
 from runner.lifecycle import Event, JobRecord, State, advance
 from runner.log import BatchLog, LogRecorder, event_name
-from runner.providers.base import RemoteRef, RemoteState, Status
+from runner.remote import RemoteRef, RemoteState, Status
 from tests.test_results import make_plan
 
 SECRET = "sk-live-SECRET"

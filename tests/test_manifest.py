@@ -12,7 +12,7 @@ import pytest
 from runner.errors import ManifestError
 from runner.manifest import LoadedManifest, load_manifest, parse_manifest
 from runner.plan import PollPolicy, Rate, Secret
-from runner.results import redact
+from runner.redaction import redact
 
 ENV = {"PULSE_API_KEY": "pk-secret-1", "SPIDRA_API_KEY": "sk-secret-2"}
 HEAD = """\

@@ -11,7 +11,7 @@ import itertools
 
 import pytest
 
-from runner.http import ProviderCallError
+from runner.errors import ErrorKind, ProviderCallError
 from runner.outcomes import (
     MAX_POLL_ERRORS,
     MAX_SUBMIT_ATTEMPTS,
@@ -26,7 +26,6 @@ from runner.outcomes import (
     classify,
     decide,
 )
-from runner.providers.base import ErrorKind
 
 J, P, W, B = Job, Provider, Delay, Budget
 WAIT_DOWN = (J.WAIT, P.DOWN, W.PROVIDER)

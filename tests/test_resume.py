@@ -16,8 +16,9 @@ from runner.http import ProviderClient
 from runner.lifecycle import Event, JobRecord, State
 from runner.limits import Gate
 from runner.plan import JobSpec, Limits, Plan
-from runner.providers.base import ProviderHttp, RemoteRef, RemoteState, Reply, Request, Status
+from runner.providers.base import ProviderHttp, Reply, Request
 from runner.recovery import SENT_NOTE
+from runner.remote import RemoteRef, RemoteState, Status
 from tests.test_engine import (
     FakeAdapter,
     FakeJobOutput,

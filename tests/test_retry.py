@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import UsageError
+from runner.errors import IllegalTransitionError, UsageError
 from runner.journal import JobRow, Journal
-from runner.lifecycle import Event, IllegalTransitionError, JobRecord, State, advance
-from runner.providers.base import RemoteRef
+from runner.lifecycle import Event, JobRecord, State, advance
 from runner.recovery import SENT_NOTE
+from runner.remote import RemoteRef
 from runner.results import BatchDir, render_sums, verify
 from runner.retry import Retry, choose, set_aside, start_attempts
 from tests.test_results import END, START, make_plan

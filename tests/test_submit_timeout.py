@@ -9,10 +9,11 @@ import random
 
 import pytest
 
-from runner.http import ProviderCallError, ProviderClient, TransportError, make_transport
+from runner.errors import ErrorKind, ProviderCallError, TransportError
+from runner.http import ProviderClient, make_transport
 from runner.limits import Gate
 from runner.plan import Limits
-from runner.providers.base import ErrorKind, Request
+from runner.providers.base import Request
 from runner.providers.spidra import ADAPTER as SPIDRA
 from tests.test_http import KINDS
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from runner.commands.resume import DIR_HELP
-from runner.errors import UsageError
+from runner.errors import JournalError, UsageError
 from runner.exits import ExitCode
-from runner.journal import JobRow, Journal, JournalError
+from runner.journal import JobRow, Journal
 from runner.jsonio import canonical_json
 from runner.locate import resolve_batch_dir
 from runner.lock import Holder, probe

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from runner.errors import RunnerError
+from runner.errors import ErrorKind, NotCancellableError
 from runner.plan import EndpointClass, JobSpec, Limits, PollPolicy
+from runner.remote import RemoteRef, Status
 
 # -- static facts ----------------------------------------------------------------------------
 
@@ -68,62 +68,6 @@ class ProviderInfo:
             raise NotCancellableError(NO_CANCEL)
 
 
-class NotCancellableError(RunnerError):
-    """`cancel` of a job its provider cannot cancel: nothing was sent, the remote job goes on.
-
-    Callers record that truthfully (detached, or left resumable), never as cancelled."""
-
-
-# -- normalized status (docs/engineering.md#remote-states) -----------------------------------------
-
-
-class RemoteState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    PAUSED = "paused"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-    UNKNOWN = "unknown"  # a status we do not know: non-terminal, logged once
-
-    @property
-    def terminal(self) -> bool:
-        return self in {
-            RemoteState.SUCCEEDED,
-            RemoteState.FAILED,
-            RemoteState.CANCELLED,
-            RemoteState.EXPIRED,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    state: RemoteState
-    raw: str  # the provider's own status string, as sent
-    reason: str | None = None  # done_reason / error_code / error
-    progress: float | None = None  # 0..1 when the provider gives one
-    partial: bool = False  # succeeded with failed items
-    results_ready: bool = True  # e.g. Lobstr export_done
-    phase: str | None = None  # free text: Lobstr uploading, Skop extracting
-    payload: Mapping[str, Any] = field(default_factory=dict, repr=False)  # the raw body
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteRef:
-    """Everything needed to find a remote job again; JSON-serializable for the journal."""
-
-    id: str
-    extra: Mapping[str, Any] = field(default_factory=dict)  # e.g. Lobstr squid, Pulse kind
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "extra": dict(self.extra)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RemoteRef:
-        return cls(id=str(data["id"]), extra=dict(data.get("extra") or {}))
-
-
 @dataclass(frozen=True, slots=True)
 class Submitted:
     ref: RemoteRef
@@ -168,20 +112,6 @@ class Reply:
     def excerpt(self, limit: int = 200) -> str:
         text = self.text.strip().replace("\n", " ")
         return text if len(text) <= limit else text[:limit] + "..."
-
-
-class ErrorKind(StrEnum):
-    """What a non-2xx reply means, whatever the provider's spelling."""
-
-    AUTH = "auth"  # bad or missing key: stop the provider
-    CREDITS = "credits"  # out of credits / plan limit: stop submitting
-    RATE_LIMITED = "rate_limited"  # slow down; not accepted
-    BUSY = "busy"  # capacity (503 + retry hint, QUEUE_UNAVAILABLE, too many pending): not accepted
-    TRANSIENT = "transient"  # 5xx without a hint: may or may not have been accepted
-    NOT_FOUND = "not_found"
-    GONE = "gone"  # 410: a single-use result already fetched or expired
-    INVALID = "invalid"  # the request itself is wrong: do not retry unchanged
-    OTHER = "other"
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,8 +25,10 @@ from typing import Any
 from urllib.parse import quote
 
 from runner.errors import (
+    ErrorKind,
     JobFailedError,
     NotSubmittedError,
+    ProviderCallError,
     ProviderResponseError,
     RunnerError,
 )
@@ -34,18 +36,15 @@ from runner.plan import JobSpec, Limits, PollPolicy, Rate
 from runner.providers import replies
 from runner.providers.base import (
     ApiError,
-    ErrorKind,
     FetchReport,
     ProviderHttp,
     ProviderInfo,
-    RemoteRef,
-    RemoteState,
     Reply,
     Request,
     ResultSink,
-    Status,
     Submitted,
 )
+from runner.remote import RemoteRef, RemoteState, Status
 
 
 def _submit_requests(job: JobSpec) -> int:
@@ -407,12 +406,10 @@ class LobstrAdapter:
             return Submitted(_ref(squid, noted_run, http.notes))
         try:
             squid = await self._prepare(http, job)
-        except RunnerError as exc:
+        except ProviderCallError as exc:
             # Squid and task calls start nothing: whatever became of them, no run exists,
             # so even a lost reply here leaves the job safe to submit again later.
-            if replies.api_error_of(exc) is not None and hasattr(exc, "not_accepted"):
-                setattr(exc, "not_accepted", True)  # noqa: B010 (duck-typed engine error)
-            raise
+            raise exc.as_not_accepted() from exc.__cause__  # the same failure, same cause
         started = replies.number(http.notes.get(NOTE_STARTING))
         if started is not None:
             # An earlier POST /runs may have started the run (lost reply, crash): look first.
@@ -423,7 +420,7 @@ class LobstrAdapter:
         try:
             reply = await http.send(build_start_run(squid))
         except RunnerError as exc:
-            if getattr(exc, "not_accepted", False):
+            if isinstance(exc, ProviderCallError) and exc.not_accepted:
                 http.note(NOTE_STARTING, None)  # refused: provably nothing started
             await self._explain_conflict(http, exc, squid, memory)
             raise

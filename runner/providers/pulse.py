@@ -17,24 +17,26 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from runner.errors import JobFailedError, ProviderResponseError, RunnerError
+from runner.errors import (
+    ErrorKind,
+    JobFailedError,
+    NotCancellableError,
+    ProviderCallError,
+    ProviderResponseError,
+)
 from runner.plan import JobSpec, Limits, PollPolicy, Rate
 from runner.providers import replies
 from runner.providers.base import (
     ApiError,
-    ErrorKind,
     FetchReport,
-    NotCancellableError,
     ProviderHttp,
     ProviderInfo,
-    RemoteRef,
-    RemoteState,
     Reply,
     Request,
     ResultSink,
-    Status,
     Submitted,
 )
+from runner.remote import RemoteRef, RemoteState, Status
 
 INFO = ProviderInfo(
     name="pulse",
@@ -278,9 +280,9 @@ class PulseAdapter:
             raise NotCancellableError(SYNC_NO_CANCEL)
         try:
             await http.send(build_cancel(ref))
-        except RunnerError as exc:
+        except ProviderCallError as exc:
             # An engine without DELETE /job answers 404/405: the older cancel path.
-            if getattr(exc, "status_code", None) not in (404, 405):
+            if exc.status_code not in (404, 405):
                 raise
             await http.send(build_cancel_legacy(ref))
 

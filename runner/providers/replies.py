@@ -11,10 +11,10 @@ import re
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
-from runner.errors import ProviderResponseError
-from runner.providers.base import ApiError, ErrorKind, Reply
+from runner.errors import ProviderCallError, ProviderResponseError
+from runner.providers.base import ApiError, Reply
 
 # A remote timestamp may lag our clock a little; reconcile accepts jobs created this many
 # seconds before the submit was sent (loopback has no skew; real providers a few seconds).
@@ -147,13 +147,19 @@ def body_retry_after(reply: Reply) -> float | None:
 
 
 def api_error_of(exc: BaseException) -> ApiError | None:
-    """What a failed `ProviderHttp.send` said, read from the exception it raised (the
-    engine's ProviderCallError carries `kind` and `code`), or None for other failures."""
-    kind = getattr(exc, "kind", None)
-    if not isinstance(kind, ErrorKind):
+    """What a failed `ProviderHttp.send` said, read from the ProviderCallError it raised
+    (its `kind` and `code`), or None for other failures."""
+    if not isinstance(exc, ProviderCallError):
         return None
-    code = getattr(exc, "code", None)
-    return ApiError(kind, str(exc), code=code if isinstance(code, str) else None)
+    return ApiError(exc.kind, str(exc), code=exc.code)
+
+
+@runtime_checkable
+class Gated(Protocol):
+    """A client whose per-job copies share one gate: the engine's (`for_job` copies it)."""
+
+    @property
+    def gate(self) -> object: ...
 
 
 class PerClient(Generic[T]):
@@ -169,7 +175,8 @@ class PerClient(Generic[T]):
     def of(self, client: object) -> T:
         # The engine copies its client per job (`for_job`) but every copy shares the
         # provider's Gate: key on that when there is one.
-        client = getattr(client, "gate", client)
+        if isinstance(client, Gated):
+            client = client.gate
         try:
             found = self._by_client.get(client)
             if found is None:

@@ -20,23 +20,20 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from runner.errors import ProviderResponseError, RunnerError
+from runner.errors import ErrorKind, ProviderResponseError, RunnerError
 from runner.plan import JobSpec, Limits, PollPolicy, Rate
 from runner.providers import replies
 from runner.providers.base import (
     ApiError,
-    ErrorKind,
     FetchReport,
     ProviderHttp,
     ProviderInfo,
-    RemoteRef,
-    RemoteState,
     Reply,
     Request,
     ResultSink,
-    Status,
     Submitted,
 )
+from runner.remote import RemoteRef, RemoteState, Status
 
 INFO = ProviderInfo(
     name="skop",

@@ -28,23 +28,20 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from runner.errors import JobFailedError, ProviderResponseError, RunnerError
+from runner.errors import ErrorKind, JobFailedError, ProviderResponseError, RunnerError
 from runner.plan import JobSpec, Limits, PollPolicy, Rate
 from runner.providers import listing, replies
 from runner.providers.base import (
     ApiError,
-    ErrorKind,
     FetchReport,
     ProviderHttp,
     ProviderInfo,
-    RemoteRef,
-    RemoteState,
     Reply,
     Request,
     ResultSink,
-    Status,
     Submitted,
 )
+from runner.remote import RemoteRef, RemoteState, Status
 
 INFO = ProviderInfo(
     name="spidra",

@@ -147,6 +147,10 @@ class Job:
             return View(Phase.EXPIRED, 1.0, e)
         return View(self.outcome, 1.0, e)
 
+    def expired(self, now: float) -> bool:
+        """Its results are purged at `now`: every file of it answers 410."""
+        return self.view(now).phase is Phase.EXPIRED
+
     def cancel(self, now: float) -> bool:
         """Cancel if still running at `now`; False when it had already finished."""
         e = self.elapsed(now)
@@ -196,7 +200,7 @@ class Sandbox:
         self.clock = clock
         names = provider_names()
         self.books = Books({name: scenario.knobs(name).rate_limit for name in names})
-        self.files = FileStore(self)
+        self.files = FileStore(self.books, clock)
         self.jobs: dict[str, dict[str, Job]] = {name: {} for name in names}
         self._occurrences: dict[tuple[str, str, str], int] = {}
         self._wall0, self._clock0 = time.time(), clock()

@@ -12,17 +12,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-if TYPE_CHECKING:
-    from runner.sandbox.core import Job, Sandbox
+from runner.sandbox.books import Books
 
 FILES_PREFIX = "/_files"
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
+
+
+class FileJob(Protocol):
+    """What the store asks of the job a file belongs to (the sandbox's Job is one); stated
+    here so that the store, which the sandbox core builds, does not import the core."""
+
+    provider: str
+
+    def digest(self, *labels: object) -> bytes: ...
+
+    def expired(self, now: float) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -31,20 +41,21 @@ class StoredFile:
     media_type: str
     factory: Callable[[], bytes]
     single_use: bool = False
-    job: Job | None = None
+    job: FileJob | None = None
     used: bool = field(default=False)
 
 
 class FileStore:
-    def __init__(self, sandbox: Sandbox) -> None:
-        self._sandbox = sandbox
+    def __init__(self, books: Books, clock: Callable[[], float]) -> None:
+        self._books = books
+        self._clock = clock
         self._files: dict[tuple[str, str], StoredFile] = {}
 
     def url(
         self,
         origin: str,
         *,
-        job: Job,
+        job: FileJob,
         label: str,
         name: str,
         media_type: str,
@@ -64,7 +75,7 @@ class FileStore:
     async def _serve(self, request: Request) -> Response:
         provider = request.path_params["provider"]
         stored = self._files.get((provider, request.path_params["token"]))
-        books = self._sandbox.books.providers.get(provider)
+        books = self._books.providers.get(provider)
         if books is not None:
             books.downloads += 1
             if CREDENTIAL_HEADERS & {name.lower() for name in request.headers}:
@@ -72,11 +83,8 @@ class FileStore:
         if stored is None:
             return JSONResponse({"error": "not found"}, status_code=404)
         job = stored.job
-        if job is not None:
-            from runner.sandbox.core import Phase
-
-            if job.view(self._sandbox.clock()).phase is Phase.EXPIRED:
-                return JSONResponse({"error": "gone", "message": "expired"}, status_code=410)
+        if job is not None and job.expired(self._clock()):
+            return JSONResponse({"error": "gone", "message": "expired"}, status_code=410)
         if stored.single_use and stored.used:
             return JSONResponse({"error": "gone", "message": "already downloaded"}, 410)
         stored.used = True

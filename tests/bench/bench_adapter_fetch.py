@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from runner.plan import JobSpec
 from runner.providers import bulkgrid, lobstr
-from runner.providers.base import RemoteRef
+from runner.remote import RemoteRef
 from runner.results import JobDir
 from tests.providers.fakes import FakeHttp
 

@@ -17,7 +17,8 @@ from runner.journal import Journal
 from runner.lifecycle import Event, JobRecord, advance
 from runner.log import BatchLog, LogRecorder
 from runner.plan import JobSpec, Limits, Plan, PollPolicy, ProviderSettings, Secret
-from runner.providers.base import FetchReport, RemoteRef, RemoteState, Status
+from runner.providers.base import FetchReport
+from runner.remote import RemoteRef, RemoteState, Status
 from runner.results import BatchDir
 
 LIFE = (Event.SUBMIT, Event.QUEUED, Event.RUNNING, Event.FINISHED, Event.FETCHED)

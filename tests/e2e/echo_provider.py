@@ -10,22 +10,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from runner.errors import ProviderResponseError
+from runner.errors import ErrorKind, ProviderResponseError
 from runner.plan import JobSpec, Limits, PollPolicy, Rate
 from runner.providers.base import (
     ApiError,
-    ErrorKind,
     FetchReport,
     ProviderHttp,
     ProviderInfo,
-    RemoteRef,
-    RemoteState,
     Reply,
     Request,
     ResultSink,
-    Status,
     Submitted,
 )
+from runner.remote import RemoteRef, RemoteState, Status
 
 INFO = ProviderInfo(
     name="echo",

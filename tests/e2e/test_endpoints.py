@@ -28,7 +28,7 @@ from runner.cli import main
 from runner.journal import Journal
 from runner.lifecycle import Event, advance
 from runner.manifest import load_manifest
-from runner.providers.base import RemoteRef
+from runner.remote import RemoteRef
 from runner.results import BatchDir, Endpoints
 from runner.sandbox.app import create_app
 from runner.sandbox.scenario import Scenario

@@ -13,11 +13,12 @@ import httpx
 import pytest
 
 from runner.backoff import RetryPolicy
-from runner.http import ProviderCallError, ProviderClient, make_transport
+from runner.errors import ErrorKind, ProviderCallError
+from runner.http import ProviderClient, make_transport
 from runner.limits import Gate
 from runner.plan import JobSpec, Limits
 from runner.providers import pulse
-from runner.providers.base import ErrorKind, RemoteState
+from runner.remote import RemoteState
 from runner.results import JobDir
 from runner.sandbox.server import RunningSandbox
 from tests.conftest import MakeSandbox

@@ -1,8 +1,9 @@
 """A small fake `ProviderHttp` for adapter unit tests, on `httpx.MockTransport`.
 
 It speaks HTTP through httpx like the real client (headers, query strings, JSON bodies) but
-has no gate and no retries: a non-2xx reply raises `CallError`, classified by the adapter
-under test exactly as the engine's client does (`kind`, `code`, `not_accepted`).
+has no gate and no retries: a non-2xx reply raises the engine's `ProviderCallError`,
+classified by the adapter under test as the engine's client does (`kind`, `code`,
+`not_accepted`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from runner.errors import RunnerError
-from runner.providers.base import Adapter, ErrorKind, Reply, Request
+from runner.errors import ErrorKind, ProviderCallError
+from runner.providers.base import Adapter, Reply, Request
 
 BASE_URL = "https://api.test"
 API_KEY = "sk-secret-key"
@@ -31,17 +32,20 @@ NOT_ACCEPTED = {
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-class CallError(RunnerError):
-    """What the fake raises for a non-2xx reply (mirrors the engine's ProviderCallError)."""
-
-    def __init__(
-        self, message: str, *, kind: ErrorKind, code: str | None, status_code: int
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.code = code
-        self.status_code = status_code
-        self.not_accepted = kind in NOT_ACCEPTED
+def call_error(
+    adapter: Adapter, message: str, *, kind: ErrorKind, code: str | None, status_code: int
+) -> ProviderCallError:
+    """What the fake raises for a non-2xx reply: the engine's own error, `not_accepted`
+    decided by kind as the engine's client does for an answered request."""
+    return ProviderCallError(
+        message,
+        provider=adapter.info.name,
+        job_id=None,
+        kind=kind,
+        status_code=status_code,
+        code=code,
+        not_accepted=kind in NOT_ACCEPTED,
+    )
 
 
 @dataclass
@@ -109,7 +113,8 @@ class FakeHttp:
     def _raise(self, response: httpx.Response) -> None:
         reply = Reply(response.status_code, dict(response.headers), response.content)
         error = self.adapter.classify_error(reply)
-        raise CallError(
+        raise call_error(
+            self.adapter,
             f"HTTP {response.status_code}: {error.message}",
             kind=error.kind,
             code=error.code,
@@ -143,7 +148,8 @@ class FakeHttp:
         if not 200 <= response.status_code < 300:
             self._raise(response)
         if max_bytes is not None and len(response.content) > max_bytes:
-            raise CallError(
+            raise call_error(
+                self.adapter,
                 f"larger than the {max_bytes}-byte cap",
                 kind=ErrorKind.INVALID,
                 code=None,

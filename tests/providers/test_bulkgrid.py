@@ -7,12 +7,13 @@ from typing import Any
 import httpx
 import pytest
 
-from runner.errors import NotSubmittedError, ProviderResponseError
+from runner.errors import ErrorKind, NotSubmittedError, ProviderCallError, ProviderResponseError
 from runner.plan import JobSpec
 from runner.providers import bulkgrid
-from runner.providers.base import ErrorKind, RemoteRef, RemoteState, Reply, Status
+from runner.providers.base import Reply
+from runner.remote import RemoteRef, RemoteState, Status
 from runner.results import JobDir
-from tests.providers.fakes import API_KEY, CallError, FakeHttp, router
+from tests.providers.fakes import API_KEY, FakeHttp, router
 
 RUN = "6f7d3ee0-8d8e-46db-9191-9d6a3df9cb31"
 RUN_PATH = f"/api/v1/runs/{RUN}"
@@ -314,7 +315,7 @@ async def test_a_server_error_during_fetch_is_raised(tmp_path: Path) -> None:
         f"GET {RUN_PATH}/results/r1/content": httpx.Response(500, json={"error": "boom"}),
     }
     http = FakeHttp(bulkgrid.ADAPTER, router(routes))
-    with pytest.raises(CallError, match="boom"):
+    with pytest.raises(ProviderCallError, match="boom"):
         await bulkgrid.BulkgridAdapter().fetch(
             http, job(), RemoteRef(RUN), bulkgrid.parse_status(run()), sink(tmp_path)
         )
@@ -532,7 +533,7 @@ async def test_the_retry_is_noted_before_it_is_sent_and_never_sent_twice() -> No
         f"POST {RUN_PATH}/retry": retry,
     }
     http = FakeHttp(bulkgrid.ADAPTER, router(routes))
-    with pytest.raises(CallError):
+    with pytest.raises(ProviderCallError):
         await bulkgrid.BulkgridAdapter().poll(http, job(retry="failed"), RemoteRef(RUN))
     # A new process with the journaled notes: the retry may have happened, so never again.
     resumed = FakeHttp(bulkgrid.ADAPTER, router(routes), job_notes=dict(http.job_notes))

@@ -9,9 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from runner.errors import NotCancellableError
 from runner.plan import JobSpec
-from runner.providers.base import NO_CANCEL, NotCancellableError, RemoteRef
+from runner.providers.base import NO_CANCEL
 from runner.providers.registry import ADAPTERS, PROVIDERS
+from runner.remote import RemoteRef
 from tests.providers.fakes import FakeHttp
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -11,10 +11,10 @@ import httpx
 import pytest
 
 from runner.backoff import RetryPolicy
-from runner.http import OFFSITE_CONCURRENCY, HttpxTransport, ProviderCallError, ProviderClient
+from runner.errors import ErrorKind, ProviderCallError
+from runner.http import OFFSITE_CONCURRENCY, HttpxTransport, ProviderClient
 from runner.limits import Gate
 from runner.plan import Limits, Rate
-from runner.providers.base import ErrorKind
 from runner.providers.skop import ADAPTER as SKOP
 
 KEY = "sk-very-secret-key"

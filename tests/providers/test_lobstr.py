@@ -7,12 +7,13 @@ from typing import Any
 import httpx
 import pytest
 
-from runner.errors import JobFailedError, NotSubmittedError
+from runner.errors import ErrorKind, JobFailedError, NotSubmittedError, ProviderCallError
 from runner.plan import JobSpec
 from runner.providers import lobstr
-from runner.providers.base import ErrorKind, RemoteRef, RemoteState, Reply
+from runner.providers.base import Reply
+from runner.remote import RemoteRef, RemoteState
 from runner.results import JobDir
-from tests.providers.fakes import API_KEY, CallError, FakeHttp, router
+from tests.providers.fakes import API_KEY, FakeHttp, router
 
 SQUID = "e445405ef4ab41208ef7d29b92a1a9dd"
 RUN = "0393be3ea6f74986906153df1c3f9894"
@@ -213,7 +214,7 @@ async def test_a_failed_preparation_is_not_accepted_and_never_recreates_the_squi
     http = FakeHttp(lobstr.ADAPTER, router(routes))
     adapter = lobstr.LobstrAdapter()
     spec = job(crawler="c" * 32, tasks=[{"url": "https://a.example"}])
-    with pytest.raises(CallError) as caught:
+    with pytest.raises(ProviderCallError) as caught:
         await adapter.submit(http, spec)
     assert caught.value.kind is ErrorKind.TRANSIENT
     assert caught.value.not_accepted is True  # no run can exist: safe to submit again
@@ -253,7 +254,7 @@ async def test_run_in_progress_of_our_own_earlier_run_is_a_deferral() -> None:
     http = FakeHttp(lobstr.ADAPTER, router(routes))
     adapter = lobstr.LobstrAdapter()
     await adapter.poll(http, job(squid=SQUID), RemoteRef(OTHER, {"squid": SQUID}))
-    with pytest.raises(CallError) as caught:
+    with pytest.raises(ProviderCallError) as caught:
         await adapter.submit(http, job(squid=SQUID))
     assert (caught.value.kind, caught.value.not_accepted) == (ErrorKind.BUSY, True)
 
@@ -428,7 +429,7 @@ async def test_reconcile_on_a_squid_this_job_created_needs_no_clock() -> None:
     http = FakeHttp(lobstr.ADAPTER, router(routes))
     adapter = lobstr.LobstrAdapter()
     spec = job(crawler="c" * 32, tasks=[{"url": "https://a.example"}])
-    with pytest.raises(CallError):
+    with pytest.raises(ProviderCallError):
         await adapter.submit(http, spec)
     ref = await adapter.reconcile(http, spec, SINCE)
     assert ref == RemoteRef(RUN, {"squid": SQUID, "duplicated_count": 0})
@@ -520,7 +521,7 @@ async def test_a_refused_start_is_noted_as_nothing_started() -> None:
     }
     http = FakeHttp(lobstr.ADAPTER, router(routes))
     adapter = lobstr.LobstrAdapter()
-    with pytest.raises(CallError):
+    with pytest.raises(ProviderCallError):
         await adapter.submit(http, job(squid=SQUID))
     assert http.job_notes == {"run_requested": None}
     await adapter.submit(http, job(squid=SQUID))

@@ -9,12 +9,19 @@ from typing import Any
 import httpx
 import pytest
 
-from runner.errors import JobFailedError, ProviderResponseError
-from runner.http import HttpxTransport, ProviderCallError, ProviderClient
+from runner.errors import (
+    ErrorKind,
+    JobFailedError,
+    NotCancellableError,
+    ProviderCallError,
+    ProviderResponseError,
+)
+from runner.http import HttpxTransport, ProviderClient
 from runner.limits import Gate
 from runner.plan import JobSpec, Limits
 from runner.providers import pulse
-from runner.providers.base import ErrorKind, NotCancellableError, RemoteRef, RemoteState, Reply
+from runner.providers.base import Reply
+from runner.remote import RemoteRef, RemoteState
 from runner.results import JobDir
 
 JOB = JobSpec("inv-1", "pulse", "extract", {"file_url": "https://files.example/1.pdf"})

@@ -7,9 +7,11 @@ from typing import Any
 import httpx
 import pytest
 
+from runner.errors import ErrorKind, NotCancellableError
 from runner.plan import JobSpec
 from runner.providers import skop
-from runner.providers.base import ErrorKind, NotCancellableError, RemoteRef, RemoteState, Reply
+from runner.providers.base import Reply
+from runner.remote import RemoteRef, RemoteState
 from runner.results import JobDir
 from tests.providers.fakes import API_KEY, FakeHttp, router
 

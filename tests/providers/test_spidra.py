@@ -9,12 +9,13 @@ from typing import Any
 import httpx
 import pytest
 
-from runner.errors import JobFailedError, ProviderResponseError
+from runner.errors import ErrorKind, JobFailedError, ProviderResponseError
 from runner.http import HttpxTransport, ProviderClient
 from runner.limits import Gate
 from runner.plan import JobSpec, Limits
 from runner.providers import spidra
-from runner.providers.base import ErrorKind, FetchReport, RemoteRef, RemoteState, Reply
+from runner.providers.base import FetchReport, Reply
+from runner.remote import RemoteRef, RemoteState
 from runner.results import JobDir
 
 JOB = JobSpec("acme", "spidra", "scrape", {"urls": [{"url": "https://acme.example"}]})

@@ -10,12 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
-from runner.errors import NotSubmittedError
+from runner.errors import NotCancellableError, NotSubmittedError, ProviderCallError
 from runner.plan import JobSpec
 from runner.providers import spidra
-from runner.providers.base import NotCancellableError, RemoteRef, RemoteState, Reply
+from runner.providers.base import Reply
+from runner.remote import RemoteRef, RemoteState
 from runner.results import JobDir
-from tests.providers.fakes import CallError, FakeHttp, router
+from tests.providers.fakes import FakeHttp, router
 
 BATCH = "b-0001"
 CRAWL = "c-0001"
@@ -171,7 +172,7 @@ async def test_a_retry_whose_reply_was_lost_is_never_sent_again() -> None:
         f"POST /batch/scrape/{BATCH}/retry": httpx.Response(504, text="gateway timeout"),
     }
     http = FakeHttp(spidra.ADAPTER, router(routes))
-    with pytest.raises(CallError):
+    with pytest.raises(ProviderCallError):
         await spidra.SpidraAdapter().poll(http, batch_job(retry="failed"), RemoteRef(BATCH))
     resumed = FakeHttp(spidra.ADAPTER, router(routes), job_notes=dict(http.job_notes))
     status = await spidra.SpidraAdapter().poll(resumed, batch_job(retry="failed"), RemoteRef(BATCH))
