@@ -139,10 +139,17 @@ class _Counted:
         await self._inner.aclose()
 
 
+TransportFactory = Callable[[int], Transport]  # a pool size → that provider's transport
+
+
 def build_clients(
-    plan: Plan, *, client: str | None = None, console: Console | None = None
+    plan: Plan,
+    *,
+    transport_factory: TransportFactory = make_transport,
+    console: Console | None = None,
 ) -> dict[str, ProviderClient]:
-    """One Gate + pooled transport + ProviderClient per provider that has jobs to run."""
+    """One Gate + pooled transport + ProviderClient per provider that has jobs to run.
+    `transport_factory` is the seam tests and benchmarks swap the HTTP stack through."""
     used = {job.provider for job in plan.jobs}
     clients: dict[str, ProviderClient] = {}
     for name, settings in plan.providers.items():
@@ -155,7 +162,7 @@ def build_clients(
             api_key=settings.api_key,
             adapter=ADAPTERS[name],
             gate=Gate(name, settings.limits, pool_size=pool),
-            transport=_counted(make_transport(pool, client=client), console),
+            transport=_counted(transport_factory(pool), console),
         )
     return clients
 
@@ -310,7 +317,7 @@ class _Options:
     argv: Sequence[str]
     stderr: TextIO
     quiet: bool
-    client: str | None
+    transport_factory: TransportFactory | None
     resubmit_unknown: bool = False
     mode: str = "run"  # run | resume | cancel | retry
     only: Sequence[str] = ()  # retry: the jobs named by --only
@@ -331,7 +338,7 @@ def run_batch(
     argv: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     stderr: TextIO | None = None,
-    client: str | None = None,
+    transport_factory: TransportFactory | None = None,
     quiet: bool = False,
 ) -> int:
     """`runner run`: every job of the manifest to a terminal state; 0 if all succeeded."""
@@ -347,7 +354,7 @@ def run_batch(
     if sandbox is not None and sandbox != IN_PROCESS:
         require_sandbox(sandbox)
     prepare_out(out)
-    options = _Options(argv, stderr, quiet, client)
+    options = _Options(argv, stderr, quiet, transport_factory)
     with lock.acquire(out, plan.name) as held, sandbox_urls(sandbox) as urls:
         if urls is not None:
             plan = point_at(plan, urls)
@@ -576,7 +583,7 @@ def resume_batch(
     argv: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     stderr: TextIO | None = None,
-    client: str | None = None,
+    transport_factory: TransportFactory | None = None,
     quiet: bool = False,
 ) -> int:
     """`runner resume DIR`: continue a batch from its journal in the same directory, at the
@@ -586,7 +593,7 @@ def resume_batch(
         sandbox,
         endpoints,
         env,
-        _Options(argv, stderr or sys.stderr, quiet, client, resubmit_unknown, "resume"),
+        _Options(argv, stderr or sys.stderr, quiet, transport_factory, resubmit_unknown, "resume"),
     )
 
 
@@ -598,7 +605,7 @@ def cancel_batch(
     argv: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     stderr: TextIO | None = None,
-    client: str | None = None,
+    transport_factory: TransportFactory | None = None,
     quiet: bool = False,
 ) -> int:
     """`runner cancel DIR`: cancel every remote job of a stopped batch still active, skip
@@ -608,7 +615,7 @@ def cancel_batch(
         sandbox,
         endpoints,
         env,
-        _Options(argv, stderr or sys.stderr, quiet, client, mode="cancel"),
+        _Options(argv, stderr or sys.stderr, quiet, transport_factory, mode="cancel"),
     )
 
 
@@ -621,12 +628,14 @@ def retry_batch(
     argv: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     stderr: TextIO | None = None,
-    client: str | None = None,
+    transport_factory: TransportFactory | None = None,
     quiet: bool = False,
 ) -> int:
     """`runner retry DIR`: a new attempt, in the same directory, of every job that failed,
     timed out or expired (of those named by `only`), then continue and seal as resume."""
-    options = _Options(argv, stderr or sys.stderr, quiet, client, mode="retry", only=only)
+    options = _Options(
+        argv, stderr or sys.stderr, quiet, transport_factory, mode="retry", only=only
+    )
     return _continue(path, sandbox, endpoints, env, options)
 
 
@@ -748,7 +757,11 @@ def _execute(
 
         try:
             console.start(len(plan.jobs), counts)
-            clients = build_clients(plan, client=options.client, console=console)
+            clients = build_clients(
+                plan,
+                transport_factory=options.transport_factory or make_transport,
+                console=console,
+            )
             for name, provider_client in clients.items():
                 provider_client.gate.on_pause = _pause_reporter(name, log, console)
             result, engine = anyio.run(

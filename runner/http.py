@@ -157,7 +157,9 @@ async def _within(
 
 
 class HttpxTransport:
-    """httpx (or its drop-in fork httpx2, or httpx over the aiohttp transport)."""
+    """An httpx.AsyncClient: over the httpx-aiohttp transport in the product (`aiohttp=True`),
+    over any httpx transport in tests. `module` is the httpx API the client comes from
+    (the benchmarks pass the fork httpx2)."""
 
     def __init__(
         self,
@@ -248,97 +250,6 @@ class HttpxTransport:
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-class AiohttpTransport:
-    """aiohttp's own client, without httpx's models on top: the cheapest per request."""
-
-    def __init__(
-        self,
-        pool_size: int,
-        timeout: float,
-        bounds: Bounds = Bounds(),
-    ) -> None:
-        import aiohttp  # type: ignore[import-not-found,unused-ignore]
-
-        self._aiohttp = aiohttp
-        self._pool_size = pool_size
-        self._bounds = bounds
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=min(10.0, timeout), sock_read=timeout
-        )
-        self._session: Any = None
-
-    def _open(self) -> Any:
-        # Made on first use, inside the event loop that will run it.
-        if self._session is None:
-            connector = self._aiohttp.TCPConnector(
-                limit=self._pool_size, limit_per_host=self._pool_size, keepalive_timeout=30.0
-            )
-            self._session = self._aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
-                headers={"user-agent": USER_AGENT, "accept-encoding": ACCEPT_ENCODING},
-                auto_decompress=False,  # _pour decodes, counting decoded bytes against caps
-            )
-        return self._session
-
-    async def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str],
-        params: Mapping[str, Any] | None = None,
-        json: Any = None,
-    ) -> Reply:
-        async def work() -> Reply:
-            async with self._open().request(
-                method,
-                self._url(url),
-                headers=headers,
-                params=_query(params),
-                json=json,
-                allow_redirects=False,
-            ) as response:
-                head = _lower(response.headers)
-                raw = response.content.iter_chunked(CHUNK)
-                encoding = head.get("content-encoding")
-                body = await _read_reply(
-                    response.status, head, raw, encoding, self._bounds.max_reply_bytes
-                )
-                return Reply(response.status, head, body)
-
-        return await _within(self._bounds.deadline, work, _aiohttp_error)
-
-    async def download(
-        self, url: str, dest: Path, *, headers: Mapping[str, str], max_bytes: int | None
-    ) -> tuple[Reply, int]:
-        async def work() -> tuple[Reply, int]:
-            async with self._open().get(
-                self._url(url), headers=headers, allow_redirects=False
-            ) as response:
-                head = _lower(response.headers)
-                raw = response.content.iter_chunked(CHUNK)
-                encoding = head.get("content-encoding")
-                if not 200 <= response.status < 300:
-                    body = await _read_reply(response.status, head, raw, encoding, ERROR_BODY_LIMIT)
-                    return Reply(response.status, head, body), 0
-                written = await _stream_to(dest, raw, encoding, max_bytes)
-                return Reply(response.status, head, b""), written
-
-        return await _within(self._bounds.download_deadline, work, _aiohttp_error)
-
-    @staticmethod
-    def _url(url: str) -> Any:
-        # Sent exactly as given: a signed URL must not be re-quoted.
-        from yarl import URL  # type: ignore[import-not-found,unused-ignore]
-
-        return URL(url, encoded=True)
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
 
 # -- reading bodies: decoded, capped, cut short ------------------------------------------------
@@ -514,25 +425,6 @@ def _size(n: int) -> str:
     return f"{n}-byte"
 
 
-def _query(params: Mapping[str, Any] | None) -> list[tuple[str, str]] | None:
-    """Query parameters the way httpx encodes them: None dropped, booleans lower-case,
-    sequences repeated."""
-    if not params:
-        return None
-    pairs: list[tuple[str, str]] = []
-    for name, value in params.items():
-        for item in value if isinstance(value, list | tuple) else [value]:
-            if item is None:
-                continue
-            text = ("true" if item else "false") if isinstance(item, bool) else str(item)
-            pairs.append((name, text))
-    return pairs
-
-
-def _aiohttp_error(exc: Exception) -> Exception:
-    return _translate_aiohttp(exc, type(exc).__name__) or exc
-
-
 def _translate_aiohttp(cause: BaseException, name: str) -> TransportError | None:
     import aiohttp  # type: ignore[import-not-found,unused-ignore]
 
@@ -559,52 +451,27 @@ def _lower(headers: Any) -> dict[str, str]:
     return {str(k).lower(): str(v) for k, v in headers.items()}
 
 
-CLIENTS = ("httpx", "httpx2", "httpx-aiohttp", "aiohttp")
-# One httpx.AsyncClient per provider over aiohttp's connection pool: of the httpx-API
-# clients it costs the least CPU per request (tests/bench/bench_engine.py: 1.15 ms against
-# httpx2 1.34 and httpx 1.31, same run); plain aiohttp (0.90) is one variable away.
-DEFAULT_CLIENT = "httpx-aiohttp"
-
-
 def make_transport(
-    pool_size: int,
-    *,
-    client: str | None = None,
-    timeout: float = 30.0,
-    bounds: Bounds = Bounds(),
+    pool_size: int, *, timeout: float = 30.0, bounds: Bounds = Bounds()
 ) -> Transport:
-    """A pool of `pool_size` keep-alive connections (keep-alive = pool size,
-    docs/engineering.md#pool-size-and-keep-alive).
-
-    `client` (or $RUNNER_HTTP_CLIENT) picks the library: httpx over the aiohttp transport
-    (default), plain httpx, plain aiohttp (the least CPU), or httpx2 (the `bench` extra).
-    `timeout` bounds each read; `bounds` each whole request and each API reply's size.
+    """One httpx.AsyncClient over the httpx-aiohttp transport (aiohttp's connection pool):
+    of the httpx-API clients it costs the least CPU per request (README.md#performance;
+    the alternatives measured live in tests/bench/clients.py). A pool of `pool_size`
+    keep-alive connections (keep-alive = pool size,
+    docs/engineering.md#pool-size-and-keep-alive); `timeout` bounds each read, `bounds`
+    each whole request and each API reply's size.
     """
-    choice = client or os.environ.get("RUNNER_HTTP_CLIENT") or DEFAULT_CLIENT
-    if choice not in CLIENTS:
-        raise RunnerError(f"unknown HTTP client {choice!r} (use one of {', '.join(CLIENTS)})")
-    if choice == "aiohttp":
-        return AiohttpTransport(pool_size, timeout, bounds)
-    module: ModuleType = httpx
-    if choice == "httpx2":
-        import httpx2  # type: ignore[import-not-found,unused-ignore]
+    from httpx_aiohttp import AiohttpTransport as HttpxOverAiohttp  # type: ignore[import-not-found,unused-ignore]
 
-        module = httpx2
-    limits = module.Limits(
+    limits = httpx.Limits(
         max_connections=pool_size, max_keepalive_connections=pool_size, keepalive_expiry=30.0
     )
-    options: dict[str, Any] = {
-        "limits": limits,
-        "timeout": module.Timeout(timeout, connect=min(10.0, timeout)),
-        "headers": {"user-agent": USER_AGENT, "accept-encoding": ACCEPT_ENCODING},
-    }
-    if choice == "httpx-aiohttp":
-        from httpx_aiohttp import AiohttpTransport as HttpxOverAiohttp  # type: ignore[import-not-found,unused-ignore]
-
-        options["transport"] = HttpxOverAiohttp(limits=options.pop("limits"))
-    return HttpxTransport(
-        module.AsyncClient(**options), module, aiohttp=choice == "httpx-aiohttp", bounds=bounds
+    client = httpx.AsyncClient(
+        transport=HttpxOverAiohttp(limits=limits),
+        timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+        headers={"user-agent": USER_AGENT, "accept-encoding": ACCEPT_ENCODING},
     )
+    return HttpxTransport(client, aiohttp=True, bounds=bounds)
 
 
 # -- the provider client ------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import random
 import re
 import socket
@@ -301,7 +300,7 @@ async def test_download_retries_a_dropped_connection(tmp_path: Path) -> None:
     assert len(seen) == 2
 
 
-# -- the transports over real sockets: was the request sent before the connection died? ------
+# -- the transport over real sockets: was the request sent before the connection died? ------
 
 
 async def hang_up_after_reading() -> tuple[str, asyncio.Server]:
@@ -314,19 +313,6 @@ async def hang_up_after_reading() -> tuple[str, asyncio.Server]:
     return f"http://127.0.0.1:{port}/scrape", server
 
 
-KINDS = [
-    "httpx-aiohttp",  # the default
-    "aiohttp",
-    "httpx",
-    pytest.param(
-        "httpx2",
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec("httpx2") is None, reason="the bench extra"
-        ),
-    ),
-]
-
-
 def refused_url() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -334,10 +320,9 @@ def refused_url() -> str:
     return f"http://127.0.0.1:{port}/scrape"  # nothing listens there any more
 
 
-@pytest.mark.parametrize("kind", KINDS)
-async def test_a_connection_dropped_after_sending_counts_as_sent(kind: str) -> None:
+async def test_a_connection_dropped_after_sending_counts_as_sent() -> None:
     url, server = await hang_up_after_reading()
-    transport = make_transport(1, client=kind)
+    transport = make_transport(1)
     try:
         with pytest.raises(TransportError) as info:
             await transport.request("POST", url, headers={}, json={"a": 1})
@@ -347,9 +332,8 @@ async def test_a_connection_dropped_after_sending_counts_as_sent(kind: str) -> N
         server.close()
 
 
-@pytest.mark.parametrize("kind", KINDS)
-async def test_a_refused_connection_counts_as_not_sent(kind: str) -> None:
-    transport = make_transport(1, client=kind)
+async def test_a_refused_connection_counts_as_not_sent() -> None:
+    transport = make_transport(1)
     try:
         with pytest.raises(TransportError) as info:
             await transport.request("POST", refused_url(), headers={}, json={"a": 1})
@@ -359,9 +343,8 @@ async def test_a_refused_connection_counts_as_not_sent(kind: str) -> None:
         await transport.aclose()
 
 
-@pytest.mark.parametrize("kind", KINDS)
-async def test_an_unknown_host_is_named_as_such(kind: str) -> None:
-    transport = make_transport(1, client=kind)
+async def test_an_unknown_host_is_named_as_such() -> None:
+    transport = make_transport(1)
     try:
         with pytest.raises(TransportError) as info:
             await transport.request("GET", "http://no-such-host.invalid/x", headers={})
@@ -418,33 +401,7 @@ async def test_the_probe_is_one_get_of_the_base_url_without_the_key() -> None:
     assert all(KEY not in str(r.headers) for r in seen)
 
 
-async def test_aiohttp_query_parameters_are_encoded_like_httpx() -> None:
-    seen: list[bytes] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        seen.append(await reader.readuntil(b"\r\n"))
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    transport = make_transport(1, client="aiohttp")
-    try:
-        params = {"page": 2, "flag": True, "skip": None, "k": ["a", "b"]}
-        url = f"http://127.0.0.1:{port}/x%2Fy"
-        reply = await transport.request("GET", url, headers={}, params=params)
-        assert reply.json() == {}
-        assert seen[0] == b"GET /x%2Fy?page=2&flag=true&k=a&k=b HTTP/1.1\r\n"
-    finally:
-        await transport.aclose()
-        server.close()
-
-
-@pytest.mark.parametrize("kind", KINDS)
-async def test_every_transport_leaves_the_key_behind_on_a_redirect_to_storage(
-    kind: str, tmp_path: Path
-) -> None:
+async def test_the_transport_leaves_the_key_behind_on_a_redirect_to_storage(tmp_path: Path) -> None:
     heads: list[bytes] = []
 
     async def storage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -473,7 +430,7 @@ async def test_every_transport_leaves_the_key_behind_on_a_redirect_to_storage(
         api_key=KEY,
         adapter=PULSE,
         gate=Gate("pulse", Limits(), pool_size=2),
-        transport=make_transport(2, client=kind),
+        transport=make_transport(2),
     )
     try:
         assert await c.download(f"{base}/large_results/1", tmp_path / "r", send_key=True) == 2
@@ -486,18 +443,18 @@ async def test_every_transport_leaves_the_key_behind_on_a_redirect_to_storage(
     assert KEY.encode() not in heads[1]
 
 
-# -- hostile replies over real sockets: deadlines and size caps on every transport -------------
+# -- hostile replies over real sockets: deadlines and size caps on the transport -----------
 
 MIB = 1024 * 1024
 ONE_JOB = {"status": "processing"}
 
 
 async def hostile_client(
-    route: hostile.Route, kind: str, *, pool: int = 2, **bounds: Any
+    route: hostile.Route, *, pool: int = 2, **bounds: Any
 ) -> tuple[ProviderClient, hostile.Hostile]:
     server = hostile.Hostile(route)
     origin = await server.start()
-    transport = make_transport(pool, client=kind, bounds=Bounds(**bounds))
+    transport = make_transport(pool, bounds=Bounds(**bounds))
     c = ProviderClient(
         provider="pulse",
         base_url=origin,
@@ -512,9 +469,9 @@ async def hostile_client(
 
 @asynccontextmanager
 async def hostile_api(
-    route: hostile.Route, kind: str, **options: Any
+    route: hostile.Route, **options: Any
 ) -> AsyncIterator[tuple[ProviderClient, hostile.Hostile]]:
-    c, server = await hostile_client(route, kind, **options)
+    c, server = await hostile_client(route, **options)
     try:
         yield c, server
     finally:
@@ -526,10 +483,9 @@ STATUS = Request("GET", "/job/1", "status")
 SUBMIT = Request("POST", "/extract", "submit", json={"file_url": "https://x.test/a.pdf"})
 
 
-@pytest.mark.parametrize("kind", KINDS)
-async def test_an_api_reply_past_the_cap_fails_once_without_being_read_whole(kind: str) -> None:
+async def test_an_api_reply_past_the_cap_fails_once_without_being_read_whole() -> None:
     # 64 MiB streamed by the server, no Content-Length shortcut: the body is counted.
-    async with hostile_api(lambda seen: hostile.huge(64 * MIB), kind) as (c, server):
+    async with hostile_api(lambda seen: hostile.huge(64 * MIB)) as (c, server):
         with pytest.raises(ProviderCallError) as info:
             await c.send(STATUS)
     assert str(info.value) == (
@@ -539,31 +495,28 @@ async def test_an_api_reply_past_the_cap_fails_once_without_being_read_whole(kin
     assert len(server.seen) == 1
 
 
-@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
-async def test_a_compression_bomb_is_capped_by_its_inflated_size(kind: str, encoding: str) -> None:
+async def test_a_compression_bomb_is_capped_by_its_inflated_size(encoding: str) -> None:
     route = lambda seen: hostile.bomb(encoding, 64 * MIB)  # noqa: E731
-    async with hostile_api(route, kind, max_reply_bytes=4 * MIB) as (c, server):
+    async with hostile_api(route, max_reply_bytes=4 * MIB) as (c, server):
         with pytest.raises(ProviderCallError, match="larger than the 4 MiB cap"):
             await c.send(STATUS)
     assert len(server.seen) == 1
     assert server.seen[0].headers["accept-encoding"] == "gzip, deflate"
 
 
-@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("wbits", [31, 15, -15], ids=["gzip", "deflate", "raw-deflate"])
-async def test_an_honest_compressed_reply_is_decoded(kind: str, wbits: int) -> None:
+async def test_an_honest_compressed_reply_is_decoded(wbits: int) -> None:
     z = zlib.compressobj(6, zlib.DEFLATED, wbits)
     data = z.compress(b'{"status": "processing"}') + z.flush()
     encoding = "gzip" if wbits == 31 else "deflate"
     route = lambda seen: hostile.body(data, headers={"content-encoding": encoding})  # noqa: E731
-    async with hostile_api(route, kind) as (c, _):
+    async with hostile_api(route) as (c, _):
         assert (await c.send(STATUS)).json() == ONE_JOB
 
 
-@pytest.mark.parametrize("kind", KINDS)
-async def test_an_error_reply_keeps_only_the_start_of_a_huge_body(kind: str) -> None:
-    async with hostile_api(lambda seen: hostile.huge(64 * MIB, status=500), kind) as (c, server):
+async def test_an_error_reply_keeps_only_the_start_of_a_huge_body() -> None:
+    async with hostile_api(lambda seen: hostile.huge(64 * MIB, status=500)) as (c, server):
         with pytest.raises(ProviderCallError) as info:
             await c.send(STATUS)
     assert info.value.kind is ErrorKind.TRANSIENT  # judged by its status, as any 500
@@ -571,13 +524,10 @@ async def test_an_error_reply_keeps_only_the_start_of_a_huge_body(kind: str) -> 
     assert len(server.seen) == 2  # retried like any 500 (attempts=2)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-async def test_a_dripping_reply_ends_at_the_request_deadline_and_counts_as_sent(
-    kind: str,
-) -> None:
+async def test_a_dripping_reply_ends_at_the_request_deadline_and_counts_as_sent() -> None:
     # The read timeout (30 s) never trips: a byte arrives every 0.2 s.
     route = lambda seen: hostile.drip(b'{"job_id": "1"}' * 10, interval=0.2)  # noqa: E731
-    async with hostile_api(route, kind, deadline=0.5) as (c, server):
+    async with hostile_api(route, deadline=0.5) as (c, server):
         started = anyio.current_time()
         with anyio.fail_after(5), pytest.raises(ProviderCallError) as info:
             await c.send(SUBMIT)
@@ -588,14 +538,13 @@ async def test_a_dripping_reply_ends_at_the_request_deadline_and_counts_as_sent(
     assert len(server.seen) == 1
 
 
-@pytest.mark.parametrize("kind", KINDS)
-async def test_a_stuck_request_gives_its_gate_slot_back_at_the_deadline(kind: str) -> None:
+async def test_a_stuck_request_gives_its_gate_slot_back_at_the_deadline() -> None:
     def route(seen: hostile.Seen) -> hostile.Handler:
         if seen.path == "/job/stuck":
             return hostile.drip(b" " * 1000, interval=1.0)
         return hostile.json(ONE_JOB)
 
-    async with hostile_api(route, kind, pool=1, deadline=0.5) as (c, _):
+    async with hostile_api(route, pool=1, deadline=0.5) as (c, _):
         outcome: list[BaseException] = []
 
         async def stuck() -> None:
@@ -612,10 +561,9 @@ async def test_a_stuck_request_gives_its_gate_slot_back_at_the_deadline(kind: st
     assert "no complete reply within 0.5s" in str(outcome[0])
 
 
-@pytest.mark.parametrize("kind", KINDS)
-async def test_a_reply_cut_short_counts_as_sent_and_says_so(kind: str) -> None:
+async def test_a_reply_cut_short_counts_as_sent_and_says_so() -> None:
     route = lambda seen: hostile.truncated(b'{"job_id"', declared=1000)  # noqa: E731
-    async with hostile_api(route, kind) as (c, _):
+    async with hostile_api(route) as (c, _):
         with pytest.raises(ProviderCallError) as info:
             await c.send(SUBMIT)
     # how much of the 9 bytes a library hands over before it notices is its own business
@@ -626,9 +574,8 @@ async def test_a_reply_cut_short_counts_as_sent_and_says_so(kind: str) -> None:
     assert info.value.not_accepted is False
 
 
-@pytest.mark.parametrize("kind", KINDS)
-async def test_an_api_redirect_is_not_followed_and_says_so(kind: str) -> None:
-    async with hostile_api(lambda seen: hostile.redirect(seen.path), kind) as (c, server):
+async def test_an_api_redirect_is_not_followed_and_says_so() -> None:
+    async with hostile_api(lambda seen: hostile.redirect(seen.path)) as (c, server):
         with pytest.raises(ProviderCallError) as info:
             await c.send(STATUS)
     assert str(info.value) == (
@@ -638,15 +585,14 @@ async def test_an_api_redirect_is_not_followed_and_says_so(kind: str) -> None:
     assert len(server.seen) == 1
 
 
-@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("send_key", [True, False], ids=["api", "offsite"])
 async def test_a_download_redirect_loop_ends_and_says_redirect(
-    kind: str, send_key: bool, tmp_path: Path
+    send_key: bool, tmp_path: Path
 ) -> None:
     def route(seen: hostile.Seen) -> hostile.Handler:
         return hostile.redirect(f"/loop/{int(seen.path.rsplit('/', 1)[1]) + 1}")
 
-    async with hostile_api(route, kind) as (c, server):
+    async with hostile_api(route) as (c, server):
         with pytest.raises(ProviderCallError) as info:
             await c.download(f"{c.base_url}/loop/0", tmp_path / "r", send_key=send_key)
     assert str(info.value) == (
@@ -658,18 +604,16 @@ async def test_a_download_redirect_loop_ends_and_says_redirect(
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("kind", KINDS)
-async def test_a_download_counts_inflated_bytes_against_its_cap(kind: str, tmp_path: Path) -> None:
-    async with hostile_api(lambda seen: hostile.bomb("gzip", 64 * MIB), kind) as (c, _):
+async def test_a_download_counts_inflated_bytes_against_its_cap(tmp_path: Path) -> None:
+    async with hostile_api(lambda seen: hostile.bomb("gzip", 64 * MIB)) as (c, _):
         with pytest.raises(ProviderCallError, match="larger than the 1048576-byte cap"):
             await c.download(f"{c.base_url}/r", tmp_path / "r", send_key=True, max_bytes=MIB)
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("kind", KINDS)
-async def test_a_dripping_download_ends_at_its_deadline(kind: str, tmp_path: Path) -> None:
+async def test_a_dripping_download_ends_at_its_deadline(tmp_path: Path) -> None:
     route = lambda seen: hostile.drip(b"x" * 100, interval=0.2)  # noqa: E731
-    async with hostile_api(route, kind, download_deadline=0.5) as (c, server):
+    async with hostile_api(route, download_deadline=0.5) as (c, server):
         with anyio.fail_after(5), pytest.raises(ProviderCallError) as info:
             await c.download(f"{c.base_url}/r", tmp_path / "r", send_key=True)
     assert str(info.value) == "pulse job job-1: GET /r: no complete reply within 0.5s"

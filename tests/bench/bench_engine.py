@@ -2,8 +2,9 @@
 
 A `runner sandbox` subprocess (pinned to CPU 1 when taskset exists) serves Spidra and Pulse
 with generous limits and short jobs; this process (pinned to CPU 0) runs a batch of
-BENCH_JOBS jobs through `run_batch` with each HTTP client behind the transport seam, and
-prints process CPU ÷ requests counted in the sandbox's books. Run with `make bench`, or:
+BENCH_JOBS jobs through `run_batch` with each HTTP client of tests/bench/clients.py passed
+as its `transport_factory`, and prints process CPU ÷ requests counted in the sandbox's
+books. Run with `make bench`, or:
 
     .venv/bin/python tests/bench/bench_engine.py [JOBS] [CLIENT ...]
 """
@@ -11,7 +12,6 @@ prints process CPU ÷ requests counted in the sandbox's books. Run with `make be
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import os
 import shutil
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from runner.batch import run_batch  # noqa: E402
-from runner.http import CLIENTS  # noqa: E402
+from tests.bench.clients import CLIENTS, available, factory  # noqa: E402
 
 SCENARIO = {
     "defaults": {"duration": {"min": 0.5, "max": 2.0}, "result_bytes": 800},
@@ -117,7 +117,7 @@ def run_once(client: str, jobs: int) -> dict[str, float]:
                 sandbox=origin,
                 env={},
                 stderr=io.StringIO(),
-                client=client,
+                transport_factory=factory(client),
             )
             cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
             books = httpx.get(f"{origin}/_sandbox/stats").json()["providers"]
@@ -144,11 +144,10 @@ def main() -> None:
     header = f"{'client':<13} {'exit':>4} {'requests':>8} {'req/job':>7} {'wall s':>7} "
     print(header + f"{'CPU s':>6} {'CPU ms/req':>10} {'429s':>5}")
     for client in wanted:
-        module = {"httpx2": "httpx2", "httpx-aiohttp": "httpx_aiohttp", "aiohttp": "aiohttp"}.get(
-            client
-        )
-        if module and importlib.util.find_spec(module) is None:
-            print(f"{client:<13} not installed (pip install -e '.[bench]')")
+        if client not in CLIENTS:
+            sys.exit(f"unknown client {client!r} (use one of {', '.join(CLIENTS)})")
+        if not available(client):
+            print(f"{client:<13} skipped: not installed (pip install -e '.[bench]')")
             continue
         r = run_once(client, jobs)
         print(

@@ -81,7 +81,6 @@ def write_manifest(tmp: Path, origin: str) -> Path:
 
 def run_measured(tmp: Path, manifest: Path, limit: float) -> dict[str, Any]:
     env = {**os.environ, "PULSE_API_KEY": "pulse_hostile_key"}
-    env.pop("RUNNER_HTTP_CLIENT", None)  # the default client
     command = [sys.executable, "-m", "runner", "run", str(manifest), "--out", str(tmp / "out")]
     done = subprocess.run(
         [sys.executable, "-c", RSS_WRAPPER, str(limit), *command, "--quiet"],
