@@ -61,7 +61,7 @@ bench: $(STAMP)
 
 # Mutation testing (not part of `make test`, not in CI: tens of minutes). Which modules and
 # which tests: [tool.mutmut] in pyproject.toml. MUTANTS picks a subset by mutmut's names,
-# e.g. make mutate MUTANTS='runner.sanitize*'; mutants/ keeps the results between runs.
+# e.g. make mutate MUTANTS='runner.store.sanitize*'; mutants/ keeps the results between runs.
 MUTANTS ?=
 mutate: $(STAMP)
 	$(BIN)/mutmut run --max-children 2 $(MUTANTS)

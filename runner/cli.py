@@ -20,7 +20,7 @@ from runner import __version__
 from runner.commands import cancel, plan, resume, retry, run, sandbox, status, validate, verify
 from runner.errors import LockHeldError, ManifestError, RunnerError, StoreError, UsageError
 from runner.exits import ExitCode
-from runner.redaction import redact
+from runner.store.redaction import redact
 
 COMMANDS: dict[str, ModuleType] = {
     "validate": validate,

@@ -1,6 +1,6 @@
 """The plan: what a validated manifest means, as frozen values the engine can run.
 
-`runner.manifest` builds a Plan from a manifest; these are the value types shared by the
+`runner.manifest.loader` builds a Plan from a manifest; these are the value types shared by the
 manifest, the engine, the journal and the results writer.
 """
 

@@ -1,13 +1,15 @@
-"""What runner knows of a job on a provider's side: where to find it (RemoteRef) and what
-it last said (Status, in normalized RemoteStates). Plain values: the lifecycle, the journal
-and every adapter hold them, so they sit below all three."""
+"""What runner knows of a job on a provider's side: where to find it (RemoteRef), what it
+last said (Status, in normalized RemoteStates), and what its fetch wrote (FetchReport, into
+a ResultSink). Plain values and one protocol: the lifecycle, the store and every adapter
+hold them, so they sit below all three."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 
 class RemoteState(StrEnum):
@@ -55,3 +57,32 @@ class RemoteRef:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RemoteRef:
         return cls(id=str(data["id"]), extra=dict(data.get("extra") or {}))
+
+
+class ResultSink(Protocol):
+    """Where an adapter puts what it fetched: the job's directory, written atomically."""
+
+    def write_result(self, obj: Any) -> None:
+        """The single result document (result.json)."""
+        ...
+
+    def append_item(self, obj: Any) -> None:
+        """One result item, streamed to results.jsonl in order."""
+        ...
+
+    def file_path(self, name: str) -> Path:
+        """A fresh path under files/ for `name`, sanitized and numbered on collision."""
+        ...
+
+    def write_file(self, name: str, data: bytes) -> Path:
+        """Write `data` atomically to a fresh path under files/ (as `file_path`)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FetchReport:
+    items: int = 0  # result items written
+    files: int = 0  # files downloaded
+    partial: bool = False  # some items failed or were skipped
+    notes: tuple[str, ...] = ()  # human-readable remarks for job.json
+    outcome: Mapping[str, Any] = field(default_factory=dict)  # extra fields for job.json

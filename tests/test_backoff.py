@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from runner.backoff import (
+from runner.http.backoff import (
     RetryPolicy,
     budget_interval,
     next_poll_delay,

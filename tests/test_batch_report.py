@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runner.batch import Hints, unsucceeded_lines
+from runner.batch.run import Hints, unsucceeded_lines
 from runner.lifecycle import JobRecord, State
 from runner.plan import JobSpec, PollPolicy
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from runner.batch.usable import out_problem
 from runner.cli import main
-from runner.usable import out_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = """\
@@ -220,7 +220,7 @@ def test_ctrl_c_before_a_batch_exists_is_one_line_exit_130(
 
 
 def test_the_lock_message_never_prints_a_command_that_cannot_work() -> None:
-    from runner.lock import Holder, held_message
+    from runner.store.lock import Holder, held_message
 
     assert held_message("nightly", Holder()) == (
         "another run of 'nightly' is running (pid unknown, started unknown); "

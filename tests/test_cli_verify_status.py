@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
-from runner.journal import Journal
 from runner.lifecycle import Event, JobRecord, advance
-from runner.lock import acquire
 from runner.remote import RemoteRef
-from runner.results import BatchDir
+from runner.store.journal import Journal
+from runner.store.lock import acquire
+from runner.store.results import BatchDir
 from tests.test_results import END, START, make_plan
 
 

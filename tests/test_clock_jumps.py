@@ -14,10 +14,10 @@ from email.utils import format_datetime, formatdate
 import anyio
 import pytest
 
-from runner.backoff import poll_ceiling
+from runner.http.backoff import poll_ceiling
+from runner.http.ratelimit_headers import parse_rate_limit, server_now, wait_hint
 from runner.lifecycle import JobRecord, State
 from runner.plan import PollPolicy
-from runner.ratelimit_headers import parse_rate_limit, server_now, wait_hint
 from runner.remote import RemoteRef, RemoteState, Status
 from tests.test_engine import FakeAdapter, done, make_engine, make_plan, status
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from runner.console import Console, summary_line
+from runner.batch.console import Console, summary_line
 from runner.lifecycle import Event, JobRecord, State, advance
 from runner.remote import RemoteRef, RemoteState, Status
 from tests.test_results import make_plan

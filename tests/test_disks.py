@@ -12,13 +12,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from runner.console import Console
+from runner.batch.console import Console
 from runner.errors import StoreError
-from runner.http import _stream_to
-from runner.journal import Journal
+from runner.http.client import _stream_to
 from runner.lifecycle import Event, JobRecord, State, advance
-from runner.log import BatchLog
 from runner.remote import RemoteState, Status
+from runner.store.journal import Journal
+from runner.store.log import BatchLog
 from tests.test_results import make_plan
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.each import EachError, read_items
+from runner.manifest.each import EachError, read_items
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:

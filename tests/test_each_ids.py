@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from runner.each import MAX_ID_LENGTH, shorten
+from runner.manifest.each import MAX_ID_LENGTH, shorten
 
 LONG = "report-" + "x" * 200
 
@@ -23,7 +23,7 @@ def test_a_long_id_is_the_same_in_another_process_with_another_hash_seed() -> No
     # Python's hash() of a str changes per process (PYTHONHASHSEED): an id built on it
     # would differ between `runner run` and `runner resume`, and the journal's jobs would
     # no longer be found in the manifest.
-    code = f"from runner.each import shorten; print(shorten({LONG!r}))"
+    code = f"from runner.manifest.each import shorten; print(shorten({LONG!r}))"
     seen = set()
     for seed in ("1", "2", "random"):
         env = {**os.environ, "PYTHONHASHSEED": seed}

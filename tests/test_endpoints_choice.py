@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runner.batch import IN_PROCESS, Hints, choose_endpoints, resume_batch
+from runner.batch.run import IN_PROCESS, Hints, choose_endpoints, resume_batch
 from runner.errors import ManifestError, UsageError
-from runner.journal import Journal
-from runner.manifest import load_manifest
-from runner.results import BatchDir, Endpoints
+from runner.manifest.loader import load_manifest
+from runner.store.journal import Journal
+from runner.store.results import BatchDir, Endpoints
 
 OLD = Endpoints({"pulse": "http://127.0.0.1:8000", "spidra": "http://127.0.0.1:8000/api"})
 RESUME = "runner resume results/x/1"

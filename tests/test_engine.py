@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 
-from runner.backoff import RetryPolicy
-from runner.engine import Engine
+from runner.engine.engine import Engine
 from runner.errors import ErrorKind, ProviderCallError, TransportError
-from runner.http import ProviderClient
+from runner.http.backoff import RetryPolicy
+from runner.http.client import ProviderClient
+from runner.http.limits import SAFETY, Gate, OutagePolicy
 from runner.lifecycle import Event, JobRecord, State
-from runner.limits import SAFETY, Gate, OutagePolicy
 from runner.plan import JobSpec, Limits, Plan, PollPolicy, ProviderSettings, Rate, Secret
-from runner.providers.base import ApiError, FetchReport, ProviderHttp, Reply, ResultSink, Submitted
+from runner.providers.base import ApiError, ProviderHttp, Reply, Submitted
 from runner.providers.spidra import INFO
-from runner.remote import RemoteRef, RemoteState, Status
+from runner.remote import FetchReport, RemoteRef, RemoteState, ResultSink, Status
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,7 @@ import itertools
 import anyio
 import pytest
 
-from runner.backoff import poll_ceiling
+from runner.http.backoff import poll_ceiling
 from runner.plan import PollPolicy
 from runner.remote import RemoteState, Status
 from tests.test_engine import FakeAdapter, done, make_engine, make_plan, status

@@ -16,10 +16,10 @@ import anyio
 import httpx
 import pytest
 
-from runner.backoff import RetryPolicy
 from runner.errors import ErrorKind, ProviderCallError, TransportError
-from runner.http import Bounds, HttpxTransport, ProviderClient, make_transport
-from runner.limits import Gate
+from runner.http.backoff import RetryPolicy
+from runner.http.client import Bounds, HttpxTransport, ProviderClient, make_transport
+from runner.http.limits import Gate
 from runner.plan import Limits, Rate
 from runner.providers.base import Adapter, Request
 from runner.providers.pulse import ADAPTER as PULSE

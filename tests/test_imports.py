@@ -144,26 +144,98 @@ def _in(name: str, layer: str) -> bool:
 # (importer, imported): no module under the first may import any module under the second.
 # Each is an arrow that would run back up: a lower layer reaching for one that uses it.
 FORBIDDEN = [
-    ("runner.errors", "runner"),  # the error tree is the bottom: everyone raises from it
-    ("runner.redaction", "runner"),
-    ("runner.jsonio", "runner"),
-    ("runner.remote", "runner"),  # plain values the lifecycle, journal and adapters share
-    ("runner.lifecycle", "runner.providers"),  # the lifecycle holds remote data, not adapters
-    ("runner.lifecycle", "runner.engine"),
-    ("runner.http", "runner.results"),  # the client is below the store ...
-    ("runner.http", "runner.journal"),
-    ("runner.http", "runner.engine"),  # ... and below the engine that drives it
-    ("runner.providers", "runner.engine"),  # adapters know the wire, not who calls them
-    ("runner.providers", "runner.batch"),
-    ("runner.providers", "runner.commands"),
-    ("runner.providers", "runner.http"),  # adapters get a ProviderHttp passed in
-    ("runner.providers", "runner.results"),
-    ("runner.providers", "runner.journal"),
-    ("runner.sandbox", "runner.engine"),  # the sandbox is a server: it never runs batches
-    ("runner.sandbox", "runner.batch"),
-    ("runner.sandbox", "runner.http"),
+    # the bottom: everyone may use these, they use nothing of runner
+    ("runner.errors", "runner"),
+    ("runner.remote", "runner"),  # plain values the lifecycle, store and adapters share
+    ("runner.store.redaction", "runner"),
+    ("runner.store.jsonio", "runner"),
+    # the data model: the lifecycle holds remote data, it drives nothing
+    *[
+        ("runner.lifecycle", high)
+        for high in (
+            "runner.providers",
+            "runner.engine",
+            "runner.http",
+            "runner.store",
+            "runner.batch",
+            "runner.manifest",
+        )
+    ],
+    # manifest -> plan: reads files and schemas, runs nothing
+    *[
+        ("runner.manifest", high)
+        for high in (
+            "runner.engine",
+            "runner.http",
+            "runner.store",
+            "runner.batch",
+            "runner.commands",
+            "runner.sandbox",
+        )
+    ],
+    # providers know the wire, not who calls them (they get a ProviderHttp passed in)
+    *[
+        ("runner.providers", high)
+        for high in (
+            "runner.engine",
+            "runner.http",
+            "runner.store",
+            "runner.batch",
+            "runner.commands",
+            "runner.sandbox",
+            "runner.manifest",
+        )
+    ],
+    # http is below the engine that drives it and beside the store (only its leaf helpers)
+    *[
+        ("runner.http", high)
+        for high in (
+            "runner.engine",
+            "runner.batch",
+            "runner.commands",
+            "runner.store.results",
+            "runner.store.journal",
+            "runner.store.log",
+            "runner.store.lock",
+        )
+    ],
+    # the engine drives providers over http and writes through protocols, not the store
+    *[
+        ("runner.engine", high)
+        for high in (
+            "runner.batch",
+            "runner.commands",
+            "runner.sandbox",
+            "runner.manifest",
+            "runner.store",
+        )
+    ],
+    # the store keeps what it is given
+    *[
+        ("runner.store", high)
+        for high in (
+            "runner.engine",
+            "runner.http",
+            "runner.providers",
+            "runner.manifest",
+            "runner.batch",
+            "runner.commands",
+            "runner.sandbox",
+        )
+    ],
+    # the sandbox is a server beside the providers: it never runs batches
+    *[
+        ("runner.sandbox", high)
+        for high in (
+            "runner.engine",
+            "runner.http",
+            "runner.batch",
+            "runner.commands",
+            "runner.manifest",
+        )
+    ],
+    ("runner.batch", "runner.commands"),  # commands sit on top of the batch wiring
     ("runner.estimate", "runner.providers.lobstr"),  # estimates come from the registry
-    ("runner.providers", "runner.sandbox"),  # a provider names its sandbox API as a string
 ]
 
 

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner import inputs
-from runner.each import EachFile
+from runner.batch import inputs
 from runner.errors import EachError, InputError, ManifestError
-from runner.manifest import parse_manifest
+from runner.manifest.each import EachFile
+from runner.manifest.loader import parse_manifest
 
 ENV = {"PULSE_API_KEY": "k"}
 CSV = b"doc\nalpha\nbeta\n"

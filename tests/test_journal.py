@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from runner.errors import JournalError, StoreError
-from runner.journal import POLL_COMMIT_EVERY, Journal
 from runner.lifecycle import Event, JobRecord, State, advance
 from runner.remote import RemoteRef, RemoteState, Status
+from runner.store.journal import POLL_COMMIT_EVERY, Journal
 from tests.test_results import make_plan
 
 

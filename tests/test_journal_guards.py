@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from runner.errors import StoreError
-from runner.journal import Journal, JournalError
 from runner.lifecycle import Event, JobRecord, State, advance
 from runner.remote import RemoteRef
+from runner.store.journal import Journal, JournalError
 from tests.test_journal import Clock
 from tests.test_results import make_plan
 

@@ -15,14 +15,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner.limits import SAFETY, Aimd, Change, Gate, Outage, OutagePolicy, Pacer, pool_size_for
-from runner.plan import Limits, Rate
-from runner.ratelimit_headers import (
+from runner.http.limits import (
+    SAFETY,
+    Aimd,
+    Change,
+    Gate,
+    Outage,
+    OutagePolicy,
+    Pacer,
+    pool_size_for,
+)
+from runner.http.ratelimit_headers import (
     RateLimitInfo,
     parse_rate_limit,
     parse_retry_after,
     wait_hint,
 )
+from runner.plan import Limits, Rate
 
 NOW = 1_800_000_000.0  # a fixed unix time for header parsing
 

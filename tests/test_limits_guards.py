@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from runner.limits import DEFAULT_PAUSE, MIN_FRACTION, SAFETY, Aimd, Gate, Pacer
+from runner.http.limits import DEFAULT_PAUSE, MIN_FRACTION, SAFETY, Aimd, Gate, Pacer
 from runner.plan import Limits, Rate
 
 

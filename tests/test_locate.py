@@ -10,8 +10,8 @@ import pytest
 
 from runner.cli import main
 from runner.errors import NotABatchDirError
-from runner.locate import resolve_batch_dir
-from runner.results import BatchDir
+from runner.store.locate import resolve_batch_dir
+from runner.store.results import BatchDir
 from tests.test_results import END, START, make_plan
 
 
@@ -67,7 +67,7 @@ def test_status_takes_the_name_directory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     batch = finished(tmp_path)
-    from runner.journal import Journal
+    from runner.store.journal import Journal
 
     Journal.create(batch.journal_path, make_plan(1), batch.batch_id).close()
     assert main(["status", str(tmp_path / "nightly")]) == 0

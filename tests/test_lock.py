@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from runner.errors import LockHeldError
-from runner.lock import Holder, acquire, lock_path, probe
+from runner.store.lock import Holder, acquire, lock_path, probe
 
 HOLDER_SCRIPT = """
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from runner.lock import acquire
+from runner.store.lock import acquire
 lock = acquire(Path(sys.argv[1]), "nightly", now=datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc))
 lock.note_batch("20261122T030000Z")
 print("held", flush=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from runner.lifecycle import Event, JobRecord, State, advance
-from runner.log import BatchLog, LogRecorder, event_name
 from runner.remote import RemoteRef, RemoteState, Status
+from runner.store.log import BatchLog, LogRecorder, event_name
 from tests.test_results import make_plan
 
 SECRET = "sk-live-SECRET"

@@ -10,9 +10,9 @@ from typing import IO
 import pytest
 
 from runner.errors import ManifestError
-from runner.manifest import LoadedManifest, load_manifest, parse_manifest
+from runner.manifest.loader import LoadedManifest, load_manifest, parse_manifest
 from runner.plan import PollPolicy, Rate, Secret
-from runner.redaction import redact
+from runner.store.redaction import redact
 
 ENV = {"PULSE_API_KEY": "pk-secret-1", "SPIDRA_API_KEY": "sk-secret-2"}
 HEAD = """\

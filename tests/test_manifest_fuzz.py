@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.errors import ManifestError, Problem
-from runner.manifest import parse_manifest
+from runner.manifest.loader import parse_manifest
 
 ENV = {"PULSE_API_KEY": "k", "SPIDRA_API_KEY": "k"}
 FAST = settings(

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from runner import each
 from runner.cli import main
 from runner.errors import ManifestError
-from runner.manifest import MAX_MANIFEST_BYTES, load_manifest
+from runner.manifest import each
+from runner.manifest.loader import MAX_MANIFEST_BYTES, load_manifest
 
 INVALID = Path(__file__).parent / "data" / "manifests" / "invalid"
 CASES = sorted(p.name for p in INVALID.glob("*.yaml"))

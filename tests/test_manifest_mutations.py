@@ -18,9 +18,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner import schemas
 from runner.errors import ManifestError, Problem
-from runner.manifest import parse_manifest
+from runner.manifest import schemas
+from runner.manifest.loader import parse_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "manifests").glob("*.yaml"))

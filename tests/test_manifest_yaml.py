@@ -8,9 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from runner.each import compile_id, compile_template, read_items, shorten, slug
 from runner.errors import EachError, YamlError
-from runner.yamlsafe import MAX_ALIAS_NODES, MAX_NODES, _Builder, _events, flow_too_deep, load_yaml
+from runner.manifest.each import compile_id, compile_template, read_items, shorten, slug
+from runner.manifest.yamlsafe import (
+    MAX_ALIAS_NODES,
+    MAX_NODES,
+    _Builder,
+    _events,
+    flow_too_deep,
+    load_yaml,
+)
 
 
 def test_positions_of_values_and_keys_are_one_based() -> None:

@@ -1,4 +1,4 @@
-"""runner.outcomes: every cell of the decision table, the budgets, and `classify`.
+"""runner.engine.outcomes: every cell of the decision table, the budgets, and `classify`.
 
 The expected decisions are written here a second time, row by failure (submit, poll,
 fetch), so a changed cell in the table shows up as a disagreement; the invariants below
@@ -11,8 +11,7 @@ import itertools
 
 import pytest
 
-from runner.errors import ErrorKind, ProviderCallError
-from runner.outcomes import (
+from runner.engine.outcomes import (
     MAX_POLL_ERRORS,
     MAX_SUBMIT_ATTEMPTS,
     TABLE,
@@ -26,6 +25,7 @@ from runner.outcomes import (
     classify,
     decide,
 )
+from runner.errors import ErrorKind, ProviderCallError
 
 J, P, W, B = Job, Provider, Delay, Budget
 WAIT_DOWN = (J.WAIT, P.DOWN, W.PROVIDER)

@@ -3,7 +3,7 @@ unguarded by the mutation run, make mutate)."""
 
 from __future__ import annotations
 
-from runner.outcomes import (
+from runner.engine.outcomes import (
     GIVE_UP,
     MAX_POLL_ERRORS,
     MAX_SUBMIT_ATTEMPTS,

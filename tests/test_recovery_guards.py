@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from runner.engine.recovery import SENT_NOTE, MarkSent, was_sent
 from runner.lifecycle import JobRecord
 from runner.providers.base import Reply
-from runner.recovery import SENT_NOTE, MarkSent, was_sent
 from tests.test_engine import make_plan
 
 WALL = 1_800_000_000.0

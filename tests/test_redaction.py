@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runner.redaction import Redactor, redactor
+from runner.store.redaction import Redactor, redactor
 
 KEY = "sk-live-0123456789abcdef"
 

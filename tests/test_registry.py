@@ -11,11 +11,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from runner.manifest.schemas import MANIFEST_SCHEMA, manifest_schema, schema_dir
 from runner.providers.registry import ADAPTERS, BUILT_IN, PROVIDERS, register
 from runner.sandbox.app import api_class
 from runner.sandbox.scenario import Scenario
 from runner.sandbox.server import sandbox_base_urls
-from runner.schemas import MANIFEST_SCHEMA, manifest_schema, schema_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["bulkgrid", "lobstr", "spidra", "skop", "pulse"]
@@ -68,8 +68,8 @@ def test_a_scenario_knows_exactly_the_registered_providers() -> None:
 
 @pytest.mark.parametrize(
     "module", ["runner/estimate.py", "runner/sandbox/app.py", "runner/sandbox/server.py",
-               "runner/sandbox/scenario.py", "runner/sandbox/core.py", "runner/schemas.py",
-               "runner/settings.py", "runner/manifest.py", "runner/batch.py"],
+               "runner/sandbox/scenario.py", "runner/sandbox/core.py", "runner/manifest/schemas.py",
+               "runner/manifest/settings.py", "runner/manifest/loader.py", "runner/batch/run.py"],
 )  # fmt: skip
 def test_modules_that_serve_every_provider_name_none(module: str) -> None:
     source = (ROOT / module).read_text(encoding="utf-8")

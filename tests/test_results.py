@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from runner import jsonio
 from runner.errors import NotABatchDirError, StoreError
 from runner.lifecycle import JobRecord, State
 from runner.plan import JobSpec, Limits, Plan, PollPolicy, ProviderSettings, Secret
-from runner.providers.base import FetchReport
-from runner.results import BatchDir, check, verify
+from runner.remote import FetchReport
+from runner.store import jsonio
+from runner.store.results import BatchDir, check, verify
 
 MANIFEST = b"# the manifest, exactly as read\nversion: 1\nname: nightly\n"
 START = datetime(2026, 11, 22, 3, 0, 0, tzinfo=UTC)

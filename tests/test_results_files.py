@@ -13,9 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runner.lifecycle import JobRecord, State
-from runner.providers.base import FetchReport
-from runner.results import BatchDir, JobDir, _is_debris, check, verify
-from runner.sanitize import safe_name
+from runner.remote import FetchReport
+from runner.store.results import BatchDir, JobDir, _is_debris, check, verify
+from runner.store.sanitize import safe_name
 from tests.test_results import END, START, make_plan
 
 KEY = "sk-live-SECRET"

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from runner.engine import Engine, scrub
+from runner.engine.engine import Engine, scrub
+from runner.engine.recovery import SENT_NOTE
 from runner.errors import NotSubmittedError
-from runner.http import ProviderClient
+from runner.http.client import ProviderClient
+from runner.http.limits import Gate
 from runner.lifecycle import Event, JobRecord, State
-from runner.limits import Gate
 from runner.plan import JobSpec, Limits, Plan
 from runner.providers.base import ProviderHttp, Reply, Request
-from runner.recovery import SENT_NOTE
 from runner.remote import RemoteRef, RemoteState, Status
 from tests.test_engine import (
     FakeAdapter,

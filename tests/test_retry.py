@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from runner.batch.retry import Retry, choose, set_aside, start_attempts
+from runner.engine.recovery import SENT_NOTE
 from runner.errors import IllegalTransitionError, UsageError
-from runner.journal import JobRow, Journal
 from runner.lifecycle import Event, JobRecord, State, advance
-from runner.recovery import SENT_NOTE
 from runner.remote import RemoteRef
-from runner.results import BatchDir, render_sums, verify
-from runner.retry import Retry, choose, set_aside, start_attempts
+from runner.store.journal import JobRow, Journal
+from runner.store.results import BatchDir, render_sums, verify
 from tests.test_results import END, START, make_plan
 
 

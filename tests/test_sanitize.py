@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner.sanitize import MAX_BYTES, safe_name
+from runner.store.sanitize import MAX_BYTES, safe_name
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@ extension, where a collision number goes, line separators, and reserved stems.""
 
 from __future__ import annotations
 
-from runner.sanitize import safe_name
+from runner.store.sanitize import safe_name
 
 
 def test_the_collision_number_goes_before_the_last_extension_only() -> None:

@@ -15,9 +15,8 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from runner.manifest import load_manifest
-from runner.providers.registry import PROVIDERS
-from runner.schemas import (
+from runner.manifest.loader import load_manifest
+from runner.manifest.schemas import (
     did_you_mean,
     fetch_defaults,
     full_manifest_validator,
@@ -25,6 +24,7 @@ from runner.schemas import (
     manifest_checker,
     schema_dir,
 )
+from runner.providers.registry import PROVIDERS
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = sorted((ROOT / "manifests").glob("*.yaml"))
@@ -192,7 +192,7 @@ def test_the_wheel_ships_the_schemas_and_an_installed_runner_uses_them(tmp_path:
     assert "runner/schemas/manifest.schema.json" in names
     assert "runner/schemas/providers/spidra.scrape.schema.json" in names
     probe = (
-        "from runner.schemas import schema_dir, job_type_checker; "
+        "from runner.manifest.schemas import schema_dir, job_type_checker; "
         "print(schema_dir()); print(job_type_checker('spidra', 'batch').is_valid({'params': {}}))"
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}

@@ -10,8 +10,8 @@ import random
 import pytest
 
 from runner.errors import ErrorKind, ProviderCallError, TransportError
-from runner.http import ProviderClient, make_transport
-from runner.limits import Gate
+from runner.http.client import ProviderClient, make_transport
+from runner.http.limits import Gate
 from runner.plan import Limits
 from runner.providers.base import Request
 from runner.providers.spidra import ADAPTER as SPIDRA

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runner.batch import cancel_batch
+from runner.batch.run import cancel_batch
 from runner.commands.resume import add_dir_and_sandbox
 from runner.commands.run import add_quiet
 

@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from runner.batch.usable import require_manifest
 from runner.durations import format_duration
 from runner.estimate import PlanEstimate, assumptions, estimate_plan
-from runner.jsonio import canonical_json
-from runner.manifest import load_manifest
+from runner.manifest.loader import load_manifest
+from runner.manifest.settings import describe_poll
 from runner.plan import Plan, ProviderSettings, Rate
-from runner.settings import describe_poll
-from runner.usable import require_manifest
+from runner.store.jsonio import canonical_json
 
 HELP = "show the expanded jobs, the effective limits and a request / time estimate"
 SHOWN_JOBS = 20

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from runner.batch import IN_PROCESS, resume_batch
+from runner.batch.run import IN_PROCESS, resume_batch
 from runner.commands.run import add_quiet
 
 HELP = "continue a stopped, killed or crashed batch in its directory (from its journal)"

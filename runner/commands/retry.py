@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runner.batch import retry_batch
+from runner.batch.run import retry_batch
 from runner.commands.resume import add_dir_and_sandbox
 from runner.commands.run import add_quiet
 

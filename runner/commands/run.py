@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from runner.batch import IN_PROCESS, run_batch
+from runner.batch.run import IN_PROCESS, run_batch
 
 HELP = "run every job of a manifest to the end and write the results directory"
 

@@ -13,11 +13,11 @@ from typing import Any
 from runner.commands.resume import DIR_HELP
 from runner.errors import JournalError, UsageError
 from runner.exits import ExitCode
-from runner.journal import JobRow, Journal
-from runner.jsonio import canonical_json
-from runner.locate import resolve_batch_dir
-from runner.lock import Holder, probe
-from runner.results import BatchDir
+from runner.store.journal import JobRow, Journal
+from runner.store.jsonio import canonical_json
+from runner.store.locate import resolve_batch_dir
+from runner.store.lock import Holder, probe
+from runner.store.results import BatchDir
 
 HELP = "show a batch's jobs per state (works while it runs)"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from runner.errors import ManifestError, Problem
 from runner.exits import ExitCode
-from runner.manifest import load_manifest
+from runner.manifest.loader import load_manifest
 
 HELP = "check manifests (YAML, schemas, ids, environment) without any network call"
 

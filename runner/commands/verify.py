@@ -7,8 +7,8 @@ from pathlib import Path
 
 from runner.commands.resume import DIR_HELP
 from runner.exits import ExitCode
-from runner.locate import resolve_batch_dir
-from runner.results import check
+from runner.store.locate import resolve_batch_dir
+from runner.store.results import check
 
 HELP = "check a batch directory's files against its SHA256SUMS"
 

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 from runner.errors import ErrorKind, NotCancellableError
 from runner.plan import EndpointClass, JobSpec, Limits, PollPolicy
-from runner.remote import RemoteRef, Status
+from runner.remote import FetchReport, RemoteRef, ResultSink, Status
 
 # -- static facts ----------------------------------------------------------------------------
 
@@ -146,35 +146,6 @@ class ProviderHttp(Protocol):
         """Stream `url` to `dest` (atomically), returning the byte count. `send_key=False`
         for URLs off the provider's API host (signed URLs): no key ever leaves for them."""
         ...
-
-
-class ResultSink(Protocol):
-    """Where an adapter puts what it fetched: the job's directory, written atomically."""
-
-    def write_result(self, obj: Any) -> None:
-        """The single result document (result.json)."""
-        ...
-
-    def append_item(self, obj: Any) -> None:
-        """One result item, streamed to results.jsonl in order."""
-        ...
-
-    def file_path(self, name: str) -> Path:
-        """A fresh path under files/ for `name`, sanitized and numbered on collision."""
-        ...
-
-    def write_file(self, name: str, data: bytes) -> Path:
-        """Write `data` atomically to a fresh path under files/ (as `file_path`)."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class FetchReport:
-    items: int = 0  # result items written
-    files: int = 0  # files downloaded
-    partial: bool = False  # some items failed or were skipped
-    notes: tuple[str, ...] = ()  # human-readable remarks for job.json
-    outcome: Mapping[str, Any] = field(default_factory=dict)  # extra fields for job.json
 
 
 class Adapter(Protocol):

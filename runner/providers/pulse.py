@@ -26,17 +26,8 @@ from runner.errors import (
 )
 from runner.plan import JobSpec, Limits, PollPolicy, Rate
 from runner.providers import replies
-from runner.providers.base import (
-    ApiError,
-    FetchReport,
-    ProviderHttp,
-    ProviderInfo,
-    Reply,
-    Request,
-    ResultSink,
-    Submitted,
-)
-from runner.remote import RemoteRef, RemoteState, Status
+from runner.providers.base import ApiError, ProviderHttp, ProviderInfo, Reply, Request, Submitted
+from runner.remote import FetchReport, RemoteRef, RemoteState, ResultSink, Status
 
 INFO = ProviderInfo(
     name="pulse",

@@ -23,17 +23,8 @@ from urllib.parse import quote, unquote, urlsplit
 from runner.errors import ErrorKind, ProviderResponseError, RunnerError
 from runner.plan import JobSpec, Limits, PollPolicy, Rate
 from runner.providers import replies
-from runner.providers.base import (
-    ApiError,
-    FetchReport,
-    ProviderHttp,
-    ProviderInfo,
-    Reply,
-    Request,
-    ResultSink,
-    Submitted,
-)
-from runner.remote import RemoteRef, RemoteState, Status
+from runner.providers.base import ApiError, ProviderHttp, ProviderInfo, Reply, Request, Submitted
+from runner.remote import FetchReport, RemoteRef, RemoteState, ResultSink, Status
 
 INFO = ProviderInfo(
     name="skop",

@@ -31,17 +31,8 @@ from urllib.parse import quote
 from runner.errors import ErrorKind, JobFailedError, ProviderResponseError, RunnerError
 from runner.plan import JobSpec, Limits, PollPolicy, Rate
 from runner.providers import listing, replies
-from runner.providers.base import (
-    ApiError,
-    FetchReport,
-    ProviderHttp,
-    ProviderInfo,
-    Reply,
-    Request,
-    ResultSink,
-    Submitted,
-)
-from runner.remote import RemoteRef, RemoteState, Status
+from runner.providers.base import ApiError, ProviderHttp, ProviderInfo, Reply, Request, Submitted
+from runner.remote import FetchReport, RemoteRef, RemoteState, ResultSink, Status
 
 INFO = ProviderInfo(
     name="spidra",

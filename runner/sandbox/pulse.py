@@ -14,11 +14,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from runner.jsonio import json_line
 from runner.sandbox import determinism as det
 from runner.sandbox.core import Job, Phase, ProviderApi, View, json_response, origin_of, read_json
 from runner.sandbox.limits import retry_after_header
 from runner.sandbox.scenario import RateLimit
+from runner.store.jsonio import json_line
 
 _STATUS = {
     Phase.QUEUED: "pending",

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from runner.plan import JobSpec
 from runner.providers import bulkgrid, lobstr
 from runner.remote import RemoteRef
-from runner.results import JobDir
+from runner.store.results import JobDir
 from tests.providers.fakes import FakeHttp
 
 ROW = {"title": "x" * 200, "url": "https://a.example/", "status_code": 200, "error_message": None}

@@ -22,9 +22,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from runner.batch import run_batch
-from runner.http import ProviderClient, make_transport
-from runner.limits import Gate
+from runner.batch.run import run_batch
+from runner.http.client import ProviderClient, make_transport
+from runner.http.limits import Gate
 from runner.providers import skop
 from runner.sandbox.app import create_app
 from runner.sandbox.scenario import Scenario

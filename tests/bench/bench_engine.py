@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from runner.batch import run_batch  # noqa: E402
+from runner.batch.run import run_batch  # noqa: E402
 from tests.bench.clients import CLIENTS, available, factory  # noqa: E402
 
 SCENARIO = {

@@ -22,7 +22,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from runner.batch import run_batch  # noqa: E402
+from runner.batch.run import run_batch  # noqa: E402
 from tests.e2e import fault_load  # noqa: E402
 
 

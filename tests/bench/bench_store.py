@@ -13,13 +13,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from runner.journal import Journal
 from runner.lifecycle import Event, JobRecord, advance
-from runner.log import BatchLog, LogRecorder
 from runner.plan import JobSpec, Limits, Plan, PollPolicy, ProviderSettings, Secret
-from runner.providers.base import FetchReport
-from runner.remote import RemoteRef, RemoteState, Status
-from runner.results import BatchDir
+from runner.remote import FetchReport, RemoteRef, RemoteState, Status
+from runner.store.journal import Journal
+from runner.store.log import BatchLog, LogRecorder
+from runner.store.results import BatchDir
 
 LIFE = (Event.SUBMIT, Event.QUEUED, Event.RUNNING, Event.FINISHED, Event.FETCHED)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from runner.http import (
+from runner.http.client import (
     ACCEPT_ENCODING,
     CHUNK,
     ERROR_BODY_LIMIT,
@@ -29,7 +29,7 @@ from runner.http import (
 )
 from runner.providers.base import Reply
 
-DEFAULT = "httpx-aiohttp"  # the product's: runner.http.make_transport
+DEFAULT = "httpx-aiohttp"  # the product's: runner.http.client.make_transport
 CLIENTS = ("httpx", "httpx2", DEFAULT, "aiohttp")
 # The module each client needs beyond runner's own dependencies.
 NEEDS = {"httpx2": "httpx2", DEFAULT: "httpx_aiohttp", "aiohttp": "aiohttp"}

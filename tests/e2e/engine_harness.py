@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.backoff import RetryPolicy
-from runner.engine import Engine, EngineResult
-from runner.http import ProviderClient, make_transport
-from runner.limits import Gate
+from runner.engine.engine import Engine, EngineResult
+from runner.http.backoff import RetryPolicy
+from runner.http.client import ProviderClient, make_transport
+from runner.http.limits import Gate
 from runner.plan import JobSpec, Plan, PollPolicy, ProviderSettings, Secret
 from runner.providers.base import Adapter
-from runner.results import BatchDir
 from runner.sandbox.server import RunningSandbox
+from runner.store.results import BatchDir
 
 FAST = PollPolicy(0.02, 0.1, 1.5)
 KEYS = {

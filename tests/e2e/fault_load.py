@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from runner.manifest import load_manifest
+from runner.manifest.loader import load_manifest
 from runner.plan import JobSpec
 from runner.providers import bulkgrid, pulse, skop, spidra
 from runner.sandbox import determinism as det

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import yaml
 
-from runner.batch import run_batch
+from runner.batch.run import run_batch
 from runner.sandbox.server import RunningSandbox
 
 FAST_POLL = {"initial": "20ms", "max": "100ms", "multiplier": 1.5}

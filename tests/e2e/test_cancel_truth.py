@@ -20,11 +20,11 @@ import httpx
 import pytest
 import yaml
 
-from runner.batch import run_batch
-from runner.journal import Journal
+from runner.batch.run import run_batch
 from runner.sandbox.app import create_app
 from runner.sandbox.scenario import Scenario
 from runner.sandbox.server import RunningSandbox, serve_in_thread
+from runner.store.journal import Journal
 
 pytestmark = pytest.mark.e2e
 

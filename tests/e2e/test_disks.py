@@ -23,10 +23,10 @@ import httpx
 import pytest
 import yaml
 
-from runner.journal import Journal
 from runner.sandbox.app import create_app
 from runner.sandbox.scenario import Scenario
 from runner.sandbox.server import RunningSandbox, serve_in_thread
+from runner.store.journal import Journal
 
 pytestmark = pytest.mark.e2e
 

@@ -18,12 +18,12 @@ import httpx
 import pytest
 import yaml
 
-from runner import lock
 from runner.cli import main
-from runner.journal import Journal
 from runner.sandbox.app import create_app
 from runner.sandbox.scenario import Scenario
 from runner.sandbox.server import RunningSandbox, serve_in_thread
+from runner.store import lock
+from runner.store.journal import Journal
 
 pytestmark = pytest.mark.e2e
 
@@ -269,7 +269,7 @@ def test_cancel_cancels_what_a_detached_run_left_running(
 def test_an_internal_error_exits_3_naming_the_log_which_has_the_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from runner.engine import Engine
+    from runner.engine.engine import Engine
 
     async def broken(self: Engine, *args: Any) -> None:
         raise ZeroDivisionError("a bug in the engine")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from runner.batch import run_batch
-from runner.journal import Journal
+from runner.batch.run import run_batch
 from runner.sandbox.app import create_app
 from runner.sandbox.scenario import Scenario
 from runner.sandbox.server import serve_in_thread
+from runner.store.journal import Journal
 from tests.e2e.helpers import FAST_POLL
 
 pytestmark = pytest.mark.e2e

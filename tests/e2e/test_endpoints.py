@@ -25,14 +25,14 @@ import pytest
 import yaml
 
 from runner.cli import main
-from runner.journal import Journal
 from runner.lifecycle import Event, advance
-from runner.manifest import load_manifest
+from runner.manifest.loader import load_manifest
 from runner.remote import RemoteRef
-from runner.results import BatchDir, Endpoints
 from runner.sandbox.app import create_app
 from runner.sandbox.scenario import Scenario
 from runner.sandbox.server import RunningSandbox, sandbox_base_urls, serve_in_thread
+from runner.store.journal import Journal
+from runner.store.results import BatchDir, Endpoints
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ import pytest
 
 from runner.errors import ManifestError
 from runner.estimate import assumptions, estimate_plan
-from runner.manifest import parse_manifest
+from runner.manifest.loader import parse_manifest
 from runner.providers.registry import register, unregister
 from tests.conftest import MakeSandbox
 from tests.e2e import echo_provider

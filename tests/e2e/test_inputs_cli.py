@@ -19,13 +19,13 @@ import httpx
 import pytest
 import yaml
 
-from runner.batch import run_batch
+from runner.batch.run import run_batch
 from runner.cli import main
-from runner.journal import Journal
 from runner.sandbox.app import create_app
 from runner.sandbox.determinism import body_key
 from runner.sandbox.scenario import Scenario
 from runner.sandbox.server import RunningSandbox, serve_in_thread
+from runner.store.journal import Journal
 
 pytestmark = pytest.mark.e2e
 
@@ -206,17 +206,17 @@ def test_a_csv_edited_between_validation_and_the_copy_stops_the_run_before_any_r
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import runner.batch
+    import runner.batch.run
 
     manifest = write_inputs(tmp_path, in_flight=4)
-    load = runner.batch.load_manifest
+    load = runner.batch.run.load_manifest
 
     def load_then_edit(*args: Any, **kwargs: Any) -> Any:
         loaded = load(*args, **kwargs)
         (tmp_path / "data" / "items.csv").write_text("doc,pages\nzulu,1\n")
         return loaded
 
-    monkeypatch.setattr(runner.batch, "load_manifest", load_then_edit)
+    monkeypatch.setattr(runner.batch.run, "load_manifest", load_then_edit)
     monkeypatch.setenv("PULSE_API_KEY", "k")
     out = tmp_path / "results"
 

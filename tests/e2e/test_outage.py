@@ -21,16 +21,16 @@ import anyio
 import httpx
 import pytest
 
-from runner.backoff import RetryPolicy
-from runner.batch import resume_batch, run_batch
-from runner.engine import Engine
-from runner.http import ProviderClient, make_transport
+from runner.batch.run import resume_batch, run_batch
+from runner.engine.engine import Engine
+from runner.http.backoff import RetryPolicy
+from runner.http.client import ProviderClient, make_transport
+from runner.http.limits import Gate, OutagePolicy
 from runner.lifecycle import State
-from runner.limits import Gate, OutagePolicy
 from runner.plan import JobSpec, Limits, Plan, PollPolicy, ProviderSettings, Rate, Secret
 from runner.providers.pulse import ADAPTER as PULSE
-from runner.results import BatchDir
 from runner.sandbox.server import RunningSandbox
+from runner.store.results import BatchDir
 from tests.e2e.helpers import manifest, pulse_jobs, spidra_jobs
 from tests.e2e.tcp_proxy import proxy_to
 

@@ -12,15 +12,15 @@ import anyio
 import httpx
 import pytest
 
-from runner.backoff import RetryPolicy
 from runner.errors import ErrorKind, ProviderCallError
-from runner.http import ProviderClient, make_transport
-from runner.limits import Gate
+from runner.http.backoff import RetryPolicy
+from runner.http.client import ProviderClient, make_transport
+from runner.http.limits import Gate
 from runner.plan import JobSpec, Limits
 from runner.providers import pulse
 from runner.remote import RemoteState
-from runner.results import JobDir
 from runner.sandbox.server import RunningSandbox
+from runner.store.results import JobDir
 from tests.conftest import MakeSandbox
 from tests.e2e.helpers import manifest, run, submits_once
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from runner.batch import run_batch
+from runner.batch.run import run_batch
 from runner.sandbox.server import RunningSandbox
 from tests.conftest import MakeSandbox
 from tests.e2e import fault_load

@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from runner.batch import resume_batch, retry_batch
+from runner.batch.run import resume_batch, retry_batch
 from runner.cli import main
-from runner.journal import Journal
 from runner.sandbox.server import RunningSandbox
+from runner.store.journal import Journal
 from tests.conftest import MakeSandbox
 from tests.e2e.helpers import manifest, pulse_jobs, run
 

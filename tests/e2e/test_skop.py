@@ -12,7 +12,7 @@ from runner.lifecycle import State
 from runner.plan import Limits, Rate
 from runner.providers import skop
 from runner.sandbox.server import RunningSandbox
-from runner.sanitize import safe_name
+from runner.store.sanitize import safe_name
 from tests.e2e.engine_harness import run_jobs, spec
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]

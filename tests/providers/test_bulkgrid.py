@@ -12,7 +12,7 @@ from runner.plan import JobSpec
 from runner.providers import bulkgrid
 from runner.providers.base import Reply
 from runner.remote import RemoteRef, RemoteState, Status
-from runner.results import JobDir
+from runner.store.results import JobDir
 from tests.providers.fakes import API_KEY, FakeHttp, router
 
 RUN = "6f7d3ee0-8d8e-46db-9191-9d6a3df9cb31"

@@ -10,10 +10,10 @@ import anyio
 import httpx
 import pytest
 
-from runner.backoff import RetryPolicy
 from runner.errors import ErrorKind, ProviderCallError
-from runner.http import OFFSITE_CONCURRENCY, HttpxTransport, ProviderClient
-from runner.limits import Gate
+from runner.http.backoff import RetryPolicy
+from runner.http.client import OFFSITE_CONCURRENCY, HttpxTransport, ProviderClient
+from runner.http.limits import Gate
 from runner.plan import Limits, Rate
 from runner.providers.skop import ADAPTER as SKOP
 

@@ -12,7 +12,7 @@ from runner.plan import JobSpec
 from runner.providers import lobstr
 from runner.providers.base import Reply
 from runner.remote import RemoteRef, RemoteState
-from runner.results import JobDir
+from runner.store.results import JobDir
 from tests.providers.fakes import API_KEY, FakeHttp, router
 
 SQUID = "e445405ef4ab41208ef7d29b92a1a9dd"

@@ -16,13 +16,13 @@ from runner.errors import (
     ProviderCallError,
     ProviderResponseError,
 )
-from runner.http import HttpxTransport, ProviderClient
-from runner.limits import Gate
+from runner.http.client import HttpxTransport, ProviderClient
+from runner.http.limits import Gate
 from runner.plan import JobSpec, Limits
 from runner.providers import pulse
 from runner.providers.base import Reply
 from runner.remote import RemoteRef, RemoteState
-from runner.results import JobDir
+from runner.store.results import JobDir
 
 JOB = JobSpec("inv-1", "pulse", "extract", {"file_url": "https://files.example/1.pdf"})
 

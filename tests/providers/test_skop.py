@@ -12,7 +12,7 @@ from runner.plan import JobSpec
 from runner.providers import skop
 from runner.providers.base import Reply
 from runner.remote import RemoteRef, RemoteState
-from runner.results import JobDir
+from runner.store.results import JobDir
 from tests.providers.fakes import API_KEY, FakeHttp, router
 
 JOB = "job_4fc79a89797e"

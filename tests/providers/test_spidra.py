@@ -10,13 +10,13 @@ import httpx
 import pytest
 
 from runner.errors import ErrorKind, JobFailedError, ProviderResponseError
-from runner.http import HttpxTransport, ProviderClient
-from runner.limits import Gate
+from runner.http.client import HttpxTransport, ProviderClient
+from runner.http.limits import Gate
 from runner.plan import JobSpec, Limits
 from runner.providers import spidra
-from runner.providers.base import FetchReport, Reply
-from runner.remote import RemoteRef, RemoteState
-from runner.results import JobDir
+from runner.providers.base import Reply
+from runner.remote import FetchReport, RemoteRef, RemoteState
+from runner.store.results import JobDir
 
 JOB = JobSpec("acme", "spidra", "scrape", {"urls": [{"url": "https://acme.example"}]})
 

@@ -15,7 +15,7 @@ from runner.plan import JobSpec
 from runner.providers import spidra
 from runner.providers.base import Reply
 from runner.remote import RemoteRef, RemoteState
-from runner.results import JobDir
+from runner.store.results import JobDir
 from tests.providers.fakes import FakeHttp, router
 
 BATCH = "b-0001"

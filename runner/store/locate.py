@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from runner.errors import NotABatchDirError
-from runner.results import GIVE_DIR, LATEST, MANIFEST
+from runner.store.results import GIVE_DIR, LATEST, MANIFEST
 
 _BATCH_NAME = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d+))?$")
 

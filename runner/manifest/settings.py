@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from runner.durations import DURATION_PATTERN, format_duration, parse_duration
+from runner.manifest.report import PathT
+from runner.manifest.schemas import show
 from runner.plan import (
     ENDPOINT_CLASSES,
     EndpointClass,
@@ -22,8 +24,6 @@ from runner.plan import (
     Secret,
 )
 from runner.providers.registry import PROVIDERS
-from runner.report import PathT
-from runner.schemas import show
 
 DEFAULT_TIMEOUT = 1800.0
 SANDBOX_KEY = "sandbox-key"

@@ -23,12 +23,19 @@ from typing import IO, TYPE_CHECKING, Any
 
 from runner import __version__
 from runner.errors import NotABatchDirError, store_error
-from runner.jsonio import atomic_write, canonical_json, is_temp_name, json_line, temp_for, temp_name
 from runner.lifecycle import JobRecord, State
 from runner.plan import Plan
-from runner.providers.base import FetchReport, ResultSink
-from runner.redaction import redact, redact_tree
-from runner.sanitize import safe_name
+from runner.remote import FetchReport, ResultSink
+from runner.store.jsonio import (
+    atomic_write,
+    canonical_json,
+    is_temp_name,
+    json_line,
+    temp_for,
+    temp_name,
+)
+from runner.store.redaction import redact, redact_tree
+from runner.store.sanitize import safe_name
 
 MANIFEST = "manifest.yaml"
 BATCH = "batch.json"
@@ -36,7 +43,7 @@ JOURNAL = "journal.sqlite"
 LOG = "log.jsonl"
 JOBS = "jobs"
 ATTEMPTS = "attempts"  # attempts/<id>/<n>/: attempt n's jobs/<id>/, moved by `runner retry`
-INPUTS = "inputs"  # the batch's copies of its `each` files (runner.inputs)
+INPUTS = "inputs"  # the batch's copies of its `each` files (runner.batch.inputs)
 SUMS = "SHA256SUMS"
 LATEST = "latest"
 
@@ -252,7 +259,9 @@ class BatchDir:
         self.path = path
         self.batch_id = path.name
         self.secrets = tuple(s for s in secrets if s)  # redacted from job.json texts
-        self.inputs: Mapping[str, Any] = {}  # runner.inputs' record of the copied `each` files
+        self.inputs: Mapping[
+            str, Any
+        ] = {}  # runner.batch.inputs' record of the copied `each` files
         self._jobs: dict[str, JobDir] = {}
 
     @classmethod

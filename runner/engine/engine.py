@@ -1,12 +1,13 @@
 """The engine: drives every job from planned to a terminal state, inside every limit.
 
 Per provider a fixed pool of worker tasks (≈ its connection pool) takes polls and submits
-from that provider's Lane (runner.lanes); no task exists per job, so memory follows the jobs
-in flight (docs/engineering.md#no-task-per-job). Resume, interrupt and cancel live in
-runner.recovery. Every state change goes through `Engine.transition`, which asks `lifecycle.advance`
-and then tells every Recorder synchronously, before anything else happens to the job (the journal
-commits a remote id the moment it is known). What a failed request means is read from one table
-(runner.outcomes); a provider that stops answering is paused and probed (its Gate's Outage).
+from that provider's Lane (runner.engine.lanes); no task exists per job, so memory follows
+the jobs in flight (docs/engineering.md#no-task-per-job). Resume, interrupt and cancel live
+in runner.engine.recovery. Every state change goes through `Engine.transition`, which asks
+`lifecycle.advance` and then tells every Recorder synchronously, before anything else
+happens to the job (the journal commits a remote id the moment it is known). What a failed
+request means is read from one table (runner.engine.outcomes); a provider that stops
+answering is paused and probed (its Gate's Outage).
 """
 
 from __future__ import annotations
@@ -25,20 +26,10 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from runner import recovery
-from runner.backoff import DEFAULT_RETRY, RetryPolicy, next_poll_delay, retry_delay
 from runner.durations import format_duration
-from runner.errors import (
-    JobFailedError,
-    NotSubmittedError,
-    ProviderCallError,
-    ProviderResponseError,
-)
-from runner.http import ProviderClient
-from runner.lanes import Lane
-from runner.lifecycle import TERMINAL, Event, JobRecord, Recorder, State, advance
-from runner.limits import Change
-from runner.outcomes import (
+from runner.engine import recovery
+from runner.engine.lanes import Lane
+from runner.engine.outcomes import (
     MAX_SUBMIT_ATTEMPTS,
     Decision,
     Delay,
@@ -49,9 +40,19 @@ from runner.outcomes import (
     counts_error,
     decide,
 )
+from runner.errors import (
+    JobFailedError,
+    NotSubmittedError,
+    ProviderCallError,
+    ProviderResponseError,
+)
+from runner.http.backoff import DEFAULT_RETRY, RetryPolicy, next_poll_delay, retry_delay
+from runner.http.client import ProviderClient
+from runner.http.limits import Change
+from runner.lifecycle import TERMINAL, Event, JobRecord, Recorder, State, advance
 from runner.plan import Plan
-from runner.providers.base import Adapter, FetchReport, ResultSink
-from runner.remote import RemoteState, Status
+from runner.providers.base import Adapter
+from runner.remote import FetchReport, RemoteState, ResultSink, Status
 
 INTERRUPT_GRACE = 3.0  # seconds work already under way may take to finish after a signal
 _IN_FLIGHT = frozenset({State.SUBMITTING, State.QUEUED, State.RUNNING, State.PAUSED})
@@ -68,7 +69,7 @@ _EVENTS: dict[RemoteState, Event] = {
 
 
 class JobOutput(ResultSink, Protocol):
-    """A job's results directory (runner.results.JobDir)."""
+    """A job's results directory (runner.store.results.JobDir)."""
 
     def write_status(self, payload: Any) -> None: ...
 
@@ -80,7 +81,7 @@ class JobOutput(ResultSink, Protocol):
 
 
 class Output(Protocol):
-    """The batch's results directory (runner.results.BatchDir)."""
+    """The batch's results directory (runner.store.results.BatchDir)."""
 
     def job_dir(self, job_id: str) -> JobOutput: ...
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
-from runner import redaction
 from runner.errors import StoreError, store_error
 from runner.lifecycle import Event, JobRecord, Recorder, State
 from runner.remote import Status
+from runner.store import redaction
 
 # -- processors (pure functions of the event, structlog style) -------------------------------
 

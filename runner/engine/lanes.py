@@ -20,9 +20,9 @@ from typing import Literal
 
 import anyio
 
-from runner.http import ProviderClient
+from runner.http.client import ProviderClient
+from runner.http.limits import Gate
 from runner.lifecycle import JobRecord
-from runner.limits import Gate
 from runner.plan import ProviderSettings
 from runner.providers.base import Adapter
 

@@ -17,12 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner import each as each_mod
 from runner.errors import EachError, ManifestError, Problem, YamlError
-from runner.plan import JobSpec, Plan, PollPolicy, ProviderSettings
-from runner.providers.registry import PROVIDERS
-from runner.report import PathT, Report, Where
-from runner.schemas import (
+from runner.manifest import each as each_mod
+from runner.manifest.report import PathT, Report, Where
+from runner.manifest.schemas import (
     Checker,
     did_you_mean,
     fetch_defaults,
@@ -30,7 +28,7 @@ from runner.schemas import (
     manifest_checker,
     show,
 )
-from runner.settings import (
+from runner.manifest.settings import (
     ENV_REF,
     SettingsReader,
     check_poll,
@@ -38,7 +36,9 @@ from runner.settings import (
     resolve_poll,
     resolve_timeout,
 )
-from runner.yamlsafe import load_yaml
+from runner.manifest.yamlsafe import load_yaml
+from runner.plan import JobSpec, Plan, PollPolicy, ProviderSettings
+from runner.providers.registry import PROVIDERS
 
 MAX_MANIFEST_BYTES = 5 * 1024 * 1024
 MAX_JOBS = 1_000_000

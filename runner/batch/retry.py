@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TextIO
 
 from runner.errors import StoreError, UsageError
-from runner.journal import JobRow, Journal
 from runner.lifecycle import RETRIABLE, Event, State
-from runner.log import BatchLog
-from runner.results import ATTEMPTS, JOBS, OUTCOME, BatchDir
+from runner.store.journal import JobRow, Journal
+from runner.store.log import BatchLog
+from runner.store.results import ATTEMPTS, JOBS, OUTCOME, BatchDir
 
 _LISTED = 10  # jobs named on the console line; the log names every one
 _ENDINGS = "failed, timed_out or expired"  # the states of lifecycle.RETRIABLE

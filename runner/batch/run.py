@@ -27,26 +27,10 @@ from typing import Any, TextIO
 
 import anyio
 
-from runner import inputs, lock
-from runner.console import Console, summary_line
-from runner.engine import Engine, EngineResult
-from runner.errors import InputError, JournalError, StoreError, UsageError, store_error
-from runner.exits import ExitCode
-from runner.http import ProviderClient, Transport, make_transport
-from runner.journal import JobRow, Journal
-from runner.jsonio import canonical_json
-from runner.lifecycle import JobRecord, Recorder, State
-from runner.limits import Gate, pool_size_for
-from runner.locate import resolve_batch_dir
-from runner.log import BatchLog, LogRecorder
-from runner.manifest import load_manifest, parse_manifest
-from runner.plan import Plan
-from runner.providers.base import Reply
-from runner.providers.registry import ADAPTERS
-from runner.redaction import redact
-from runner.results import BATCH, MANIFEST, OUTCOME, BatchDir, Endpoints, write_atomic
-from runner.retry import start_attempts
-from runner.usable import (
+from runner.batch import inputs
+from runner.batch.console import Console, summary_line
+from runner.batch.retry import start_attempts
+from runner.batch.usable import (
     check_url,
     prepare_out,
     require_manifest,
@@ -54,6 +38,23 @@ from runner.usable import (
     sandbox_command,
     sandbox_silence,
 )
+from runner.engine.engine import Engine, EngineResult
+from runner.errors import InputError, JournalError, StoreError, UsageError, store_error
+from runner.exits import ExitCode
+from runner.http.client import ProviderClient, Transport, make_transport
+from runner.http.limits import Gate, pool_size_for
+from runner.lifecycle import JobRecord, Recorder, State
+from runner.manifest.loader import load_manifest, parse_manifest
+from runner.plan import Plan
+from runner.providers.base import Reply
+from runner.providers.registry import ADAPTERS
+from runner.store import lock
+from runner.store.journal import JobRow, Journal
+from runner.store.jsonio import canonical_json
+from runner.store.locate import resolve_batch_dir
+from runner.store.log import BatchLog, LogRecorder
+from runner.store.redaction import redact
+from runner.store.results import BATCH, MANIFEST, OUTCOME, BatchDir, Endpoints, write_atomic
 
 _SIGNALS = {
     signal.SIGINT: ("SIGINT", ExitCode.SIGINT),

@@ -20,8 +20,8 @@ from typing import Protocol
 
 import anyio
 
+from runner.http.ratelimit_headers import RateLimitInfo
 from runner.plan import EndpointClass, Limits, Rate
-from runner.ratelimit_headers import RateLimitInfo
 
 # Pace at this fraction of the declared rate: a provider counting a sliding window of
 # `per` seconds then sees N requests spread over per/0.95, leaving 5 % of the window for

@@ -25,9 +25,9 @@ from rich.progress import (
 
 from runner.durations import format_duration
 from runner.lifecycle import Event, JobRecord, Recorder, State
-from runner.log import event_name
-from runner.redaction import redact
 from runner.remote import Status
+from runner.store.log import event_name
+from runner.store.redaction import redact
 
 _ENDINGS = {
     State.FAILED,

@@ -12,12 +12,12 @@ from typing import Any, Protocol
 
 import anyio
 
+from runner.engine.lanes import Lane
 from runner.errors import NotCancellableError, ProviderCallError, ProviderResponseError
-from runner.http import ProviderClient, Transport
-from runner.lanes import Lane
+from runner.http.client import ProviderClient, Transport
 from runner.lifecycle import Event, JobRecord, State
-from runner.providers.base import FetchReport, Reply
-from runner.remote import Status
+from runner.providers.base import Reply
+from runner.remote import FetchReport, Status
 
 
 class Outputs(Protocol):
@@ -31,7 +31,7 @@ class Resettable(Protocol):
 
 
 class Engine(Protocol):
-    """What recovery asks of the engine (runner.engine.Engine is the one): recovery sits
+    """What recovery asks of the engine (runner.engine.engine.Engine is the one): recovery sits
     below the engine, so the engine's module is never imported here."""
 
     @property

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from runner.errors import ManifestError, Problem
-from runner.yamlsafe import Pos
+from runner.manifest.yamlsafe import Pos
 
 PathT = tuple[str | int, ...]
 Where = tuple[str, int, int]  # file, line, column

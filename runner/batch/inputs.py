@@ -16,11 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from runner.each import EachFile, Resolver
 from runner.errors import EachError, InputError, StoreError
-from runner.jsonio import temp_for
-from runner.results import INPUTS
-from runner.sanitize import safe_name
+from runner.manifest.each import EachFile, Resolver
+from runner.store.jsonio import temp_for
+from runner.store.results import INPUTS
+from runner.store.sanitize import safe_name
 
 META_KEY = "inputs"  # journal meta: canonical JSON of the record
 _CHUNK = 1024 * 1024

@@ -28,7 +28,6 @@ import anyio
 import httpx
 
 from runner import __version__
-from runner.backoff import DEFAULT_RETRY, RetryPolicy, retry_delay
 from runner.durations import format_duration
 from runner.errors import (
     ErrorKind,
@@ -39,11 +38,12 @@ from runner.errors import (
     TransportError,
     store_error,
 )
-from runner.jsonio import temp_for
-from runner.limits import Gate
+from runner.http.backoff import DEFAULT_RETRY, RetryPolicy, retry_delay
+from runner.http.limits import Gate
+from runner.http.ratelimit_headers import parse_rate_limit, wait_hint
 from runner.providers.base import Adapter, ApiError, Reply, Request
-from runner.ratelimit_headers import parse_rate_limit, wait_hint
-from runner.redaction import redact
+from runner.store.jsonio import temp_for
+from runner.store.redaction import redact
 
 USER_AGENT = f"runner/{__version__}"
 _T = TypeVar("_T")

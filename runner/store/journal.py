@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from runner.errors import JournalError, StoreError, store_error
 from runner.lifecycle import Event, JobRecord, Recorder, State, advance
 from runner.plan import Plan
-from runner.redaction import redact
 from runner.remote import RemoteRef, Status
+from runner.store.redaction import redact
 
 SCHEMA_VERSION = 1
 POLL_COMMIT_EVERY = 256  # pending poll updates before a commit ...

@@ -58,7 +58,7 @@ class Provider(StrEnum):
     """What happens to the job's provider."""
 
     NONE = "none"
-    DOWN = "down"  # it did not answer: pause it and probe (runner.limits.Outage)
+    DOWN = "down"  # it did not answer: pause it and probe (runner.http.limits.Outage)
     STOP_AUTH = "stop_auth"  # send it nothing more
     STOP_CREDITS = "stop_credits"  # submit nothing more to it
     LOWER_CAP = "lower_cap"  # its in-flight cap becomes the jobs in flight now

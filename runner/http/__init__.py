@@ -1,0 +1,2 @@
+"""Talking to a provider: the gated, retrying client over one transport, and the
+rate-limit headers it reads."""
