@@ -1,2 +1,3 @@
-"""Running a batch end to end for the commands: wiring manifest, engine, providers and
-store together, the console, the checks on user-given paths, and retry's attempts."""
+"""Running a batch end to end for the commands: wiring manifest, engine, providers and store
+together; the console; checks on user-given paths; the batch's copies of its inputs; retry's
+attempts."""

@@ -1,2 +1,2 @@
-"""Driving jobs: the engine and its lanes, the decision table for failures, rate limits,
-backoff, and recovery (resume, interrupt, cancel)."""
+"""Driving jobs: the engine and its lanes, the decision table for failures, and recovery
+(resume, interrupt, cancel)."""

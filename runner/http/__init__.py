@@ -1,2 +1,2 @@
-"""Talking to a provider: the gated, retrying client over one transport, and the
-rate-limit headers it reads."""
+"""Talking to a provider within its limits: the gated, retrying client over one transport,
+the Gate (pacing, pauses, outages), backoff, and the rate-limit headers it reads."""

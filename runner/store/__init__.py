@@ -1,2 +1,2 @@
-"""What a batch leaves on disk: journal, results directory, log, lock, input copies,
-and the helpers that keep it safe (atomic JSON, sanitized names, redaction)."""
+"""What a batch leaves on disk: journal, results directory, log, lock, and the helpers that
+keep it safe (atomic JSON, sanitized names, redaction, which batch a DIR names)."""
