@@ -1,7 +1,6 @@
-"""What runner knows of a job on a provider's side: where to find it (RemoteRef), what it
-last said (Status, in normalized RemoteStates), and what its fetch wrote (FetchReport, into
-a ResultSink). Plain values and one protocol: the lifecycle, the store and every adapter
-hold them, so they sit below all three."""
+"""A job on a provider's side: where to find it (RemoteRef), what it last said (Status), what
+its fetch wrote (FetchReport, into a ResultSink). Plain values and one protocol, shared by
+the lifecycle, the store and every adapter, so they sit below all three."""
 
 from __future__ import annotations
 
