@@ -115,6 +115,7 @@ def test_status_json_is_canonical(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert document["lock"] is None
     assert document["counts"] == {"planned": 1, "running": 1, "failed": 1}
     assert document["jobs"][1] == {
+        "attempt": 1,
         "attempts": 0,
         "error": "the provider failed the job: TIMEOUT",
         "id": "job-1",

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from runner.batch.retry import Retry, choose, set_aside, start_attempts
+from runner.commands.status import render, status_document
 from runner.engine.recovery import SENT_NOTE
 from runner.errors import IllegalTransitionError, UsageError
 from runner.lifecycle import Event, JobRecord, State, advance
@@ -290,3 +291,13 @@ def test_start_attempts_moves_then_plans_and_finishes_a_retry_killed_in_between(
     )
     assert journal.attempts() == {"job-0": 2}
     journal.close()
+
+
+def test_status_says_which_attempt_a_retried_job_is_on(tmp_path: Path) -> None:
+    batch = BatchDir.create(tmp_path, make_plan(2), now=START)
+    journal, job = _failed_journal(batch.journal_path)
+    journal.reset(job.spec.id, Event.RETRY, {"attempt": 2})
+    journal.close()
+    document = status_document(batch.path)
+    assert [j["attempt"] for j in document["jobs"]] == [2, 1]
+    assert "job-0  spidra    planned (attempt 2)" in render(document)

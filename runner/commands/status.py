@@ -35,7 +35,7 @@ def _run_state(batch_id: str, name: str, holder: Holder | None) -> str:
     return f"not running (run {holder.batch_id} of {name!r} holds the lock: {holder.describe()})"
 
 
-def _job(row: JobRow) -> dict[str, Any]:
+def _job(row: JobRow, attempt: int) -> dict[str, Any]:
     return {
         "id": row.job_id,
         "provider": row.provider,
@@ -45,7 +45,8 @@ def _job(row: JobRow) -> dict[str, Any]:
         "reason": row.reason,
         "error": row.error,
         "remote_id": row.remote.id if row.remote else None,
-        "attempts": row.attempts,
+        "attempts": row.attempts,  # submits sent in this attempt
+        "attempt": attempt,  # 1, or the attempt `runner retry` made (attempts/<id>/ keeps the rest)
         "polls": row.polls,
     }
 
@@ -64,6 +65,7 @@ def status_document(path: Path) -> dict[str, Any]:
         meta = journal.meta()
         counts = journal.counts()
         rows = journal.rows()
+        attempts = journal.attempts()
     finally:
         journal.close()
     holder = probe(real.parent.parent, name)
@@ -79,7 +81,7 @@ def status_document(path: Path) -> dict[str, Any]:
         else {"pid": holder.pid, "started": holder.started, "batch_id": holder.batch_id},
         "total": len(rows),
         "counts": counts,
-        "jobs": [_job(row) for row in rows],
+        "jobs": [_job(row, attempts.get(row.job_id, 1)) for row in rows],
     }
 
 
@@ -97,7 +99,7 @@ def render(document: dict[str, Any]) -> str:
         (
             job["id"],
             job["provider"],
-            job["state"],
+            job["state"] + (f" (attempt {job['attempt']})" if job["attempt"] > 1 else ""),
             job["provider_status"] or "-",
             job["reason"] or "-",
         )
