@@ -193,9 +193,9 @@ def test_an_outage_ends_only_on_an_answer_below_500() -> None:
     outage.heard(0.0, 200)
     outage.failed(1.0, "timeout", probe=False)
     assert outage.heard(2.0, 500) is None
-    assert outage.down_since == 1.0
+    assert outage.down  # a 500 is no sign of health
     assert outage.heard(3.0, 404) == 2.0
-    assert (outage.down_since, outage.failures, outage.next_probe_at) == (None, 0, -math.inf)
+    assert (outage.down, outage.failures, outage.next_probe_at) == (False, 0, -math.inf)
 
 
 def test_the_probe_delay_doubles_and_is_jittered_between_half_and_whole() -> None:
