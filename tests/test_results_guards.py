@@ -426,7 +426,7 @@ def test_only_what_seals_the_batch_is_fsynced(
 
     monkeypatch.setattr(os, "fsync", fsync)
     batch.job_dir("job-0").write_status({"s": 1})
-    assert synced == []  # a job's files are made durable by SHA256SUMS's fsync, not one by one
+    assert synced == []  # a job's files are not fsynced one by one: only what seals the batch
     batch.write_info(started=START, argv=[], secrets=[], endpoints=Endpoints({}))
     batch.finish(counts={}, exit_code=0, started=START, ended=END, argv=[], secrets=[])
     # The temporaries are fsynced before their rename: one for SHA256SUMS, two for batch.json.
