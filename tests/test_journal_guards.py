@@ -226,8 +226,8 @@ def test_a_refused_transition_is_rolled_back_whole_and_polls_count_afresh(
     row = journal.row("job-0")
     assert row is not None
     assert (row.state, row.polls) == (State.RUNNING, 0)  # the job row's update went too
+    assert _poll_until_committed(journal, job, path) == POLL_COMMIT_EVERY  # counted afresh
     journal.set_meta("after", "yes")  # the next write starts a clean transaction
-    assert _poll_until_committed(journal, job, path) == POLL_COMMIT_EVERY
     journal.close()
     with Journal.open(path) as reopened:
         row = reopened.row("job-0")
@@ -292,5 +292,7 @@ def test_close_reports_a_first_failure_and_never_a_second(tmp_path: Path) -> Non
     journal = _pending_poll_then_full_disk(tmp_path / "second")
     with pytest.raises(StoreError) as first:
         journal.flush()
+    job = JobRecord(spec=make_plan(1).jobs[0], state=State.RUNNING, polls=2)
+    journal.polled(job, Status(RemoteState.RUNNING, raw="running"))  # pending again
     journal.close()  # the same cause again: already reported, not raised twice
     assert journal.failed is first.value
