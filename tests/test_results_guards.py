@@ -490,3 +490,14 @@ def test_every_job_json_is_checked_past_one_without_it_or_a_broken_one(tmp_path:
         "jobs/job-1/job.json: counts.files is 2, but it lists 1 file",
         "jobs/job-1/files/b.txt: on disk, not listed in jobs/job-1/job.json",
     ]
+
+
+def test_a_stream_aborted_on_a_full_disk_is_dropped_without_a_second_error(
+    tmp_path: Path,
+) -> None:
+    job = BatchDir.create(tmp_path, make_plan(), now=START).job_dir("job-0")
+    job.path.mkdir(parents=True)
+    (job.path / job.STREAM).symlink_to("/dev/full")
+    job.append_item({"n": 1})  # in the write buffer: closing it meets the full disk
+    job.abort()
+    assert sorted(p.name for p in job.path.iterdir()) == []
