@@ -41,6 +41,8 @@ class Cancelling(FakeAdapter):
         self.ok, self.unsupported = ok, unsupported
 
     async def cancel(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> None:
+        assert http is not None
+        assert ref == RemoteRef(f"r-{job.id}")  # the job's own remote job, through its client
         self.cancels.append(job.id)
         if job.id in self.unsupported:
             raise NotCancellableError(NO_CANCEL)
@@ -86,8 +88,8 @@ async def test_runner_cancel_cancels_detaches_or_reports_each_job_by_what_its_pr
 
 
 async def test_an_interrupt_keeps_jobs_it_cannot_cancel_and_names_them_in_one_notice() -> None:
-    plan = _on_interrupt_cancel(make_plan(8))
-    unsupported = {f"j{i}" for i in range(1, 8)}
+    plan = _on_interrupt_cancel(make_plan(12))
+    unsupported = {f"j{i}" for i in range(1, 12)}
     notified: list[tuple[str, dict[str, Any]]] = []
     engine, _, rec = make_engine(
         plan,
@@ -100,8 +102,8 @@ async def test_an_interrupt_keeps_jobs_it_cannot_cancel_and_names_them_in_one_no
     assert engine.records["j0"].error == CANCELLED_ON_INTERRUPT
     assert all(engine.records[i].state is State.RUNNING for i in unsupported)
     assert all(rec.events(i) == [] for i in unsupported)  # left for runner resume
-    ids = [f"j{i}" for i in range(1, 8)]  # plan order, whatever order the cancels ended in
-    message = f"spidra: j1, j2, j3, j4, j5 and 2 more not cancelled on interrupt: {NO_CANCEL}"
+    ids = [f"j{i}" for i in range(1, 12)]  # plan order (j2 before j10), however they ended
+    message = f"spidra: j1, j2, j3, j4, j5 and 6 more not cancelled on interrupt: {NO_CANCEL}"
     assert engine.notices == [message]
     assert notified == [
         ("provider.no_cancel", {"message": message, "provider": "spidra", "job_ids": ids})
@@ -166,3 +168,24 @@ def test_the_not_cancelled_notice_names_at_most_five_jobs() -> None:
     assert not_cancelled_notice("lobstr", [*five, "s-5"], "why") == (
         "lobstr: s-0, s-1, s-2, s-3, s-4 and 1 more not cancelled on interrupt: why"
     )
+
+
+async def test_a_sent_mark_without_a_time_reconciles_from_the_epoch() -> None:
+    plan = make_plan(1)
+    seen: list[float] = []
+
+    class Asked(FakeAdapter):
+        async def reconcile(
+            self, http: ProviderHttp, job: JobSpec, since: float
+        ) -> RemoteRef | None:
+            seen.append(since)
+            return None
+
+    left = [
+        JobRecord(
+            plan.jobs[0], state=State.SUBMITTING, attempts=1, notes={SENT_NOTE: {"attempt": 1}}
+        )
+    ]
+    engine, _, _ = make_engine(plan, Asked(), records=left)
+    await engine.cancel_all()
+    assert seen == [0.0]  # no time recorded: every listing entry may be it
