@@ -21,7 +21,7 @@ from runner.recovery import (
     SENT_NOTE,
     not_cancelled_notice,
 )
-from tests.test_engine import FakeAdapter, call_error, make_engine, make_plan
+from tests.test_engine import FakeAdapter, Recording, call_error, make_engine, make_plan
 
 pytestmark = pytest.mark.anyio
 
@@ -189,3 +189,18 @@ async def test_a_sent_mark_without_a_time_reconciles_from_the_epoch() -> None:
     engine, _, _ = make_engine(plan, Asked(), records=left)
     await engine.cancel_all()
     assert seen == [0.0]  # no time recorded: every listing entry may be it
+
+
+async def test_a_resubmitted_unknown_job_drops_the_old_error_when_it_is_sent_again() -> None:
+    plan = make_plan(1)
+    left = [JobRecord(plan.jobs[0], state=State.SUBMIT_UNKNOWN, attempts=1, error="unknown")]
+    engine, _, _ = make_engine(plan, FakeAdapter(), records=left, resubmit_unknown=True)
+    errors: list[tuple[Event, str | None]] = []
+
+    class Errors(Recording):
+        def transition(self, job: JobRecord, event: Event, previous: State) -> None:
+            errors.append((event, job.error))
+
+    engine.recorders.append(Errors())
+    await engine.run()
+    assert errors[0] == (Event.RESUBMIT, None)
