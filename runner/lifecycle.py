@@ -54,6 +54,9 @@ TERMINAL = frozenset(
     }
 )
 REMOTE_ACTIVE = frozenset({State.QUEUED, State.RUNNING, State.PAUSED})
+# Endings that did not succeed and were not a deliberate skip: logged as warnings and
+# printed even under --quiet (console, log).
+UNSUCCESSFUL = TERMINAL - {State.SUCCEEDED, State.SKIPPED}
 RETRIABLE = frozenset({State.FAILED, State.TIMED_OUT, State.EXPIRED})  # `runner retry`
 
 

@@ -24,19 +24,10 @@ from rich.progress import (
 )
 
 from runner.durations import format_duration
-from runner.lifecycle import Event, JobRecord, Recorder, State
+from runner.lifecycle import UNSUCCESSFUL, Event, JobRecord, Recorder, State
 from runner.remote import Status
 from runner.store.log import event_name
 from runner.store.redaction import redact
-
-_ENDINGS = {
-    State.FAILED,
-    State.CANCELLED,
-    State.DETACHED,
-    State.EXPIRED,
-    State.TIMED_OUT,
-    State.SUBMIT_UNKNOWN,
-}
 
 
 def _plural(count: int, word: str) -> str:
@@ -133,7 +124,7 @@ class Console:
         self.counts[job.state.value] += 1
         self._refresh()
         name = event_name(event, previous, job.state)
-        if job.state in _ENDINGS:
+        if job.state in UNSUCCESSFUL:
             detail = job.error or job.reason or job.raw_status or "no reason given"
             # Shown under --quiet too: cron mail names the jobs that did not succeed (README).
             self._notable(f"{job.spec.id} {job.state.value}: {detail}", error=True)

@@ -19,7 +19,7 @@ import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, WrappedLogger
 
 from runner.errors import StoreError, store_error
-from runner.lifecycle import Event, JobRecord, Recorder, State
+from runner.lifecycle import UNSUCCESSFUL, Event, JobRecord, Recorder, State
 from runner.remote import Status
 from runner.store import redaction
 
@@ -154,14 +154,6 @@ class BatchLog:
 
 # -- the Recorder ----------------------------------------------------------------------------
 
-_FAILURES = {
-    State.FAILED,
-    State.CANCELLED,
-    State.DETACHED,
-    State.EXPIRED,
-    State.TIMED_OUT,
-    State.SUBMIT_UNKNOWN,
-}
 _SPECIAL_EVENTS = {
     Event.SUBMIT: "job.submitting",
     Event.DEFERRED: "job.deferred",
@@ -206,7 +198,7 @@ class LogRecorder:
         if job.partial:
             fields["partial"] = True
         logger = self._log.job(job)
-        if job.state in _FAILURES:
+        if job.state in UNSUCCESSFUL:
             logger.warning(name, **fields)
         else:
             logger.info(name, **fields)
