@@ -104,6 +104,12 @@ def run(
     return Outcome(code, stderr.getvalue(), batches[0], stats)
 
 
+def sandbox_books(sandbox: RunningSandbox, provider: str | None = None) -> Any:
+    """The sandbox's books (`GET /_sandbox/stats`): every provider's, or one provider's."""
+    providers = httpx.get(f"{sandbox.origin}/_sandbox/stats").json()["providers"]
+    return providers if provider is None else providers[provider]
+
+
 def submits_once(books: dict[str, Any], provider: str, expected: int) -> None:
     """Every distinct submit body reached the provider exactly once."""
     submits = books[provider]["submits"]

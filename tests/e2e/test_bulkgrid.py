@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from runner.lifecycle import State
@@ -14,6 +13,7 @@ from runner.plan import Limits, Rate
 from runner.providers import bulkgrid
 from runner.sandbox.server import RunningSandbox
 from tests.e2e.engine_harness import run_jobs, spec
+from tests.e2e.helpers import sandbox_books
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -27,11 +27,6 @@ URLS = ["https://shop.example/a", "https://shop.example/b"]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def books(sandbox: RunningSandbox) -> dict[str, Any]:
-    stats = httpx.get(sandbox.origin + "/_sandbox/stats").json()
-    return stats["providers"]["bulkgrid"]  # type: ignore[no-any-return]
 
 
 @pytest.mark.sandbox(scenario=SCENARIO)
@@ -73,7 +68,7 @@ async def test_crawl_pages_results_and_saves_content_and_screenshots(
     assert mapped
     assert all(isinstance(link, str) and link.startswith("http") for link in mapped)
 
-    seen = books(sandbox)
+    seen = sandbox_books(sandbox, "bulkgrid")
     assert seen["requests"]["GET /api/v1/runs/{runId}/results"] == 1  # 30 rows: one page
     assert seen["requests"]["GET /api/v1/runs/{runId}/results/{resultId}/content"] == 60
     assert sorted(seen["submits"].values()) == [1, 1]  # never submitted twice
@@ -91,7 +86,7 @@ async def test_retry_failed_reruns_the_failed_urls_once(
     ]
     ran = await run_jobs(sandbox, bulkgrid.ADAPTER, jobs, tmp_path, limits=LIMITS)
     assert ran.result.counts == {State.SUCCEEDED: 2}
-    seen = books(sandbox)
+    seen = sandbox_books(sandbox, "bulkgrid")
     assert seen["requests"]["POST /api/v1/runs/{runId}/retry"] == 1
     # "again": one scan for the failed URLs, the first run's good results, the retry run's;
     # "once": its one page. The retry run fails partly too (partial_rate 1): still partial.

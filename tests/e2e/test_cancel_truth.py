@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
@@ -25,6 +24,7 @@ from runner.sandbox.app import create_app
 from runner.sandbox.scenario import Scenario
 from runner.sandbox.server import RunningSandbox, serve_in_thread
 from runner.store.journal import Journal
+from tests.e2e.helpers import sandbox_books
 
 pytestmark = pytest.mark.e2e
 
@@ -120,11 +120,6 @@ def endless() -> Iterator[RunningSandbox]:
     scenario = Scenario.from_dict({"defaults": {"duration": {"min": 3600, "max": 3600}}})
     with serve_in_thread(create_app(seed=5, scenario=scenario)) as running:
         yield running
-
-
-def books(sandbox: RunningSandbox) -> dict[str, Any]:
-    stats = httpx.get(f"{sandbox.origin}/_sandbox/stats").json()
-    return stats["providers"]  # type: ignore[no-any-return]
 
 
 def job_json(batch: Path, job_id: str) -> dict[str, Any]:
@@ -224,7 +219,7 @@ def test_runner_cancel_cancels_what_can_be_and_detaches_the_rest(
     assert {job["id"]: job["error"] for job in status["jobs"] if job["state"] == "detached"} == (
         dict.fromkeys(NOT_CANCELLABLE, NO_CANCEL)
     )
-    assert_cancels_in_books(books(endless), set(CANCEL_REQUEST))
+    assert_cancels_in_books(sandbox_books(endless), set(CANCEL_REQUEST))
 
 
 def test_on_interrupt_cancel_leaves_what_it_cannot_cancel_resumable(
@@ -246,7 +241,7 @@ def test_on_interrupt_cancel_leaves_what_it_cannot_cancel_resumable(
     logged = [json.loads(line) for line in (batch / "log.jsonl").read_text().splitlines()]
     kept = {tuple(e["job_ids"]) for e in logged if e["event"] == "provider.no_cancel"}
     assert kept == {("sp-scrape",), ("sk-scrape",)}
-    assert_cancels_in_books(books(endless), set(CANCEL_REQUEST))
+    assert_cancels_in_books(sandbox_books(endless), set(CANCEL_REQUEST))
 
     # What stayed resumable is detached by `runner cancel`, still without a cancel request.
     done = cancel_cli(batch, endless)
@@ -254,7 +249,7 @@ def test_on_interrupt_cancel_leaves_what_it_cannot_cancel_resumable(
     assert {job_id: job_json(batch, job_id)["state"] for job_id in NOT_CANCELLABLE} == (
         dict.fromkeys(NOT_CANCELLABLE, "detached")
     )
-    assert_cancels_in_books(books(endless), set(CANCEL_REQUEST))
+    assert_cancels_in_books(sandbox_books(endless), set(CANCEL_REQUEST))
 
 
 @pytest.mark.sandbox(scenario={"defaults": {"duration": {"min": 3600, "max": 3600}}})
@@ -278,4 +273,4 @@ def test_on_timeout_cancel_says_which_provider_could_not_cancel(
             f"timed out after 0.3s ({what})",
             f"timed out after 0.3s with a request still unanswered ({what})",
         ), job_id
-    assert_cancels_in_books(books(sandbox), set(CANCEL_REQUEST))
+    assert_cancels_in_books(sandbox_books(sandbox), set(CANCEL_REQUEST))

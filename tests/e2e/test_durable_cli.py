@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
@@ -24,6 +23,7 @@ from runner.sandbox.scenario import Scenario
 from runner.sandbox.server import RunningSandbox, serve_in_thread
 from runner.store import lock
 from runner.store.journal import Journal
+from tests.e2e.helpers import sandbox_books
 
 pytestmark = pytest.mark.e2e
 
@@ -62,11 +62,6 @@ def slow_sandbox() -> Iterator[RunningSandbox]:
     scenario = Scenario.from_dict({"defaults": {"duration": {"min": 1.0, "max": 2.0}}})
     with serve_in_thread(create_app(seed=3, scenario=scenario)) as running:
         yield running
-
-
-def books(sandbox: RunningSandbox) -> dict[str, Any]:
-    stats = httpx.get(f"{sandbox.origin}/_sandbox/stats").json()
-    return stats["providers"]["pulse"]  # type: ignore[no-any-return]
 
 
 def start(args: list[str], tmp: Path) -> subprocess.Popen[str]:
@@ -135,21 +130,23 @@ def test_sigint_detaches_saves_state_and_resume_finishes_without_resubmitting(
     assert log[0] == "batch.started"
     assert "batch.interrupting" in log
     assert log[-1] == "batch.interrupted"
-    assert books(slow_sandbox)["requests"].get("DELETE /job/{job_id}") is None  # detached
+    assert (
+        sandbox_books(slow_sandbox, "pulse")["requests"].get("DELETE /job/{job_id}") is None
+    )  # detached
 
     resumed = cli(["resume", str(batch), "--sandbox", slow_sandbox.origin, "--quiet"])
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stderr.splitlines()[-1].startswith("dur ")  # quiet: the summary line only
     assert len(resumed.stderr.splitlines()) == 1
     assert json.loads((batch / "batch.json").read_text())["counts"] == {"succeeded": 4}
-    submits = books(slow_sandbox)["submits"]
+    submits = sandbox_books(slow_sandbox, "pulse")["submits"]
     assert len(submits) == 4
     assert set(submits.values()) == {1}
     assert cli(["verify", str(batch)]).returncode == 0
 
     again = cli(["resume", str(batch), "--sandbox", slow_sandbox.origin, "--quiet"])
     assert again.returncode == 0  # a finished batch: nothing to do, the same exit code
-    assert len(books(slow_sandbox)["submits"]) == 4
+    assert len(sandbox_books(slow_sandbox, "pulse")["submits"]) == 4
 
 
 def test_sigterm_with_on_interrupt_cancel_cancels_the_remote_jobs(
@@ -172,7 +169,9 @@ def test_sigterm_with_on_interrupt_cancel_cancels_the_remote_jobs(
     assert set(states.values()) <= {"cancelled", "succeeded"}
     cancelled = [job for job, state in states.items() if state == "cancelled"]
     assert cancelled, states
-    assert books(slow_sandbox)["requests"]["DELETE /job/{job_id}"] == len(cancelled)
+    assert sandbox_books(slow_sandbox, "pulse")["requests"]["DELETE /job/{job_id}"] == len(
+        cancelled
+    )
     error = json.loads((batch / "jobs" / cancelled[0] / "job.json").read_text())["error"]
     assert error == "cancelled remotely on interrupt (on_interrupt: cancel)"
 
@@ -258,10 +257,10 @@ def test_cancel_cancels_what_a_detached_run_left_running(
     counts = json.loads((batch / "batch.json").read_text())["counts"]
     assert counts.get("skipped") == 3
     assert counts.get("cancelled", 0) + counts.get("succeeded", 0) == 2
-    assert books(slow_sandbox)["requests"].get("DELETE /job/{job_id}", 0) == counts.get(
-        "cancelled", 0
-    )
-    assert len(books(slow_sandbox)["submits"]) == 2  # cancel never submits
+    assert sandbox_books(slow_sandbox, "pulse")["requests"].get(
+        "DELETE /job/{job_id}", 0
+    ) == counts.get("cancelled", 0)
+    assert len(sandbox_books(slow_sandbox, "pulse")["submits"]) == 2  # cancel never submits
     skipped = json.loads((batch / "jobs" / "p-5" / "job.json").read_text())
     assert skipped["error"] == "not submitted: the batch was cancelled (runner cancel)"
 

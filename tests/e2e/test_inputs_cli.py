@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
@@ -26,6 +25,7 @@ from runner.sandbox.determinism import body_key
 from runner.sandbox.scenario import Scenario
 from runner.sandbox.server import RunningSandbox, serve_in_thread
 from runner.store.journal import Journal
+from tests.e2e.helpers import sandbox_books
 
 pytestmark = pytest.mark.e2e
 
@@ -84,11 +84,6 @@ def slow_sandbox() -> Iterator[RunningSandbox]:
         yield running
 
 
-def books(sandbox: RunningSandbox) -> dict[str, Any]:
-    stats = httpx.get(f"{sandbox.origin}/_sandbox/stats").json()
-    return stats["providers"]["pulse"]  # type: ignore[no-any-return]
-
-
 def cli(args: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "runner", *args],
@@ -140,7 +135,7 @@ def test_resume_submits_what_the_batch_copied_whatever_became_of_the_original_cs
     resumed = cli(["resume", str(batch), "--sandbox", slow_sandbox.origin, "--quiet"])
 
     assert resumed.returncode == 0, resumed.stderr
-    submits = books(slow_sandbox)["submits"]
+    submits = sandbox_books(slow_sandbox, "pulse")["submits"]
     assert set(submits) == expected_submits(DOCS)
     assert set(submits.values()) == {1}
     assert json.loads((batch / "batch.json").read_text())["counts"] == {"succeeded": 4}
@@ -161,7 +156,7 @@ def test_batch_json_and_the_journal_record_each_input_copy_and_its_sha256(
     assert json.loads((batch / "batch.json").read_text())["inputs"] == recorded
     with Journal.open(batch / "journal.sqlite", readonly=True) as journal:
         assert json.loads(journal.meta()["inputs"]) == recorded
-    assert set(books(sandbox)["submits"]) == expected_submits(DOCS)
+    assert set(sandbox_books(sandbox, "pulse")["submits"]) == expected_submits(DOCS)
 
 
 @pytest.mark.parametrize(
@@ -228,7 +223,7 @@ def test_a_csv_edited_between_validation_and_the_copy_stops_the_run_before_any_r
         "nothing was sent: run it again\n"
     )
     assert list((out / "inp").iterdir()) == []  # no half-made batch left behind
-    assert books(sandbox)["requests"] == {}
+    assert sandbox_books(sandbox, "pulse")["requests"] == {}
 
 
 def test_verify_reports_an_edited_manifest_and_input_copy_and_exits_1(

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -16,6 +15,7 @@ from runner.plan import Limits, Rate
 from runner.providers import lobstr
 from runner.sandbox.server import RunningSandbox
 from tests.e2e.engine_harness import run_jobs, spec
+from tests.e2e.helpers import sandbox_books
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -39,11 +39,6 @@ SCENARIO = {
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def books(sandbox: RunningSandbox) -> dict[str, Any]:
-    stats = httpx.get(sandbox.origin + "/_sandbox/stats").json()
-    return stats["providers"]["lobstr"]  # type: ignore[no-any-return]
 
 
 @pytest.mark.sandbox(scenario=SCENARIO)
@@ -74,7 +69,7 @@ async def test_crawler_job_creates_a_squid_runs_it_and_pages_every_result(
     }
     assert (outcome["state"], outcome["partial"]) == ("succeeded", False)
 
-    seen = books(sandbox)
+    seen = sandbox_books(sandbox, "lobstr")
     assert seen["requests"]["GET /v1/results"] == 3  # 100 + 100 + 10 rows
     assert seen["requests"]["POST /v1/squids"] == 1
     assert seen["requests"]["POST /v1/runs"] == 1
@@ -93,7 +88,7 @@ async def test_two_jobs_on_one_squid_take_turns(sandbox: RunningSandbox, tmp_pat
     ]
     ran = await run_jobs(sandbox, lobstr.ADAPTER, jobs, tmp_path, limits=LIMITS)
     assert ran.result.counts == {State.SUCCEEDED: 2}
-    seen = books(sandbox)
+    seen = sandbox_books(sandbox, "lobstr")
     # Both started at once: the second got RunInProgress (our own run), waited, went again.
     assert seen["requests"]["POST /v1/runs"] >= 3
     assert seen["requests"]["GET /v1/runs"] >= 1  # whose run holds the squid: ours
