@@ -29,6 +29,7 @@ import anyio
 
 from runner.batch import inputs
 from runner.batch.console import Console, summary_line
+from runner.batch.load import LoadSampler, log_plan, together
 from runner.batch.retry import start_attempts
 from runner.batch.usable import (
     check_url,
@@ -322,6 +323,7 @@ class _Options:
     resubmit_unknown: bool = False
     mode: str = "run"  # run | resume | cancel | retry
     only: Sequence[str] = ()  # retry: the jobs named by --only
+    report: Callable[[Path, Sequence[str]], None] | None = None  # run --report: (dir, secrets)
 
 
 def endpoints_of(plan: Plan, sandbox: str | None) -> Endpoints:
@@ -341,8 +343,11 @@ def run_batch(
     stderr: TextIO | None = None,
     transport_factory: TransportFactory | None = None,
     quiet: bool = False,
+    report: Callable[[Path, Sequence[str]], None] | None = None,
 ) -> int:
-    """`runner run`: every job of the manifest to a terminal state; 0 if all succeeded."""
+    """`runner run`: every job of the manifest to a terminal state; 0 if all succeeded.
+    `report` is called with the batch directory and the secrets once it is sealed (or
+    stopped), whatever the outcome."""
     stderr = stderr or sys.stderr
     if sandbox is not None and sandbox != IN_PROCESS:
         check_sandbox_url(sandbox)  # before reading anything
@@ -355,7 +360,7 @@ def run_batch(
     if sandbox is not None and sandbox != IN_PROCESS:
         require_sandbox(sandbox)
     prepare_out(out)
-    options = _Options(argv, stderr, quiet, transport_factory)
+    options = _Options(argv, stderr, quiet, transport_factory, report=report)
     with lock.acquire(out, plan.name) as held, sandbox_urls(sandbox) as urls:
         if urls is not None:
             plan = point_at(plan, urls)
@@ -748,6 +753,7 @@ def _execute(
             counts=counts,
             argv=[redact(arg, plan.secrets) for arg in options.argv],
         )
+        log_plan(log, plan)  # limits and estimate, for runner report
 
         def notify(event: str, fields: Mapping[str, Any]) -> None:
             log.logger.warning(event, **fields)
@@ -765,6 +771,7 @@ def _execute(
             )
             for name, provider_client in clients.items():
                 provider_client.gate.on_pause = _pause_reporter(name, log, console)
+            sampler = LoadSampler(log, {n: c.gate for n, c in clients.items()})
             result, engine = anyio.run(
                 lambda: drive(
                     plan,
@@ -774,7 +781,7 @@ def _execute(
                     records=records,
                     stderr=stderr,
                     notify=notify,
-                    watch=signals,
+                    watch=together(signals, sampler),
                     resubmit_unknown=options.resubmit_unknown,
                     cancel=options.mode == "cancel",
                 )
@@ -801,6 +808,8 @@ def _execute(
         # closing flush too, and that was already reported once.
         for close in (console.close, journal.close, log.close):
             _close_quietly(close)
+        if options.report is not None:
+            options.report(batch.path, plan.secrets)
 
 
 def _close_quietly(close: Callable[[], None]) -> None:
