@@ -54,7 +54,7 @@ validate: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/runner validate --sandbox $(DEMO)
 	$(BIN)/runner plan $(DEMO)
-	$(BIN)/runner run $(DEMO) --sandbox --out $(OUT)
+	$(BIN)/runner run $(DEMO) --sandbox --out $(OUT) --report
 
 bench: $(STAMP)
 	@set -e; for b in tests/bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done

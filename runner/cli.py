@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Sequence
 from types import ModuleType
 
+import runner.commands.report as report_command
 from runner import __version__
 from runner.commands import cancel, plan, resume, retry, run, sandbox, status, validate, verify
 from runner.errors import LockHeldError, ManifestError, RunnerError, StoreError, UsageError
@@ -32,6 +33,7 @@ COMMANDS: dict[str, ModuleType] = {
     "cancel": cancel,
     "verify": verify,
     "sandbox": sandbox,
+    "report": report_command,
 }
 
 

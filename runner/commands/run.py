@@ -1,12 +1,19 @@
-"""`runner run M [--out DIR] [--sandbox [URL]] [--only ID] [--tag T] [--quiet]`: run a manifest."""
+"""`runner run M [--out DIR] [--sandbox [URL]] [--only ID] [--tag T] [--quiet] [--report]`: run a
+manifest."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sqlite3
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from runner.batch.run import IN_PROCESS, run_batch
+from runner.errors import RunnerError
+from runner.report.page import REPORT, write_report
+from runner.store.redaction import redact
 
 HELP = "run every job of a manifest to the end and write the results directory"
 
@@ -53,6 +60,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="run only jobs with this tag (repeatable)",
     )
     add_quiet(parser)
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help=f"at the end (also after a failure), write {REPORT} next to batch.json",
+    )
+
+
+def report_after_run(batch: Path, secrets: Sequence[str]) -> None:
+    """`--report`: write the page; a failure to is one line, never the run's exit code."""
+    try:
+        out, _ = write_report(batch, secrets=secrets)
+    except (RunnerError, OSError, sqlite3.Error, ValueError) as exc:
+        with contextlib.suppress(OSError):
+            print(
+                f"runner: --report: no report written: {redact(str(exc), secrets)}", file=sys.stderr
+            )
+        return
+    with contextlib.suppress(OSError):
+        print(f"runner: report: {out}", file=sys.stderr)
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -64,4 +90,5 @@ def execute(args: argparse.Namespace) -> int:
         tags=args.tag,
         argv=sys.argv,
         quiet=args.quiet,
+        report=report_after_run if args.report else None,
     )
