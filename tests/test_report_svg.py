@@ -88,3 +88,17 @@ def test_tick_labels_read_as_elapsed_time() -> None:
         "1h05m",
         "25h00m",
     ]
+
+
+def test_samples_that_come_early_or_late_draw_no_spikes() -> None:
+    # 3 requests/s, sampled every 0.9 or 1.1 s: each sample's requests cover its own interval.
+    samples, moment, sent = [], 1000.0, 0.0
+    for k in range(80):
+        step = 0.9 if k % 2 else 1.1
+        moment += step
+        sent += 3 * step
+        samples.append(Sample(moment, round(sent * 10), 0, 1, None, None))  # x10: integers
+    values = svg.rates(samples, SCALE, window=1.0)
+    middle = values[30:200]
+    assert max(middle) < 31.0
+    assert min(middle) > 29.0

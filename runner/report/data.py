@@ -22,12 +22,14 @@ from runner.lifecycle import Event, State
 from runner.store.journal import Journal
 from runner.store.results import BATCH, JOURNAL, LOG, MANIFEST
 
-# Log events the report reads; every other line is skipped before it is parsed.
-_WANTED = (
-    b'"job.polled"',
-    b'"provider.',
-    b'"batch.',
+# The log lines the report reads, found by regular expression over whole chunks of the file
+# (a 100,000-job log is a million lines). Poll lines, the bulk, are read without parsing
+# their JSON: structlog writes `"key": value` with sorted keys, and job ids are slugs.
+_POLLS = re.compile(
+    rb'"event": "job\.polled"[^\n]*?"job_id": "([^"\\\n]*)"[^\n]*?"timestamp": "([^"\\\n]*)"'
 )
+_OTHERS = re.compile(rb'"event": "(?:provider|batch)\.')
+CHUNK = 8 << 20
 
 
 @dataclass(slots=True)
@@ -129,9 +131,21 @@ class BatchData:
         return max(moments)
 
 
+_SECONDS: dict[str, float] = {}  # "2026-12-02T16:35:06" → unix seconds (a log repeats them)
+
+
 def _unix(stamp: Any) -> float | None:
+    """Unix seconds of the log's `2026-12-02T16:35:06.123Z` (any ISO 8601 also)."""
     if not isinstance(stamp, str):
         return None
+    if len(stamp) == 24 and stamp[19] == "." and stamp[23] == "Z":
+        whole = _SECONDS.get(stamp[:19])
+        if whole is None:
+            with contextlib.suppress(ValueError):
+                whole = datetime.fromisoformat(stamp[:19] + "+00:00").timestamp()
+                _SECONDS[stamp[:19]] = whole
+        if whole is not None and stamp[20:23].isdigit():
+            return whole + int(stamp[20:23]) / 1000
     with contextlib.suppress(ValueError):
         return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
     return None
@@ -144,29 +158,47 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def _rate_text(rate: dict[str, Any]) -> str:
+    text = f"{float(rate['rate']):g} / {_duration(float(rate['per']))}"
+    if int(rate.get("burst", 1)) > 1:
+        text += f", burst {rate['burst']}"
+    return text
+
+
 def _limits(fields: dict[str, Any]) -> Limits:
+    """The `provider.limits` line: the provider-wide budget (drawn), and every endpoint
+    class's (said in words)."""
     requests = fields.get("requests")
     per_second = None
-    text = "none declared"
+    texts = []
     if isinstance(requests, dict):
         per_second = float(requests["rate"]) / float(requests["per"])
-        text = f"{requests['rate']:g} / {_duration(float(requests['per']))}"
-        if int(requests.get("burst", 1)) > 1:
-            text += f", burst {requests['burst']}"
+        texts.append(_rate_text(requests))
+    endpoints = fields.get("endpoints")
+    if isinstance(endpoints, dict):
+        texts += [f"{name} {_rate_text(rate)}" for name, rate in sorted(endpoints.items())]
     in_flight = fields.get("in_flight")
-    return Limits(per_second, text, in_flight if isinstance(in_flight, int) else None)
+    return Limits(
+        per_second,
+        "; ".join(texts) or "none declared",
+        in_flight if isinstance(in_flight, int) else None,
+    )
 
 
-def complete_lines(path: Path) -> Iterator[bytes]:
-    """The lines of a file being appended to, up to its last complete one."""
+def complete_chunks(path: Path, size: int = CHUNK) -> Iterator[bytes]:
+    """A file being appended to, in chunks of whole lines, up to its last complete line."""
     try:
         handle = path.open("rb")
     except FileNotFoundError:
         return
     with handle:
-        for line in handle:
-            if line.endswith(b"\n"):
-                yield line
+        rest = b""
+        while block := handle.read(size):
+            block = rest + block
+            end = block.rfind(b"\n") + 1
+            rest = block[end:]
+            if end:
+                yield block[:end]
 
 
 class _LogReader:
@@ -178,17 +210,27 @@ class _LogReader:
         self.outages: dict[str, Pause] = {}
 
     def read(self, path: Path) -> None:
-        for line in complete_lines(path):
-            if not any(marker in line for marker in _WANTED):
-                continue
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict):
-                self.take(entry)
+        for chunk in complete_chunks(path):
+            for job_id, stamp in _POLLS.findall(chunk):
+                self.poll(job_id.decode(), _unix(stamp.decode()))
+            for found in _OTHERS.finditer(chunk):
+                start = chunk.rfind(b"\n", 0, found.start()) + 1
+                line = chunk[start : chunk.find(b"\n", found.end())]
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict):
+                    self.take(entry)
         for pause in self.outages.values():  # never reachable again in this log
             self.data.pauses.append(pause)
+
+    def poll(self, job_id: str, moment: float | None) -> None:
+        job = self.jobs.get(job_id)
+        if job is None or moment is None:
+            return
+        if job.submitted is None or moment >= job.submitted:  # this attempt's polls
+            job.polls.append(moment)
 
     def take(self, entry: dict[str, Any]) -> None:
         event = entry.get("event")
@@ -196,11 +238,7 @@ class _LogReader:
         if moment is None or not isinstance(event, str):
             return
         provider = entry.get("provider")
-        if event == "job.polled":
-            job = self.jobs.get(entry.get("job_id", ""))
-            if job is not None and (job.submitted is None or moment >= job.submitted):
-                job.polls.append(moment)
-        elif event == "provider.load" and isinstance(provider, str):
+        if event == "provider.load" and isinstance(provider, str):
             self.data.samples.setdefault(provider, []).append(
                 Sample(
                     moment,
@@ -271,18 +309,19 @@ def _jobs(journal: Journal) -> dict[str, JobLine]:
         for row in journal.rows()
     }
     terminal = {state.value for state in State if state.terminal}
-    for event in journal.events():
-        job = jobs.get(event.job_id)
+    retry, submit, fetching = Event.RETRY.value, Event.SUBMIT.value, State.FETCHING.value
+    for moment, job_id, event, to_state in journal.moments():
+        job = jobs.get(job_id)
         if job is None:
             continue
-        if event.event == Event.RETRY.value:  # a new attempt: its times start again
+        if event == retry:  # a new attempt: its times start again
             job.submitted = job.fetching = None
-        elif event.event == Event.SUBMIT.value and job.submitted is None:
-            job.submitted = event.time
-        elif event.to_state == State.FETCHING.value:
-            job.fetching = event.time
-        if event.to_state in terminal and job.state.terminal and job.ended is None:
-            job.ended = event.time  # an older journal without finished_at
+        elif event == submit and job.submitted is None:
+            job.submitted = moment
+        elif to_state == fetching:
+            job.fetching = moment
+        if to_state in terminal and job.state.terminal and job.ended is None:
+            job.ended = moment  # an older journal without finished_at
     return jobs
 
 

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from runner.lifecycle import UNSUCCESSFUL, State
 from runner.report import svg
-from runner.report.data import BatchData, JobLine, Sample, read_batch
+from runner.report.data import BatchData, JobLine, Pause, Sample, read_batch
 from runner.store.redaction import Redactor
 from runner.store.results import JOBS, OUTCOME, write_atomic
 
@@ -33,6 +33,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bott
 h3{font-size:15px;margin:18px 0 4px}.sub{color:#666;margin:0 0 12px}
 table{border-collapse:collapse;margin:6px 0}td,th{padding:3px 8px;border-bottom:1px solid #eee;
 text-align:right;white-space:nowrap}th{background:#f6f6f6}td.l,th.l{text-align:left}
+td.lim{text-align:left;white-space:normal;max-width:230px}
 td.err{text-align:left;white-space:normal;max-width:640px;font-family:ui-monospace,monospace;font-size:12px}
 .legend span{display:inline-block;margin-right:14px}.legend i{display:inline-block;width:12px;
 height:10px;margin-right:4px;vertical-align:-1px}
@@ -149,7 +150,7 @@ class Page:
                 f'<tr><td class="l">{self.clean(provider)}</td><td>{len(jobs)}</td>{cells}'
                 f"<td>{_num(sent)}</td><td>{_num(throttled)}</td>"
                 f"<td>{len(pauses)} / {_seconds(paused) if pauses else '0s'}</td>"
-                f'<td class="l">{self.clean(limit.text) if limit else "-"}</td>'
+                f'<td class="lim">{self.clean(limit.text) if limit else "-"}</td>'
                 f"<td>{limit.in_flight if limit and limit.in_flight else '-'}</td>"
                 f"<td>{_seconds(makespan)}</td><td>{_seconds(expected)}{bound}</td></tr>"
             )
@@ -158,7 +159,8 @@ class Page:
         batch_expected = _seconds(data.estimate.expected_seconds) if data.estimate else "-"
         rows.append(
             f'<tr><td class="l"><b>batch</b></td><td><b>{totals["jobs"]}</b></td>{cells}'
-            f"<td><b>{totals['sent']}</b></td><td><b>{totals['throttled']}</b></td><td></td>"
+            f"<td><b>{_num(totals['sent'])}</b></td><td><b>{_num(totals['throttled'])}</b></td>"
+            "<td></td>"
             f"<td></td><td></td><td><b>{_seconds(data.last_time - data.started)}</b></td>"
             f"<td><b>{batch_expected}</b></td></tr>"
         )
@@ -239,15 +241,25 @@ class Page:
                     self.clean,
                 )
             )
-            for pause in pauses:
-                what = "429 pause" if pause.kind == "throttle" else "outage"
-                length = (pause.end or data.last_time) - pause.start
-                parts.append(
-                    f'<div class="note pause-line">{what} at '
-                    f"+{svg.elapsed(pause.start - data.started)}"
-                    f" for {length:.1f}s: {self.clean(pause.cause)}</div>"
-                )
+            parts.append(self._pause_lines(pauses))
         return "\n".join(parts)
+
+    def _pause_lines(self, pauses: Sequence[Pause]) -> str:
+        """One line per kind and cause (a 429 storm is thousands of pauses, not lines)."""
+        groups: dict[tuple[str, str], list[Pause]] = {}
+        for pause in pauses:
+            groups.setdefault((pause.kind, pause.cause), []).append(pause)
+        lines = []
+        for (kind, cause), found in sorted(groups.items(), key=lambda g: g[1][0].start)[:20]:
+            what = "429 pause" if kind == "throttle" else "outage"
+            length = sum((p.end or self.data.last_time) - p.start for p in found)
+            first = svg.elapsed(found[0].start - self.data.started)
+            times = f"{len(found)} × {what}s" if len(found) > 1 else what
+            lines.append(
+                f'<div class="note pause-line">{times} from +{first}, {length:.1f}s in all: '
+                f"{self.clean(cause)}</div>"
+            )
+        return "".join(lines)
 
     def failures(self) -> str:
         failed = [j for j in self.data.jobs if j.state in UNSUCCESSFUL]

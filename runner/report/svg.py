@@ -21,9 +21,12 @@ Clean = Callable[[str], str]
 WIDTH = 1100  # the whole SVG
 LEFT = 150  # room for labels
 PLOT = WIDTH - LEFT - 20
-ROW = 9  # px per job row
+ROW = 12  # px per job row, labelled (up to LABELLED jobs)
+SMALL_ROW = 6  # px per job row beyond that, ids only on hover
+LABELLED = 60
 MAX_ROWS = 150  # above this many jobs a provider's timeline aggregates
 BINS = 300  # time bins of an aggregated chart
+SAMPLE_SECONDS = 1.0  # between two provider.load lines (runner.batch.load)
 
 COLORS = {
     State.SUCCEEDED: "#2e9e44",
@@ -136,28 +139,28 @@ def timeline(
     if len(jobs) > MAX_ROWS:
         return density(provider, jobs, scale, pauses, clean)
     top = 4.0
-    height = top + ROW * len(jobs) + 20
-    parts = [_pauses(pauses, scale, top, ROW * len(jobs), clean)]
-    parts.append(axis(scale, top, ROW * len(jobs)))
-    labels = len(jobs) <= 60
+    labels = len(jobs) <= LABELLED
+    row = ROW if labels else SMALL_ROW
+    height = top + row * len(jobs) + 20
+    parts = [_pauses(pauses, scale, top, row * len(jobs), clean)]
+    parts.append(axis(scale, top, row * len(jobs)))
     for index, job in enumerate(jobs):
-        y = top + index * ROW
+        y = top + index * row
         if labels:
             parts.append(
-                f'<text x="{LEFT - 6}" y="{_f(y + ROW - 1.5)}" class="lab">'
-                f"{clean(job.job_id)}</text>"
+                f'<text x="{LEFT - 6}" y="{_f(y + row - 2)}" class="lab">{clean(job.job_id)}</text>'
             )
-        parts.append(_job_bar(job, scale, y, clean))
+        parts.append(_job_bar(job, scale, y, row, clean))
     return _svg(height, "".join(parts), f"{provider} timeline: {len(jobs)} jobs", clean)
 
 
-def _job_bar(job: JobLine, scale: Scale, y: float, clean: Clean) -> str:
+def _job_bar(job: JobLine, scale: Scale, y: float, row: float, clean: Clean) -> str:
     if job.submitted is None:  # never sent: a mark at its end, if it has one
         if job.ended is None:
             return ""
         x = scale.x(job.ended)
         return (
-            f'<rect x="{_f(x - 1.5)}" y="{_f(y + 1)}" width="3" height="{ROW - 2}" '
+            f'<rect x="{_f(x - 1.5)}" y="{_f(y + 1)}" width="3" height="{_f(row - 2)}" '
             f'fill="{color(job.state)}" class="job"><title>{clean(job.job_id)}: '
             f"{job.state.value} (never submitted)</title></rect>"
         )
@@ -172,17 +175,17 @@ def _job_bar(job: JobLine, scale: Scale, y: float, clean: Clean) -> str:
         tip += f": {clean(job.error)}"
     parts = [
         f'<rect x="{_f(x0)}" y="{_f(y + 1)}" width="{_f(max(x1 - x0, 1.5))}" '
-        f'height="{ROW - 2}" fill="{fill}" class="job"><title>{tip}</title></rect>'
+        f'height="{_f(row - 2)}" fill="{fill}" class="job"><title>{tip}</title></rect>'
     ]
     if job.fetching is not None and job.ended is not None and job.state is State.SUCCEEDED:
         xf = scale.x(job.fetching)
         if x1 - xf >= 1:
             parts.append(
-                f'<rect x="{_f(xf)}" y="{_f(y + 1)}" width="{_f(x1 - xf)}" height="{ROW - 2}" '
+                f'<rect x="{_f(xf)}" y="{_f(y + 1)}" width="{_f(x1 - xf)}" height="{_f(row - 2)}" '
                 f'fill="{FETCHING}"/>'
             )
     if job.polls:
-        ticks = "".join(f"M{_f(scale.x(p))} {_f(y)}v{ROW}" for p in job.polls)
+        ticks = "".join(f"M{_f(scale.x(p))} {_f(y)}v{_f(row)}" for p in job.polls)
         parts.append(f'<path d="{ticks}" class="poll"/>')
     return "".join(parts)
 
@@ -244,13 +247,14 @@ def density(
     moments = [scale.t0 + scale.span * i / BINS for i in range(BINS + 1)]
     counts = band_counts(jobs, moments)
     total = max(len(jobs), 1)
-    parts = [_pauses(pauses, scale, top, plot_h, clean), axis(scale, top, plot_h + polls_h + 8)]
+    parts = [axis(scale, top, plot_h + polls_h + 8)]
     below = [0] * len(moments)
     for name, fill in _BANDS:
         upper = [b + c for b, c in zip(below, counts[name], strict=True)]
         if any(counts[name]):
             parts.append(_band(moments, below, upper, scale, top, plot_h, total, fill, name))
         below = upper
+    parts.append(_pauses(pauses, scale, top, plot_h, clean))  # over the bands: they fill it
     parts.append(
         f'<text x="{LEFT - 6}" y="{_f(top + 10)}" class="lab">{len(jobs)} jobs</text>'
         f'<text x="{LEFT - 6}" y="{_f(top + plot_h)}" class="lab">0</text>'
@@ -317,22 +321,79 @@ def window_for(limit: float | None) -> float:
 
 
 def rates(samples: Sequence[Sample], scale: Scale, window: float = 1.0) -> list[float]:
-    """Requests per second at the end of each of BINS bins, averaged over the `window`
-    seconds before it, from the `sent` totals (a total that goes down is a new run
-    counting from 0)."""
+    """Requests per second in each of BINS bins, averaged over the `window` seconds before
+    each bin's end. Each sample's requests (the growth of its `sent` total; a total that
+    goes down is a new run counting from 0) are spread evenly over the time since the
+    sample before it, so samples that come a little early or late draw no spikes."""
     sums = [0.0] * BINS
-    previous = 0
-    for sample in samples:
-        delta = sample.sent - previous if sample.sent >= previous else sample.sent
-        previous = sample.sent
-        index = int((sample.time - scale.t0) / scale.span * BINS)
-        sums[min(max(index, 0), BINS - 1)] += delta
     seconds = scale.span / BINS
-    k = max(1, math.ceil(window / seconds))
+    previous: Sample | None = None
+    for sample in samples:
+        if previous is None or sample.sent < previous.sent:
+            delta, since = sample.sent, sample.time - SAMPLE_SECONDS
+        else:
+            delta, since = sample.sent - previous.sent, previous.time
+        previous = sample
+        if delta:
+            _spread(sums, delta, since, sample.time, scale, seconds)
+    k = max(1, round(window / seconds))
     prefix = [0.0]
     for value in sums:
         prefix.append(prefix[-1] + value)
     return [(prefix[i + 1] - prefix[max(0, i + 1 - k)]) / (k * seconds) for i in range(BINS)]
+
+
+def _spread(
+    sums: list[float], amount: float, start: float, end: float, scale: Scale, seconds: float
+) -> None:
+    """Add `amount`, spread evenly over [start, end], to the bins that interval covers."""
+    a = (start - scale.t0) / seconds
+    b = (end - scale.t0) / seconds
+    if b - a < 1e-9:
+        sums[min(max(int(b), 0), BINS - 1)] += amount
+        return
+    first, last = max(int(a), 0), min(int(b), BINS - 1)
+    for index in range(first, last + 1):
+        overlap = min(b, index + 1) - max(a, index)
+        if overlap > 0:
+            sums[index] += amount * overlap / (b - a)
+
+
+def gauge(
+    samples: Sequence[Sample], scale: Scale, value: Callable[[Sample], int | None]
+) -> list[float | None]:
+    """A gauge per bin: the highest sampled value in it, else the last one before it (None
+    before the first sample), so a long batch still draws BINS steps, not one per second."""
+    bins: list[float | None] = [None] * BINS
+    for sample in samples:
+        found: float | None = value(sample)
+        if found is None:
+            continue
+        index = min(max(int((sample.time - scale.t0) / scale.span * BINS), 0), BINS - 1)
+        current = bins[index]
+        bins[index] = found if current is None else max(current, found)
+    last: float | None = None
+    for index, seen in enumerate(bins):
+        if seen is None:
+            bins[index] = last
+        else:
+            last = seen
+    return bins
+
+
+def _steps(values: Sequence[float | None], y: Callable[[float], float]) -> str:
+    """A step line over the bins; a None bin (nothing sampled yet) is a gap."""
+    width = PLOT / BINS
+    parts = []
+    drawing = False
+    for index, value in enumerate(values):
+        if value is None:
+            drawing = False
+            continue
+        x0, x1 = _f(LEFT + index * width), _f(LEFT + (index + 1) * width)
+        parts.append(f"{'L' if drawing else 'M'}{x0} {_f(y(value))}H{x1}")
+        drawing = True
+    return "".join(parts)
 
 
 def load_chart(
@@ -355,16 +416,11 @@ def load_chart(
         _pauses(pauses, scale, top + plot_h + gap, plot_h, clean),
         axis(scale, top, plot_h),
     ]
-    width = PLOT / BINS
 
     def y_rate(value: float) -> float:
         return top + plot_h - value / peak_rate * plot_h
 
-    steps = "".join(
-        f"{'M' if i == 0 else 'L'}{_f(LEFT + i * width)} {_f(y_rate(v))}"
-        f"H{_f(LEFT + (i + 1) * width)}"
-        for i, v in enumerate(values)
-    )
+    steps = _steps(values, y_rate)
     parts.append(
         f'<path d="{steps}" class="rate"><title>requests per second, averaged over '
         f"{window:.3g}s</title></path>"
@@ -388,21 +444,17 @@ def load_chart(
     def y_jobs(value: float) -> float:
         return second + plot_h - value / peak * plot_h
 
-    if samples:
-        points = [f"M{_f(scale.x(samples[0].time))} {_f(y_jobs(samples[0].in_flight))}"]
-        for sample in samples[1:]:
-            points.append(f"H{_f(scale.x(sample.time))}V{_f(y_jobs(sample.in_flight))}")
+    in_flight = gauge(samples, scale, lambda s: s.in_flight)
+    parts.append(
+        f'<path d="{_steps(in_flight, y_jobs)}" class="inflight"><title>jobs in flight '
+        "(the most in each bin)</title></path>"
+    )
+    if caps:
+        cap_line = gauge(samples, scale, lambda s: s.cap)
         parts.append(
-            f'<path d="{"".join(points)}" class="inflight"><title>jobs in flight</title></path>'
+            f'<path d="{_steps(cap_line, y_jobs)}" class="limit">'
+            "<title>in-flight cap</title></path>"
         )
-        if caps:
-            cap_points = [f"M{_f(scale.x(samples[0].time))} {_f(y_jobs(caps[0]))}"]
-            for sample in samples[1:]:
-                if sample.cap is not None:
-                    cap_points.append(f"H{_f(scale.x(sample.time))}V{_f(y_jobs(sample.cap))}")
-            parts.append(
-                f'<path d="{"".join(cap_points)}" class="limit"><title>in-flight cap</title></path>'
-            )
     parts.append(
         f'<text x="{LEFT - 6}" y="{_f(y_jobs(most) + 4)}" class="lab">{most} in flight</text>'
         f'<text x="{LEFT - 6}" y="{_f(second + plot_h)}" class="lab">0</text>'

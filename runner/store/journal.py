@@ -424,6 +424,13 @@ class Journal:
             for seq, moment, job_id, event, from_state, to_state, detail in cursor
         ]
 
+    def moments(self) -> Iterator[tuple[float, str, str, str]]:
+        """(time, job id, event, new state) of every event in order, details left unread:
+        what `runner report` draws, for 100,000 jobs in about a second."""
+        yield from self._conn.execute(
+            "SELECT time, job_id, event, to_state FROM events ORDER BY seq"
+        )
+
     def counts(self) -> dict[str, int]:
         """Jobs per state (only states that have jobs), in lifecycle order."""
         found = dict(self._conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"))
