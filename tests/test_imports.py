@@ -235,6 +235,11 @@ FORBIDDEN = [
         )
     ],
     ("runner.batch", "runner.commands"),  # commands sit on top of the batch wiring
+    # the report reads a batch directory back: it runs nothing and sends nothing
+    *[
+        ("runner.report", high)
+        for high in ("runner.engine", "runner.http", "runner.batch", "runner.commands")
+    ],
     ("runner.estimate", "runner.providers.lobstr"),  # estimates come from the registry
 ]
 

@@ -94,6 +94,8 @@ def test_run_report_draws_jobs_failures_load_and_pauses(
     assert f"429s={books['spidra']['throttled']}" in spidra
     assert "limit=8 / 1s" in spidra
     assert "in-flight cap=3" in spidra
+    estimate = next(cell for cell in spidra if cell.startswith("estimate="))
+    assert re.fullmatch(r"estimate=\S+ \((rate|submissions|in_flight)\)", estimate), estimate
     pulse = _summary_row(page, "pulse")
     assert f"failed={len(failed)}" in pulse
     assert "jobs=8" in pulse
