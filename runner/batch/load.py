@@ -1,7 +1,6 @@
-"""What `runner report` draws that the transitions alone do not say, written to the log: each
-provider's declared limits and the plan's estimate when a run starts (`provider.limits`,
-`batch.estimate`), and once a second each provider's requests, 429s and remote jobs in
-flight (`provider.load`, only when something moved)."""
+"""What `runner report` draws that transitions do not say, written to the log: limits and
+the estimate when a run starts (`provider.limits`, `batch.estimate`), then once a second
+each provider's requests, 429s and jobs in flight (`provider.load`, when something moved)."""
 
 from __future__ import annotations
 
