@@ -17,6 +17,7 @@ import pytest
 
 from runner.batch.run import run_batch
 from runner.cli import main
+from runner.commands.run import report_after_run
 from runner.report.page import REPORT
 from runner.sandbox.server import RunningSandbox
 from tests.conftest import MakeSandbox
@@ -199,3 +200,16 @@ def test_report_of_a_directory_that_is_not_a_batch_is_one_line_and_exit_2(
         f"runner: {tmp_path} is not a batch directory (no manifest.yaml); give "
         "results/<name>/<batch-id>, results/<name>/latest or results/<name>\n"
     )
+
+
+def test_a_report_that_cannot_be_written_is_one_line_and_leaves_the_run_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    batch = tmp_path / "b"
+    batch.mkdir()  # no journal: nothing to draw
+    report_after_run(batch, [CANARY])
+    err = capsys.readouterr().err
+    assert err.startswith("runner: --report: no report written: ")
+    assert "journal" in err
+    assert err.count("\n") == 1
+    assert not (batch / REPORT).exists()
