@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from runner.batch.notify import OnBatch, run_reported
 from runner.batch.run import IN_PROCESS, run_batch
 
 HELP = "run every job of a manifest to the end and write the results directory"
@@ -53,15 +54,60 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="run only jobs with this tag (repeatable)",
     )
     add_quiet(parser)
+    parser.add_argument(
+        "--sample",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="canary: run N jobs of each provider and type first; the rest only if all "
+        "of them succeed and meet their expectations",
+    )
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="run a plan over its budget's job caps: the jobs past a cap are skipped",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one machine-readable summary on stdout (and nothing else)",
+    )
+    parser.add_argument(
+        "--ping",
+        metavar="URL",
+        default=None,
+        help="healthchecks-style pings: URL/start, then URL (success) or URL/fail with "
+        "the summary; a failed ping never fails the batch",
+    )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def execute(args: argparse.Namespace) -> int:
-    return run_batch(
-        args.manifest,
-        out=args.out,
-        sandbox=args.sandbox,
-        only=args.only,
-        tags=args.tag,
-        argv=sys.argv,
-        quiet=args.quiet,
+    def run(on_batch: OnBatch | None = None) -> int:
+        return run_batch(
+            args.manifest,
+            out=args.out,
+            sandbox=args.sandbox,
+            only=args.only,
+            tags=args.tag,
+            argv=sys.argv,
+            quiet=args.quiet,
+            sample=args.sample,
+            allow_partial=args.allow_partial,
+            on_batch=on_batch,
+        )
+
+    if not args.json and args.ping is None:
+        return run()
+    return run_reported(
+        run, json_out=args.json, ping=args.ping, stdout=sys.stdout, stderr=sys.stderr
     )
