@@ -85,8 +85,10 @@ def summarize(batch_path: Path | None, code: int, *, error: str | None = None) -
         {
             "id": row.job_id,
             "provider": row.provider,
+            "type": row.type,
             "state": row.state.value,
-            "error": row.error,
+            # ours when we have one, else the provider's reason or its last status
+            "reason": row.error or row.reason or row.raw_status or "no reason given",
         }
         for row in others[:MAX_LISTED]
     ]

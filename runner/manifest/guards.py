@@ -146,7 +146,8 @@ class ExpectReader:
         try:
             Draft202012Validator.check_schema(schema)
         except SchemaError as exc:
-            where = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in exc.path)
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path)
+            where = where.lstrip(".")
             self.report.add(
                 path, f"{what} is not a valid JSON Schema: {exc.message} at {where or '(root)'}"
             )
