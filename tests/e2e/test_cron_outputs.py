@@ -45,7 +45,7 @@ def monitor() -> Iterator[Monitor]:
     state = Monitor()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length)
             state.received.append(("POST", self.path, body))
