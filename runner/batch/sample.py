@@ -1,10 +1,9 @@
-"""The canary (`runner run --sample N`): N jobs of each (provider, type) first, chosen by the
-sha256 of their ids, so the same manifest picks the same ones; the rest only if every one
-of those succeeded and met its expectations. Otherwise the rest are `skipped` ("canary
-failed: ..."), and `runner retry DIR` re-runs the failed sample jobs and, once they all
-succeed, releases the rest.
+"""The canary (`runner run --sample N`): N jobs per (provider, type), chosen by the sha256 of
+their ids, run first; the rest only if all of them succeed, else the rest are skipped until
+`runner retry` makes the sample succeed.
 
-The choice is recorded in the journal (meta `sample`), so resume and retry keep to it.
+The choice is recorded in the journal (meta `sample`), so resume and retry keep to it; a
+failed canary's held jobs are recorded too (meta `sample_held`) and released from there.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""Spend caps (`budget:`): how many jobs may still be submitted and how many credits the
-finished jobs reported, per provider and for the batch. Pure bookkeeping: the engine asks
-`refuse` before each submit, tells `count` when one goes out and `charge` what a finished
-job reported; reaching a cap stops new submits while running jobs finish.
+"""Spend caps (`budget:`): jobs submitted and credits reported, per provider and for the
+batch, against their caps. Pure bookkeeping the engine consults before each submit.
+
+The engine asks `refuse` before a submit, tells `count` when one goes out and `charge`
+what a finished job reported; reaching a cap stops new submits while running jobs finish.
 """
 
 from __future__ import annotations
