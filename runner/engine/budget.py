@@ -81,21 +81,14 @@ class Spending:
         if (job.spec.id, job.attempt) in self._counted:
             return None
         cap = self.caps.get(provider, Budget())
-        title = provider
         if cap.jobs is not None and self.sent.get(provider, 0) >= cap.jobs:
             return Refusal(
                 provider,
-                f"budget: {title} reached its cap of {cap.jobs} submitted jobs "
+                f"budget: {provider} reached its cap of {cap.jobs} submitted jobs "
                 f"(providers.{provider}.budget.jobs); not submitted",
             )
         if cap.credits is not None and self.spent.get(provider, 0.0) >= cap.credits:
-            unit = self.units.get(provider, "credits")
-            return Refusal(
-                provider,
-                f"budget: {title} reached its cap of {_fmt(cap.credits)} {unit} "
-                f"({_fmt(self.spent.get(provider, 0.0))} reported; "
-                f"providers.{provider}.budget.credits); not submitted",
-            )
+            return self._out_of_credits(provider, cap.credits)
         if self.batch.jobs is not None and self.total_sent() >= self.batch.jobs:
             return Refusal(
                 None,
@@ -119,14 +112,17 @@ class Spending:
         self.spent[provider] = self.spent.get(provider, 0.0) + cost
         cap = self.caps.get(provider, Budget()).credits
         if cap is not None and self.spent[provider] >= cap:
-            unit = self.units.get(provider, "credits")
-            return Refusal(
-                provider,
-                f"budget: {provider} reached its cap of {_fmt(cap)} {unit} "
-                f"({_fmt(self.spent[provider])} reported; "
-                f"providers.{provider}.budget.credits); not submitted",
-            )
+            return self._out_of_credits(provider, cap)
         return None
+
+    def _out_of_credits(self, provider: str, cap: float) -> Refusal:
+        unit = self.units.get(provider, "credits")
+        return Refusal(
+            provider,
+            f"budget: {provider} reached its cap of {_fmt(cap)} {unit} "
+            f"({_fmt(self.spent.get(provider, 0.0))} reported; "
+            f"providers.{provider}.budget.credits); not submitted",
+        )
 
 
 def already_sent(records: Iterable[JobRecord]) -> dict[str, int]:
