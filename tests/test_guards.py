@@ -13,6 +13,7 @@ import pytest
 from runner.batch.budget import describe, fits, require_fit
 from runner.batch.expect import check, failed_count
 from runner.batch.notify import exit_code_of, summarize
+from runner.commands.run import without_ping
 from runner.engine.budget import Spending, already_sent, cost_of
 from runner.errors import LockHeldError, ManifestError, UsageError
 from runner.lifecycle import JobRecord
@@ -272,3 +273,8 @@ def test_the_summary_without_a_batch_and_the_exit_codes_of_failures() -> None:
     assert exit_code_of(LockHeldError("held")) == 4
     assert exit_code_of(KeyboardInterrupt()) == 130
     assert exit_code_of(RuntimeError("bug")) == 3
+
+
+def test_the_ping_url_is_not_kept_in_argv() -> None:
+    argv = ["runner", "run", "m.yaml", "--ping", "https://hc.example/uuid", "--ping=https://x/y"]
+    assert without_ping(argv) == ["runner", "run", "m.yaml", "--ping", "***", "--ping=***"]
