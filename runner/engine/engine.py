@@ -373,7 +373,7 @@ class Engine:
             refusal = self.budget.refuse(job)
             if refusal is not None:
                 self.finish(job, Event.SKIP, error=refusal.reason)
-                self._capped(refusal)
+                self._capped(refusal, refused=1)
                 return
             self.budget.count(job)
         self.transition(job, Event.SUBMIT, attempts=job.attempts + 1)
@@ -746,7 +746,7 @@ class Engine:
         )
         lane.notify_all()
 
-    def _capped(self, refusal: Refusal) -> None:
+    def _capped(self, refusal: Refusal, *, refused: int = 0) -> None:
         """A spend cap was reached: no more submits where it applies (its provider, or all
         for the batch's cap); jobs not yet sent are skipped, running ones finish."""
         assert self.budget is not None
@@ -755,7 +755,7 @@ class Engine:
             for lane in self.lanes.values()
             if refusal.provider is None or lane.name == refusal.provider
         ]
-        skipped = 0
+        skipped = refused  # the job whose submit met the cap, if any
         for lane in lanes:
             lane.capped = lane.capped or refusal.reason
             skipped += self._skip_pending(lane, refusal.reason)
@@ -766,7 +766,7 @@ class Engine:
         where = refusal.provider or "batch"
         self.notice(
             "budget.reached",
-            f"{refusal.reason.removesuffix('; not submitted')}: {skipped} more not submitted, "
+            f"{refusal.reason.removesuffix('; not submitted')}: {skipped} not submitted, "
             "jobs already running continue",
             provider=where,
             reason="budget",

@@ -83,7 +83,7 @@ def test_the_batch_job_cap_submits_that_many_and_skips_the_rest(
     assert len(sandbox_books(sandbox, "pulse")["submits"]) == 2
     assert (
         "runner: budget: the batch reached its cap of 2 submitted jobs (budget.jobs): "
-        "2 more not submitted, jobs already running continue" in stderr
+        "3 not submitted, jobs already running continue" in stderr
     )
     info = json.loads((batch / "batch.json").read_text())
     assert (info["counts"], info["exit_code"]) == ({"skipped": 3, "succeeded": 2}, 1)

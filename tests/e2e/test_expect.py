@@ -150,6 +150,12 @@ def test_items_that_do_not_match_the_schema_fail_the_job_and_their_files_are_kep
     info = json.loads((outcome.batch / "batch.json").read_text())
     assert "crawled.schema.json" in info["inputs"]
     assert main(["verify", str(outcome.batch)]) == 0
+    (tmp_path / "crawled.schema.json").unlink()
+    stderr = io.StringIO()
+    code = retry_batch(outcome.batch, only=["strict"], env=ENV, stderr=stderr)
+    assert code == 1, stderr.getvalue()  # the same answers: it misses its schema again
+    assert "retry: 1 job(s) to send again: strict (failed)" in stderr.getvalue()
+    assert job_json(outcome.batch, "strict")["error"].startswith("2 of 6 result items")
 
 
 def test_min_files_counts_the_files_downloaded(tmp_path: Path, make_sandbox: MakeSandbox) -> None:
