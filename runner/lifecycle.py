@@ -82,6 +82,7 @@ class Event(StrEnum):
     DETACH = "detach"  # `runner cancel` on a job its provider cannot cancel: it runs on
     SKIP = "skip"  # never submitted: its provider stopped (bad key, no credits) or filtered
     RETRY = "retry"  # `runner retry`: a new attempt of a job that failed, timed out or expired
+    RELEASE = "release"  # a job the canary held back (skipped) is to be sent after all
 
 
 _OBSERVED = {
@@ -124,6 +125,9 @@ def _table() -> dict[tuple[State, Event], State]:
     # were the user's or the provider's decision, submit_unknown may exist remotely.
     for source in RETRIABLE:
         table[(source, Event.RETRY)] = State.PLANNED
+    # Never sent, held back by a failed canary (`runner run --sample`): once the sample
+    # succeeds (`runner retry`), it is planned again.
+    table[(State.SKIPPED, Event.RELEASE)] = State.PLANNED
     return table
 
 

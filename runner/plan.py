@@ -53,6 +53,25 @@ class PollPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """A spend cap (`budget:`): at most `jobs` submitted, at most `credits` reported spent."""
+
+    jobs: int | None = None
+    credits: float | None = None  # in the provider's own unit (ProviderInfo.cost_field)
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """What a finished job must hold to count as succeeded (`expect:`)."""
+
+    min_items: int | None = None  # result items (results.jsonl lines, or 1 for result.json)
+    min_files: int | None = None  # files under files/
+    schema: Mapping[str, Any] | None = field(default=None, compare=False)  # each item's
+    schema_source: str | None = None  # "inline" or the file as written, for messages
+    max_failed_share: float = 0.0  # failed items the provider reported, as a share
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderSettings:
     name: str
     base_url: str
@@ -64,6 +83,7 @@ class ProviderSettings:
     on_interrupt: Policy = "detach"
     on_timeout: Policy = "detach"
     max_paused: float | None = None  # how long a paused job may stay paused (Lobstr)
+    budget: Budget = Budget()  # this provider's spend cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +98,7 @@ class JobSpec:
     index: int = 0  # position in the plan (0-based), the submission order
     fetch: Mapping[str, Any] = field(default_factory=dict)  # runner-side: what to download
     retry: str | None = None  # runner-side: "failed" re-runs failed items once
+    expect: Expect | None = None  # runner-side: what a finished job must hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +110,7 @@ class Plan:
     providers: Mapping[str, ProviderSettings]
     jobs: tuple[JobSpec, ...]
     secrets: tuple[Secret, ...] = field(default=(), repr=False)  # redacted everywhere
+    budget: Budget = Budget()  # the batch's spend cap
 
     def job(self, job_id: str) -> JobSpec:
         for spec in self.jobs:

@@ -13,7 +13,7 @@ def test_happy_path_reaches_succeeded() -> None:
     assert state is State.SUCCEEDED
 
 
-def test_terminal_states_have_no_way_out_except_unknown_submits_and_retries() -> None:
+def test_terminal_states_have_no_way_out_except_unknown_submits_retries_and_releases() -> None:
     exits = {(s, e) for (s, e) in TRANSITIONS if s in TERMINAL}
     assert exits == {
         (State.SUBMIT_UNKNOWN, Event.RECONCILED),
@@ -21,7 +21,15 @@ def test_terminal_states_have_no_way_out_except_unknown_submits_and_retries() ->
         (State.FAILED, Event.RETRY),
         (State.TIMED_OUT, Event.RETRY),
         (State.EXPIRED, Event.RETRY),
+        (State.SKIPPED, Event.RELEASE),  # held back by a failed canary, then released
     }
+
+
+def test_only_a_skipped_job_can_be_released_and_it_is_planned_again() -> None:
+    assert advance(State.SKIPPED, Event.RELEASE) is State.PLANNED
+    for state in set(State) - {State.SKIPPED}:
+        with pytest.raises(IllegalTransitionError):
+            advance(state, Event.RELEASE)
 
 
 def test_a_retry_plans_again_only_what_failed_timed_out_or_expired() -> None:

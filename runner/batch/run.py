@@ -28,7 +28,10 @@ from typing import Any, TextIO
 import anyio
 
 from runner.batch import inputs
+from runner.batch import sample as canary
+from runner.batch.budget import require_fit, spending_for
 from runner.batch.console import Console, summary_line
+from runner.batch.expect import judge_for
 from runner.batch.load import LoadSampler, log_plan, together
 from runner.batch.retry import start_attempts
 from runner.batch.usable import (
@@ -39,7 +42,8 @@ from runner.batch.usable import (
     sandbox_command,
     sandbox_silence,
 )
-from runner.engine.engine import Engine, EngineResult
+from runner.engine.budget import Spending
+from runner.engine.engine import Engine, EngineResult, Judge
 from runner.errors import InputError, JournalError, StoreError, UsageError, store_error
 from runner.exits import ExitCode
 from runner.http.client import ProviderClient, Transport, make_transport
@@ -199,6 +203,8 @@ async def drive(
     watch: Watch | None = None,
     resubmit_unknown: bool = False,
     cancel: bool = False,
+    judge: Judge | None = None,
+    budget: Spending | None = None,
 ) -> tuple[EngineResult, Engine]:
     """Run the engine over `plan`, writing into `batch`; closes every transport. `watch`
     runs beside it (the signal watcher) and is cancelled when the engine is done."""
@@ -216,6 +222,8 @@ async def drive(
         rng=random.Random(batch.batch_id),  # seeded per batch: jitter is reproducible
         notify=notify or print_notice,
         resubmit_unknown=resubmit_unknown,
+        judge=judge,
+        budget=budget,
     )
     transports: list[Transport] = [c.transport for c in clients.values()]
     try:
@@ -344,10 +352,14 @@ def run_batch(
     transport_factory: TransportFactory | None = None,
     quiet: bool = False,
     report: Callable[[Path, Sequence[str]], None] | None = None,
+    sample: int | None = None,
+    allow_partial: bool = False,
+    on_batch: Callable[[Path, Sequence[str]], None] | None = None,
 ) -> int:
     """`runner run`: every job of the manifest to a terminal state; 0 if all succeeded.
     `report` is called with the batch directory and the secrets once it is sealed (or
-    stopped), whatever the outcome."""
+    stopped), whatever the outcome. `sample`: the canary (runner.batch.sample); `on_batch`
+    is told the batch directory as soon as it exists (--json, --ping)."""
     stderr = stderr or sys.stderr
     if sandbox is not None and sandbox != IN_PROCESS:
         check_sandbox_url(sandbox)  # before reading anything
@@ -356,6 +368,7 @@ def run_batch(
     for notice in loaded.notices:
         print(f"runner: {notice}", file=stderr)
     plan = select_jobs(loaded.plan, only, tags)
+    require_fit(plan, allow_partial=allow_partial)  # a plan over its job caps: exit 2
     # Before anything is created: a sandbox must answer, and --out must take files.
     if sandbox is not None and sandbox != IN_PROCESS:
         require_sandbox(sandbox)
@@ -379,6 +392,8 @@ def run_batch(
             try:
                 journal.set_meta("source", source)
                 journal.set_meta(inputs.META_KEY, inputs.render(batch.inputs))
+                if sample:
+                    canary.record(journal, plan, sample)
             except BaseException:
                 _close_quietly(journal.close)
                 raise
@@ -388,6 +403,8 @@ def run_batch(
             shutil.rmtree(batch.path, ignore_errors=True)
             raise
         hints = Hints.of(batch, endpoints, source)
+        if on_batch is not None:
+            on_batch(batch.path, plan.secrets)
         return _execute(plan, batch, journal, None, started, options, endpoints, hints)
 
 
@@ -759,11 +776,12 @@ def _execute(
             log.logger.warning(event, **fields)
             console.notice(
                 f"runner: {fields['message']}",
-                error=event in ("provider.stopped", "provider.no_cancel"),
+                error=event in ("provider.stopped", "provider.no_cancel", "budget.reached"),
             )
 
-        try:
-            console.start(len(plan.jobs), counts)
+        recorders: list[Recorder] = [journal, LogRecorder(log), console]
+
+        def drive_once(phase: list[JobRecord] | None) -> tuple[EngineResult, Engine]:
             clients = build_clients(
                 plan,
                 transport_factory=options.transport_factory or make_transport,
@@ -772,20 +790,53 @@ def _execute(
             for name, provider_client in clients.items():
                 provider_client.gate.on_pause = _pause_reporter(name, log, console)
             sampler = LoadSampler(log, {n: c.gate for n, c in clients.items()})
-            result, engine = anyio.run(
+            return anyio.run(
                 lambda: drive(
                     plan,
                     batch,
                     clients=clients,
-                    recorders=[journal, LogRecorder(log), console],
-                    records=records,
+                    recorders=recorders,
+                    records=phase,
                     stderr=stderr,
                     notify=notify,
                     watch=together(signals, sampler),
                     resubmit_unknown=options.resubmit_unknown,
                     cancel=options.mode == "cancel",
+                    judge=judge,
+                    budget=spending,
                 )
             )
+
+        def control(phase: list[JobRecord]) -> Engine:  # sends nothing: the canary's moves
+            return Engine(
+                plan,
+                clients={},
+                adapters={},
+                output=batch,
+                recorders=recorders,
+                records=phase,
+                notify=notify,
+            )
+
+        try:
+            console.start(len(plan.jobs), counts)
+            every = records if records is not None else journal.load_records(plan)
+            judge = judge_for(batch)
+            spending = spending_for(plan, batch, every)
+            if options.mode == "cancel":
+                result, engine = drive_once(records)
+            else:
+                result, engine = canary.run_phases(
+                    drive_once,
+                    control,
+                    journal,
+                    every,
+                    stopped=lambda: signals.code is not None,
+                    stderr=stderr,
+                    retry_hint=(
+                        f"runner retry {shlex.quote(str(batch.path))}" if hints.resume else None
+                    ),
+                )
             journal.flush()
             code = _code(options, signals, result, engine)
             counts = journal.counts()

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from runner.batch.budget import budget_dict, describe, require_fit
 from runner.batch.usable import require_manifest
 from runner.durations import format_duration
 from runner.estimate import PlanEstimate, assumptions, estimate_plan
@@ -28,6 +29,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--all", action="store_true", help=f"list every job (default: the first {SHOWN_JOBS})"
     )
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="accept a plan over its budget's job caps (the jobs past a cap are skipped)",
+    )
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -41,6 +47,12 @@ def execute(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(canonical_json(plan_dict(loaded.plan, estimate)))
     else:
         sys.stdout.write(render(loaded.plan, estimate, None if args.all else SHOWN_JOBS))
+        caps = describe(loaded.plan)
+        if caps:
+            sys.stdout.write("\nbudget (jobs planned against each cap)\n")
+            sys.stdout.write("".join(f"{line}\n" for line in caps))
+    sys.stdout.flush()
+    require_fit(loaded.plan, allow_partial=args.allow_partial)  # over a cap: exit 2
     return 0
 
 
@@ -90,6 +102,7 @@ def plan_dict(plan: Plan, estimate: PlanEstimate) -> dict[str, Any]:
             name: provider_dict(s, counts.get(name, 0)) for name, s in plan.providers.items()
         },
         "estimate": estimate.as_dict(),
+        "budget": budget_dict(plan),
     }
 
 

@@ -1,5 +1,5 @@
-"""`runner run M [--out DIR] [--sandbox [URL]] [--only ID] [--tag T] [--quiet] [--report]`: run a
-manifest."""
+"""`runner run M [--out DIR] [--sandbox [URL]] [--only ID] [--tag T] [--quiet] [--report]
+[--sample N] [--allow-partial] [--json] [--ping URL]`: run a manifest."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from runner.batch.notify import OnBatch, run_reported
 from runner.batch.run import IN_PROCESS, run_batch
 from runner.errors import RunnerError
 from runner.report.page import REPORT, write_report
@@ -65,6 +66,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help=f"at the end (also after a failure), write {REPORT} next to batch.json",
     )
+    parser.add_argument(
+        "--sample",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="canary: run N jobs of each provider and type first; the rest only if all "
+        "of them succeed and meet their expectations",
+    )
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="run a plan over its budget's job caps: the jobs past a cap are skipped",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one machine-readable summary on stdout (and nothing else)",
+    )
+    parser.add_argument(
+        "--ping",
+        metavar="URL",
+        default=None,
+        help="healthchecks-style pings: URL/start, then URL (success) or URL/fail with "
+        "the summary; a failed ping never fails the batch",
+    )
 
 
 def report_after_run(batch: Path, secrets: Sequence[str]) -> None:
@@ -81,14 +107,47 @@ def report_after_run(batch: Path, secrets: Sequence[str]) -> None:
         print(f"runner: report: {out}", file=sys.stderr)
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def without_ping(argv: list[str]) -> list[str]:
+    """argv as batch.json and the log keep it: a ping URL carries the monitor's secret."""
+    kept: list[str] = []
+    for i, arg in enumerate(argv):
+        if i and argv[i - 1] == "--ping":
+            kept.append("***")
+        elif arg.startswith("--ping="):
+            kept.append("--ping=***")
+        else:
+            kept.append(arg)
+    return kept
+
+
 def execute(args: argparse.Namespace) -> int:
-    return run_batch(
-        args.manifest,
-        out=args.out,
-        sandbox=args.sandbox,
-        only=args.only,
-        tags=args.tag,
-        argv=sys.argv,
-        quiet=args.quiet,
-        report=report_after_run if args.report else None,
+    def run(on_batch: OnBatch | None = None) -> int:
+        return run_batch(
+            args.manifest,
+            out=args.out,
+            sandbox=args.sandbox,
+            only=args.only,
+            tags=args.tag,
+            argv=without_ping(sys.argv),
+            quiet=args.quiet,
+            report=report_after_run if args.report else None,
+            sample=args.sample,
+            allow_partial=args.allow_partial,
+            on_batch=on_batch,
+        )
+
+    if not args.json and args.ping is None:
+        return run()
+    return run_reported(
+        run, json_out=args.json, ping=args.ping, stdout=sys.stdout, stderr=sys.stderr
     )

@@ -28,6 +28,7 @@ import anyio
 
 from runner.durations import format_duration
 from runner.engine import recovery
+from runner.engine.budget import Refusal, Spending
 from runner.engine.lanes import Lane
 from runner.engine.outcomes import (
     MAX_SUBMIT_ATTEMPTS,
@@ -87,6 +88,8 @@ class Output(Protocol):
 
 
 Notify = Callable[[str, Mapping[str, Any]], None]
+# A finished job's files against its expectations: None, or why it failed (runner.batch.expect).
+Judge = Callable[[JobRecord, FetchReport], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +119,12 @@ class Engine:
         retry: RetryPolicy = DEFAULT_RETRY,
         resubmit_unknown: bool = False,
         wall: Callable[[], float] = time.time,
+        judge: Judge | None = None,
+        budget: Spending | None = None,
     ) -> None:
         self.plan = plan
+        self.judge = judge
+        self.budget = budget if budget is not None and budget.active else None
         self.output = output
         self.recorders = list(recorders)
         self.rng = rng or random.Random(0)
@@ -353,11 +360,22 @@ class Engine:
             out.write_status(status_document(status, job))
         out.write_outcome(staged, report)
         self.transition(job, event, **changes)
+        if self.budget is not None and report is not None:
+            refusal = self.budget.charge(job.spec.provider, report.outcome)
+            if refusal is not None:
+                self._capped(refusal)
 
     # -- submit ----------------------------------------------------------------------------
 
     async def _submit(self, lane: Lane, job: JobRecord) -> None:
         spec = job.spec
+        if self.budget is not None:
+            refusal = self.budget.refuse(job)
+            if refusal is not None:
+                self.finish(job, Event.SKIP, error=refusal.reason)
+                self._capped(refusal, refused=1)
+                return
+            self.budget.count(job)
         self.transition(job, Event.SUBMIT, attempts=job.attempts + 1)
         since = self.wall()
         http = self.client_for(lane, job)
@@ -589,7 +607,12 @@ class Engine:
         except (ProviderResponseError, JobFailedError) as exc:
             self.finish(job, Event.ERROR, error=str(exc))
             return
-        self.finish(job, Event.FETCHED, report=report, partial=job.partial or report.partial)
+        partial = job.partial or report.partial
+        verdict = self.judge(job, report) if self.judge is not None else None
+        if verdict is not None:  # finished remotely, but not what was expected: files kept
+            self.finish(job, Event.ERROR, report=report, partial=partial, error=verdict)
+            return
+        self.finish(job, Event.FETCHED, report=report, partial=partial)
 
     # -- provider-wide: stops and outages --------------------------------------------------
 
@@ -722,6 +745,32 @@ class Engine:
             reason="credits",
         )
         lane.notify_all()
+
+    def _capped(self, refusal: Refusal, *, refused: int = 0) -> None:
+        """A spend cap was reached: no more submits where it applies (its provider, or all
+        for the batch's cap); jobs not yet sent are skipped, running ones finish."""
+        assert self.budget is not None
+        lanes = [
+            lane
+            for lane in self.lanes.values()
+            if refusal.provider is None or lane.name == refusal.provider
+        ]
+        skipped = refused  # the job whose submit met the cap, if any
+        for lane in lanes:
+            lane.capped = lane.capped or refusal.reason
+            skipped += self._skip_pending(lane, refusal.reason)
+            lane.notify_all()
+        if refusal.provider in self.budget.announced:
+            return
+        self.budget.announced.add(refusal.provider)
+        where = refusal.provider or "batch"
+        self.notice(
+            "budget.reached",
+            f"{refusal.reason.removesuffix('; not submitted')}: {skipped} not submitted, "
+            "jobs already running continue",
+            provider=where,
+            reason="budget",
+        )
 
     def _submitting(self, lane: Lane) -> int:
         return sum(

@@ -45,6 +45,7 @@ class Lane:
     done: bool = False
     stopped: str | None = None  # the key was refused: nothing more is sent
     no_credits: str | None = None  # credits ran out: no more submits
+    capped: str | None = None  # a spend cap (budget) was reached: no more submits
     unreachable: str | None = None  # it never answered: the lane stopped, jobs left as they are
     probing: bool = False  # the one probe allowed while the provider is down is out
     probe_job: JobRecord | None = None  # the job whose poll is that probe (None: a bare GET)
@@ -66,7 +67,12 @@ class Lane:
         return self.client.gate
 
     def may_submit(self) -> bool:
-        return self.stopped is None and self.no_credits is None and self.unreachable is None
+        return (
+            self.stopped is None
+            and self.no_credits is None
+            and self.unreachable is None
+            and self.capped is None
+        )
 
     # -- queueing ----------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ cap and calls it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -19,6 +20,7 @@ from typing import Any
 
 from runner.errors import EachError, ManifestError, Problem, YamlError
 from runner.manifest import each as each_mod
+from runner.manifest.guards import ExpectReader, check_provider_budget, read_budget
 from runner.manifest.report import PathT, Report, Where
 from runner.manifest.schemas import (
     Checker,
@@ -148,6 +150,12 @@ class _Reader:
         self.report = Report(self.file)
         self.seen_ids: dict[str, Where] = {}
         self.settings = SettingsReader(self.report, env, sandbox_keys)
+        self.expects = ExpectReader(
+            self.report,
+            lambda name: self.resolve(name),
+            opener,
+            lambda read: self.inputs.setdefault(read.written, read),
+        )
 
     # -- the pass --------------------------------------------------------------------------
 
@@ -185,6 +193,10 @@ class _Reader:
             for name, conf in declared.items()
             if name in PROVIDERS and isinstance(conf, dict)
         }
+        for name, made in settings.items():
+            budget = check_provider_budget(self.report, name, declared[name].get("budget"))
+            if made is not None:
+                settings[name] = dataclasses.replace(made, budget=budget)
         specs: list[JobSpec] = []
         jobs = self.report.doc.get("jobs")
         for index, job in enumerate(jobs if isinstance(jobs, list) else []):
@@ -209,6 +221,7 @@ class _Reader:
             providers=providers,
             jobs=tuple(specs),
             secrets=tuple(self.settings.secrets),
+            budget=read_budget(self.report.doc.get("budget")),
         )
 
     # -- small checks ----------------------------------------------------------------------
@@ -293,6 +306,7 @@ class _Reader:
             ),
             fetch=fetch,
             retry="failed" if job.get("retry") == "failed" else None,
+            expect=self.expects.expect(base, job.get("expect"), defaults.get("expect")),
         )
         extra: dict[str, Any] = {key: job[key] for key in ("fetch", "retry") if key in job}
         params, job_id = job.get("params"), job.get("id")
@@ -523,4 +537,5 @@ def _spec(template: JobSpec, job_id: str, params: Mapping[str, Any], index: int)
         index=index,
         fetch=template.fetch,
         retry=template.retry,
+        expect=template.expect,
     )

@@ -58,6 +58,10 @@ class ProviderInfo:
     poll_requests: Callable[[int], int] = one_each  # of `polls` polls
     result_requests: Callable[[JobSpec], int] = no_request  # at the least
     estimate_note: str = ""  # the rules above in words, when they are not the defaults
+    # Where a job's cost is reported (a key of FetchReport.outcome, so of job.json), in
+    # `cost_unit`: what a `budget.credits` cap counts. None: the provider reports no cost.
+    cost_field: str | None = None
+    cost_unit: str = "credits"
 
     def can_cancel(self, job_type: str) -> bool:
         return job_type in self.cancellable

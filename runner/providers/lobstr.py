@@ -83,6 +83,7 @@ INFO = ProviderInfo(
         "its configuration, its tasks; a poll of a running run costs 2 (+ /stats); results "
         "are the first results page, +2 for an export"
     ),
+    cost_field="credit_used",  # the run's credit_used (docs/providers/lobstr.md#endpoints)
 )
 
 PAGE_SIZE = 100  # the documented maximum rows per /results page

@@ -39,6 +39,8 @@ INFO = ProviderInfo(
     typical_duration=300.0,
     result_requests=lambda job: 1,  # the first results page
     estimate_note="skop: results are the first results page",
+    cost_field="cost_usd",  # the results document's cost (docs/providers/skop.md#endpoints)
+    cost_unit="USD",
 )
 
 DEFAULT_MAX_FILE_SIZE_MB = 100  # Skop's own default for parameters.max_file_size_mb

@@ -48,6 +48,8 @@ INFO = ProviderInfo(
     # scrape and batch return results inline; a crawl's pages are one more request
     result_requests=lambda job: int(job.fetch.get("pages", True)) if job.type == "crawl" else 0,
     estimate_note="spidra: a crawl's results are its first pages request",
+    # a batch's items' creditsUsed (docs/providers/spidra.md#results-and-downloads)
+    cost_field="credits_used",
 )
 
 # docs/providers/spidra.md#statuses; `queued` is the submit reply's own word, `delayed` is BullMQ's

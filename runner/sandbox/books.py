@@ -29,6 +29,7 @@ class ProviderBooks:
         "keyed_downloads",
         "limit",
         "peak",
+        "refused_credits",
         "requests",
         "submits",
         "submits_lost",
@@ -52,6 +53,7 @@ class ProviderBooks:
         self.submits_unanswered: dict[str, int] = {}  # body key → created, then faulted
         self.endpoint_peaks: dict[str, tuple[RateLimit, WindowPeak]] = {}
         self.endpoint_throttled: dict[str, int] = {}
+        self.refused_credits = 0  # submits answered "no credits" (the `credits` knob)
 
     def record(self, label: str, now: float) -> None:
         self.requests[label] = self.requests.get(label, 0) + 1
@@ -94,6 +96,7 @@ class ProviderBooks:
             "dropped_after_accept": self.dropped_after_accept,
             "submits_lost": dict(sorted(self.submits_lost.items())),
             "submits_unanswered": dict(sorted(self.submits_unanswered.items())),
+            "refused_credits": self.refused_credits,
         }
         if self.endpoint_peaks:
             data["endpoints"] = {

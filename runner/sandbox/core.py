@@ -334,6 +334,7 @@ class ProviderApi:
         self.window = SlidingWindow(limit.requests, limit.per) if limit else None
         self._counter = 0  # requests that reached the fault stage (error bursts, drops)
         self._submits = 0  # of those, submits (error_burst.on: submits)
+        self._paid = 0  # submits that created a job, against the `credits` knob
         self._group_windows: dict[str, SlidingWindow] = {}
 
     # -- provider-specific hooks ----------------------------------------------------------
@@ -351,6 +352,11 @@ class ProviderApi:
         response = self.error(429, "Too many requests", "RATE_LIMITED")
         response.headers["Retry-After"] = retry_after_header(retry_after)
         return response
+
+    def no_credits(self) -> Response:
+        """The provider's answer to a submit the account cannot pay for (`credits` knob);
+        each provider module answers in its own words."""
+        return self.error(402, "Insufficient credits", "insufficient_credits")
 
     def server_error(self, status: int) -> Response:
         return self.error(status, "Service temporarily unavailable", "SERVICE_UNAVAILABLE")
@@ -432,8 +438,12 @@ class ProviderApi:
                 return DroppedResponse()
             if latency:
                 await anyio.sleep(latency)
+            if submit and knobs.credits is not None and self._paid >= knobs.credits:
+                books.refused_credits += 1
+                return self.no_credits()
             response = await handler(request)
             created = submit and response.status_code < 300
+            self._paid += created
             if injected:  # after the handler: a submit created its job, then got the error
                 assert burst is not None
                 books.errors_injected += 1

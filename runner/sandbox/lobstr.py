@@ -66,6 +66,9 @@ class LobstrApi(ProviderApi):
     def unauthorized(self) -> Response:
         return self.error(401, "Invalid token.", "NotAuthenticated")
 
+    def no_credits(self) -> Response:  # Lobstr sends no 402 (docs/providers/lobstr.md#errors)
+        return self.error(400, "Not enough balance to start this run.", "NotEnoughBalance")
+
     def throttled(self, retry_after: float, limit: RateLimit, remaining: int) -> Response:
         seconds = retry_after_header(retry_after)
         response = self.error(

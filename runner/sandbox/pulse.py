@@ -48,6 +48,9 @@ class PulseApi(ProviderApi):
     def unauthorized(self) -> Response:
         return self.error(401, "Invalid or missing API key", "AUTH_001")
 
+    def no_credits(self) -> Response:  # docs/providers/pulse.md#errors
+        return self.error(402, "Insufficient credits", "BILLING_002")
+
     def throttled(self, retry_after: float, limit: RateLimit, remaining: int) -> Response:
         response = self.error(429, "Rate limit exceeded", "RATE_001")
         response.headers["Retry-After"] = retry_after_header(retry_after)

@@ -77,6 +77,7 @@ class Knobs:
     drop_connection_rate: float = 0.0
     drop_after_accept: bool = True  # a dropped submit still created the job
     keys: tuple[str, ...] | None = None  # accepted keys; None = any non-empty key
+    credits: int | None = None  # jobs the account can pay for; then its no-credit answer
 
 
 JOB_KNOBS = frozenset(
@@ -322,5 +323,6 @@ _PARSERS: dict[str, Any] = {
     "drop_connection_rate": _rate,
     "drop_after_accept": _bool,
     "keys": _keys,
+    "credits": lambda v, s, a: None if v is None else _int(v, s, a),
 }
 assert set(_PARSERS) == ALL_KNOBS

@@ -61,6 +61,9 @@ class SpidraApi(ProviderApi):
     def unauthorized(self) -> Response:
         return self.error(401, "Invalid or missing API key", "UNAUTHORIZED")
 
+    def no_credits(self) -> Response:  # a 403 told apart by its message (spidra.md#errors)
+        return self.error(403, "Monthly credit limit reached", "FORBIDDEN")
+
     def throttled(self, retry_after: float, limit: RateLimit, remaining: int) -> Response:
         seconds = retry_after_header(retry_after)
         response = self.error(

@@ -159,6 +159,7 @@ _SPECIAL_EVENTS = {
     Event.DEFERRED: "job.deferred",
     Event.RECONCILED: "job.reconciled",
     Event.RESUBMIT: "job.resubmitted",
+    Event.RELEASE: "job.released",
 }
 
 
