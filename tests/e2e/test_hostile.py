@@ -16,7 +16,11 @@ import yaml
 
 from tests import hostile
 
-TIMEOUT = 3.0  # seconds, every job's
+TIMEOUT = 3.0  # seconds: the jobs that test a timeout (their expected state says so)
+# The others end on what their reply is, not on time: a longer timeout keeps a busy machine
+# (inflating a bomb up to its cap takes CPU) from turning their "failed" into "timed_out".
+OTHERS_TIMEOUT = 10.0
+ENDS_ON_TIME = {"never-ending", "drip-submit", "drip-status", "drip-download"}
 MARGIN = 12.0  # queueing behind 4 request slots, poll intervals, start-up on a busy machine
 PEAK_RSS_LIMIT = 300 * 1024 * 1024
 RSS_WRAPPER = """
@@ -70,6 +74,7 @@ def write_manifest(tmp: Path, origin: str) -> Path:
                 "provider": "pulse",
                 "type": "extract",
                 "params": {"file_url": f"https://hostile.test/{name}.pdf"},
+                **({} if name in ENDS_ON_TIME else {"timeout": f"{OTHERS_TIMEOUT:g}s"}),
             }
             for name in hostile.PULSE_BEHAVIOURS
         ],
@@ -100,7 +105,7 @@ def test_one_batch_of_every_hostile_reply_ends_in_time_in_bounded_memory(tmp_pat
         measured = run_measured(tmp_path, write_manifest(tmp_path, server.origin), 60.0)
         seen = [(s.method, s.path) for s in server.seen]
     assert measured["code"] == 1, measured  # the batch finished; some jobs did not succeed
-    assert measured["seconds"] < TIMEOUT + MARGIN, measured
+    assert measured["seconds"] < OTHERS_TIMEOUT + MARGIN, measured
     assert measured["peak"] < PEAK_RSS_LIMIT, measured
     batch = next(p for p in (tmp_path / "out" / "hostile").iterdir() if p.name != "latest")
     for name, (state, words) in EXPECTED.items():
