@@ -17,7 +17,18 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from runner import __version__
-from runner.commands import cancel, plan, resume, retry, run, sandbox, status, validate, verify
+from runner.commands import (
+    cancel,
+    merge,
+    plan,
+    resume,
+    retry,
+    run,
+    sandbox,
+    status,
+    validate,
+    verify,
+)
 from runner.errors import LockHeldError, ManifestError, RunnerError, StoreError, UsageError
 from runner.exits import ExitCode
 from runner.store.redaction import redact
@@ -31,6 +42,7 @@ COMMANDS: dict[str, ModuleType] = {
     "status": status,
     "cancel": cancel,
     "verify": verify,
+    "merge": merge,
     "sandbox": sandbox,
 }
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from runner.batch import rate_store, shard
 from runner.batch.run import IN_PROCESS, run_batch
 
 HELP = "run every job of a manifest to the end and write the results directory"
@@ -52,6 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="T",
         help="run only jobs with this tag (repeatable)",
     )
+    rate_store.add_options(parser, shards=True)
     add_quiet(parser)
 
 
@@ -64,4 +67,6 @@ def execute(args: argparse.Namespace) -> int:
         tags=args.tag,
         argv=sys.argv,
         quiet=args.quiet,
+        shard=shard.from_options(args.shard, args.shards, os.environ),
+        store=rate_store.from_options(args.rate_store, os.environ),
     )
