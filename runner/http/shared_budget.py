@@ -147,7 +147,8 @@ def parse_store(text: str, where: str = "--rate-store") -> StoreConfig:
             raise UsageError(f"{where}: lease_ttl={raw!r}: give seconds from 1 to 3600")
     prefix = query.pop("prefix", [PREFIX])[-1] or PREFIX
     rest = "&".join(f"{k}={v}" for k, values in query.items() for v in values)
-    return StoreConfig(urlunsplit(parts._replace(query=rest)), ttl, prefix)
+    url = f"{parts.scheme}://{parts.netloc}{parts.path}" + (f"?{rest}" if rest else "")
+    return StoreConfig(url, ttl, prefix)
 
 
 def _redis_module() -> Any:
@@ -345,12 +346,13 @@ class SharedBudget:
         leases, wakes a provider's workers when a lease came; gives every lease back at the
         end (a process that cannot, killed, lets them expire)."""
         try:
-            while self.lost is None:
-                for name, share in self.shares.items():
-                    await share.flush_pause()
-                    if await share.keep(waiting[name]() if name in waiting else 0):
-                        wake(name)
-                await self.clock.sleep(TICK)
+            with contextlib.suppress(StoreLostError):  # told once; the batch is stopping
+                while self.lost is None:
+                    for name, share in self.shares.items():
+                        await share.flush_pause()
+                        if await share.keep(waiting[name]() if name in waiting else 0):
+                            wake(name)
+                    await self.clock.sleep(TICK)
             await anyio.sleep_forever()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(TIMEOUT):
