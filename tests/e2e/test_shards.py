@@ -30,7 +30,10 @@ __all__ = ["redis_server"]  # the fixture
 pytestmark = pytest.mark.e2e
 
 RATE = 40  # declared and enforced: requests per second to Bulkgrid
-RATE_SCENARIO = {"providers": {"bulkgrid": {"rate_limit": {"requests": RATE, "per": "1s"}}}}
+RATE_SCENARIO = {
+    "defaults": {"duration": {"min": 0.1, "max": 0.6}},
+    "providers": {"bulkgrid": {"rate_limit": {"requests": RATE, "per": "1s"}}},
+}
 
 
 def _within_the_limit_once_each(books: dict[str, Any], jobs: int) -> None:
