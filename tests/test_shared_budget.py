@@ -189,3 +189,23 @@ def test_a_lost_store_is_told_once_and_nothing_is_sent_through_it(
         await budget.close()
 
     _run(body)
+
+
+def test_resume_uses_the_recorded_store_unless_it_held_a_password() -> None:
+    from runner.batch import rate_store
+
+    assert rate_store.from_options(None, {}, None) is None
+    assert rate_store.from_options(None, {}, {"rate_store": "redis://h:1/0"}) == StoreConfig(
+        "redis://h:1/0"
+    )
+    given = rate_store.from_options("redis://g:2/1", {"RUNNER_RATE_STORE": "redis://e:3/0"})
+    assert given is not None
+    assert given.url == "redis://g:2/1"  # the flag first, then the environment
+    from_env = rate_store.from_options(None, {"RUNNER_RATE_STORE": "redis://e:3/0"})
+    assert from_env is not None
+    assert from_env.url == "redis://e:3/0"
+    with pytest.raises(UsageError, match=r"give its URL again with --rate-store"):
+        rate_store.from_options(None, {}, {"rate_store": "redis://:***@h:1/0"})
+    assert rate_store.record(parse_store("redis://:pw12345@h:1/0")) == {
+        "rate_store": "redis://:***@h:1/0"
+    }

@@ -39,7 +39,8 @@ def execute(args: argparse.Namespace) -> int:
     merged = merge_batches(args.dirs, args.out, argv=sys.argv)
     states = ", ".join(f"{n} {state}" for state, n in sorted(merged.counts.items()) if n)
     print(
-        f"merged {len(args.dirs)} shards, {merged.jobs} jobs ({states}) into {merged.path} "
+        f"merged {len(args.dirs)} shards, {merged.jobs} job{'' if merged.jobs == 1 else 's'} "
+        f"({states}) into {merged.path} "
         f"(exit {merged.exit_code})"
     )
     return merged.exit_code

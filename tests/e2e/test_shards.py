@@ -259,3 +259,54 @@ def test_without_leases_four_shards_go_over_the_in_flight_cap(tmp_path: Path) ->
         entry = procs.books(origin)["skop"]
     posts = sum(n for route, n in entry["requests"].items() if route.startswith("POST"))
     assert posts > jobs  # refused submits (429) were sent again
+
+
+def test_a_shard_that_owns_no_job_finishes_at_once_and_merges(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    manifest = tmp_path / "one.yaml"
+    manifest.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "name": "one",
+                "defaults": {"poll": {"initial": "50ms", "max": "200ms"}},
+                "providers": {"pulse": {"api_key": "${PULSE_API_KEY}"}},
+                "jobs": [
+                    {
+                        "id": "only-job",
+                        "provider": "pulse",
+                        "type": "extract",
+                        "params": {"file_url": "https://files.example/a.pdf"},
+                    }
+                ],
+            }
+        )
+    )
+    with serve_in_thread(create_app(seed=3)) as running:
+        for k in (1, 2, 3):
+            code = run_batch(
+                manifest,
+                out=tmp_path / "out",
+                sandbox=running.origin,
+                env=ENV,
+                quiet=True,
+                shard=Shard(k, 3),
+            )
+            assert code == 0
+    dirs = [procs.shard_dir(tmp_path / "out", "one", k, 3) for k in (1, 2, 3)]
+    sizes = [len(list((d / "jobs").iterdir())) for d in dirs if d is not None]
+    (owning,) = [k for k in (1, 2, 3) if Shard(k, 3).owns("only-job")]
+    assert sizes == [1 if k == owning else 0 for k in (1, 2, 3)]
+    capsys.readouterr()
+    args = [str(d) for d in dirs if d is not None]
+    assert main(["merge", *args, "--out", str(tmp_path / "merged")]) == 0
+    assert "merged 3 shards, 1 job (1 succeeded) into " in capsys.readouterr().out
+    assert main(["verify", str(tmp_path / "merged" / "one" / "latest")]) == 0
+    # the CLI's refusal: one line, exit 2
+    assert main(["merge", *args[:2], "--out", str(tmp_path / "merged2")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "runner: shard 3/3 missing: give every shard's batch directory"
+    )
