@@ -39,9 +39,12 @@ def sandbox_process(tmp: Path, scenario: dict[str, Any], seed: int = 7) -> Itera
         lines = [process.stdout.readline() for _ in range(5)]
         urls = dict(line.split() for line in lines)
         yield urls["bulkgrid"]  # mounted at the origin
-    finally:
+    except BaseException:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=10)
+        raise
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0  # a sandbox stops cleanly on SIGTERM
 
 
 def books(origin: str) -> dict[str, Any]:

@@ -52,6 +52,17 @@ def _states(batch: Path) -> set[str]:
     }
 
 
+def run_shards(
+    manifest: Path, out: Path, origin: str, count: int, only: tuple[int, ...] = ()
+) -> None:
+    """Shards K/count of `manifest` one after the other, in this process; each must exit 0."""
+    for k in only or range(1, count + 1):
+        code = run_batch(
+            manifest, out=out, sandbox=origin, env=ENV, quiet=True, shard=Shard(k, count)
+        )
+        assert code == 0
+
+
 # -- merge ------------------------------------------------------------------------------------
 
 
@@ -65,16 +76,7 @@ def test_merged_shards_equal_an_unsharded_run_on_the_same_seed(tmp_path: Path) -
         )
 
     with sandbox() as running:
-        for k in (1, 2, 3):
-            code = run_batch(
-                manifest,
-                out=tmp_path / "shards",
-                sandbox=running.origin,
-                env=ENV,
-                quiet=True,
-                shard=Shard(k, 3),
-            )
-            assert code == 0
+        run_shards(manifest, tmp_path / "shards", running.origin, 3)
     with sandbox() as running:
         code = run_batch(
             manifest, out=tmp_path / "whole", sandbox=running.origin, env=ENV, quiet=True
@@ -111,31 +113,9 @@ def test_merged_shards_equal_an_unsharded_run_on_the_same_seed(tmp_path: Path) -
 def test_merge_refuses_shards_of_another_manifest_and_overlapping_jobs(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path)
     with serve_in_thread(create_app(seed=11, scenario=Scenario.from_dict(SCENARIO))) as running:
-        for k in (1, 2):
-            assert (
-                run_batch(
-                    manifest,
-                    out=tmp_path / "a",
-                    sandbox=running.origin,
-                    env=ENV,
-                    quiet=True,
-                    shard=Shard(k, 2),
-                )
-                == 0
-            )
-        other = manifest.read_text().replace("plans", "prices")
-        manifest.write_text(other)
-        assert (
-            run_batch(
-                manifest,
-                out=tmp_path / "b",
-                sandbox=running.origin,
-                env=ENV,
-                quiet=True,
-                shard=Shard(2, 2),
-            )
-            == 0
-        )
+        run_shards(manifest, tmp_path / "a", running.origin, 2)
+        manifest.write_text(manifest.read_text().replace("plans", "prices"))
+        run_shards(manifest, tmp_path / "b", running.origin, 2, only=(2,))
     one = procs.shard_dir(tmp_path / "a", "repro", 1, 2)
     two = procs.shard_dir(tmp_path / "a", "repro", 2, 2)
     foreign = procs.shard_dir(tmp_path / "b", "repro", 2, 2)
@@ -238,7 +218,10 @@ def test_four_shards_share_one_in_flight_cap_through_leases(
 ) -> None:
     jobs, cap = 16, 3
     manifest = procs.in_flight_manifest(tmp_path, jobs, cap)
-    scenario = {"providers": {"skop": {"max_active": cap}}}
+    scenario = {
+        "defaults": {"duration": {"min": 0.2, "max": 0.5}},
+        "providers": {"skop": {"max_active": cap}},
+    }
     with procs.sandbox_process(tmp_path, scenario) as origin:
         results = procs.finish(
             procs.start_shards(manifest, origin, tmp_path / "out", 4, redis_server.url)
@@ -254,7 +237,11 @@ def test_four_shards_share_one_in_flight_cap_through_leases(
 def test_without_leases_four_shards_go_over_the_in_flight_cap(tmp_path: Path) -> None:
     jobs, cap = 16, 3
     manifest = procs.in_flight_manifest(tmp_path, jobs, cap)
-    with procs.sandbox_process(tmp_path, {"providers": {"skop": {"max_active": cap}}}) as origin:
+    scenario = {
+        "defaults": {"duration": {"min": 0.2, "max": 0.5}},
+        "providers": {"skop": {"max_active": cap}},
+    }
+    with procs.sandbox_process(tmp_path, scenario) as origin:
         procs.finish(procs.start_shards(manifest, origin, tmp_path / "out", 4, None))
         entry = procs.books(origin)["skop"]
     posts = sum(n for route, n in entry["requests"].items() if route.startswith("POST"))
@@ -286,16 +273,7 @@ def test_a_shard_that_owns_no_job_finishes_at_once_and_merges(
         )
     )
     with serve_in_thread(create_app(seed=3)) as running:
-        for k in (1, 2, 3):
-            code = run_batch(
-                manifest,
-                out=tmp_path / "out",
-                sandbox=running.origin,
-                env=ENV,
-                quiet=True,
-                shard=Shard(k, 3),
-            )
-            assert code == 0
+        run_shards(manifest, tmp_path / "out", running.origin, 3)
     dirs = [procs.shard_dir(tmp_path / "out", "one", k, 3) for k in (1, 2, 3)]
     sizes = [len(list((d / "jobs").iterdir())) for d in dirs if d is not None]
     (owning,) = [k for k in (1, 2, 3) if Shard(k, 3).owns("only-job")]
