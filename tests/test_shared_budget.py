@@ -11,10 +11,10 @@ from typing import Any
 import anyio
 import pytest
 
-from runner.errors import UsageError
+from runner.errors import StoreLostError, UsageError
 from runner.http import shared_budget
 from runner.http.limits import Gate
-from runner.http.shared_budget import SharedBudget, StoreConfig, StoreLostError, parse_store
+from runner.http.shared_budget import SharedBudget, StoreConfig, parse_store
 from runner.plan import Limits, Rate
 from tests.redis_server import RedisServer, free_port, redis_server
 

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import anyio
 
-from runner.errors import ErrorKind, ProviderCallError, UsageError
+from runner.errors import ErrorKind, StoreLostError, UsageError
 from runner.http.limits import AnyioClock, Bucket, Clock, Gate
 from runner.plan import EndpointClass
 
@@ -179,10 +179,6 @@ def check_store(config: StoreConfig) -> None:
         ) from None
     finally:
         client.close()
-
-
-class StoreLostError(ProviderCallError):
-    """A request that needed the lost store: it was not sent."""
 
 
 class GateShare:
