@@ -204,7 +204,7 @@ def test_resume_uses_the_recorded_store_unless_it_held_a_password() -> None:
     from_env = rate_store.from_options(None, {"RUNNER_RATE_STORE": "redis://e:3/0"})
     assert from_env is not None
     assert from_env.url == "redis://e:3/0"
-    with pytest.raises(UsageError, match=r"give its URL again with --rate-store"):
+    with pytest.raises(UsageError, match=r"give its URL again with RUNNER_RATE_STORE"):
         rate_store.from_options(None, {}, {"rate_store": "redis://:***@h:1/0"})
     assert rate_store.record(parse_store("redis://:pw12345@h:1/0")) == {
         "rate_store": "redis://:***@h:1/0"

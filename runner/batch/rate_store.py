@@ -60,7 +60,7 @@ def from_options(
     if ":***@" in shown:
         raise UsageError(
             f"this batch shared its rate budget through {shown}; give its URL again with "
-            f"--rate-store or {ENV_STORE} (the password is never stored)"
+            f"{ENV_STORE} (or resume --rate-store): the password is never stored"
         )
     return parse_store(shown, f"batch.json {INFO_KEY}")
 
