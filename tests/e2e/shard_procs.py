@@ -52,7 +52,9 @@ def books(origin: str) -> dict[str, Any]:
     return providers
 
 
-def rate_manifest(tmp: Path, jobs: int, rate: int, *, name: str = "shards") -> Path:
+def rate_manifest(
+    tmp: Path, jobs: int, rate: int, *, name: str = "shards", on_interrupt: str = "detach"
+) -> Path:
     """Bulkgrid extracts (its runs can be listed, so a submit cut by a kill is found again)
     under a declared requests budget of `rate` per second."""
     document = {
@@ -63,6 +65,7 @@ def rate_manifest(tmp: Path, jobs: int, rate: int, *, name: str = "shards") -> P
             "bulkgrid": {
                 "api_key": "${BULKGRID_API_KEY}",
                 "limits": {"requests": {"rate": rate, "per": "1s"}},
+                "on_interrupt": on_interrupt,
             }
         },
         "jobs": [

@@ -289,3 +289,24 @@ def test_a_shard_that_owns_no_job_finishes_at_once_and_merges(
     assert capsys.readouterr().err.strip() == (
         "runner: shard 3/3 missing: give every shard's batch directory"
     )
+
+
+def test_a_lost_store_sends_no_cancel_even_with_on_interrupt_cancel(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Cancels cannot be paced without the store either: they are not sent, the jobs keep
+    their state for `runner resume`, and the shard still ends (exit 5) in bounded time."""
+    manifest = procs.rate_manifest(tmp_path, 16, RATE, on_interrupt="cancel")
+    out = tmp_path / "out"
+    with procs.sandbox_process(tmp_path, RATE_SCENARIO) as origin:
+        running = procs.start_shards(manifest, origin, out, 1, redis_server.url)
+        batch = procs.wait_for_shard(out, "shards", 1, 1)
+        procs.wait_for_log(batch / "log.jsonl", '"job.submitted"', 3)
+        redis_server.stop()
+        ((code, err),) = procs.finish(running, timeout=60).values()
+        requests = procs.books(origin)["bulkgrid"]["requests"]
+    assert code == ExitCode.RATE_STORE_LOST, err
+    assert not [route for route in requests if route.endswith("/cancel")], requests
+    lost = f"the remote cancel failed: the rate store {redis_server.url} is lost: not sent"
+    assert lost in err  # said once per job still running remotely, which resume follows
+    assert "interrupted by the loss of the rate store; state saved" in err
