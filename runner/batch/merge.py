@@ -143,11 +143,15 @@ def _complete(batches: Sequence[ShardBatch], plan: Plan) -> None:
     wanted = [spec.id for spec in plan.jobs]
     absent = [job_id for job_id in wanted if job_id not in owner]
     if absent:
-        count = f"{len(absent)} job{'s' if len(absent) > 1 else ''}"
+        count = (
+            "1 job of the manifest has"
+            if len(absent) == 1
+            else f"{len(absent)} jobs of the manifest have"
+        )
         k = shards.owner(absent[0], batches[0].shard.count) + 1
         where = next(b.path for b in batches if b.shard.index == k)
         raise UsageError(
-            f"{count} of the manifest have no results, first {absent[0]!r} (shard "
+            f"{count} no results, first {absent[0]!r} (shard "
             f"{k}/{batches[0].shard.count}): finish it with: runner resume {where}"
         )
     extra = sorted(set(owner) - set(wanted))

@@ -20,7 +20,7 @@ from runner.exits import ExitCode
 from runner.sandbox.app import create_app
 from runner.sandbox.scenario import Scenario
 from runner.sandbox.server import serve_in_thread
-from runner.store.results import SUMS, check
+from runner.store.results import SUMS, check, render_sums
 from tests.e2e import shard_procs as procs
 from tests.e2e.test_durable_repro import ENV, SCENARIO, differences, free_port, write_manifest
 from tests.redis_server import RedisServer, redis_server
@@ -124,13 +124,30 @@ def test_merge_refuses_shards_of_another_manifest_and_overlapping_jobs(tmp_path:
     assert foreign is not None
     with pytest.raises(UsageError, match="ran different manifest: they are not shards of one"):
         merge_batches([one, foreign], tmp_path / "m")
-    # a job copied into the wrong shard: the shards overlap
-    moved = next((two / "jobs").iterdir())
+    # a job of shard 1 copied into shard 2: the shards overlap
+    moved = next((one / "jobs").iterdir())
     import shutil
 
-    shutil.copytree(moved, one / "jobs" / moved.name)
+    shutil.copytree(moved, two / "jobs" / moved.name)
     with pytest.raises(UsageError, match="does not verify"):
         merge_batches([one, two], tmp_path / "m")
+    # ... even with its SHA256SUMS made to agree
+    (two / SUMS).write_bytes(render_sums(two))
+    with pytest.raises(UsageError, match=f"job '{moved.name}' is in both .*: the shards overlap"):
+        merge_batches([two, one], tmp_path / "m")
+    shutil.rmtree(moved)  # now it is only where it does not belong
+    (one / SUMS).write_bytes(render_sums(one))
+    with pytest.raises(UsageError, match=f"job '{moved.name}' in .* does not belong to shard 2/2"):
+        merge_batches([one, two], tmp_path / "m")
+    shutil.rmtree(two / "jobs" / moved.name)  # a job no shard finished (an interrupted shard)
+    (two / SUMS).write_bytes(render_sums(two))
+    with pytest.raises(
+        UsageError,
+        match=f"1 job of the manifest has no results, first '{moved.name}' \\(shard 1/2\\): "
+        "finish it with: runner resume ",
+    ):
+        merge_batches([one, two], tmp_path / "m")
+    assert not (tmp_path / "m").exists()
 
 
 # -- one budget across processes ----------------------------------------------------------------
