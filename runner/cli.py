@@ -16,9 +16,20 @@ import traceback
 from collections.abc import Sequence
 from types import ModuleType
 
-import runner.commands.report as report_command
 from runner import __version__
-from runner.commands import cancel, plan, resume, retry, run, sandbox, status, validate, verify
+from runner.commands import (
+    cancel,
+    merge,
+    plan,
+    report,
+    resume,
+    retry,
+    run,
+    sandbox,
+    status,
+    validate,
+    verify,
+)
 from runner.errors import LockHeldError, ManifestError, RunnerError, StoreError, UsageError
 from runner.exits import ExitCode
 from runner.store.redaction import redact
@@ -32,8 +43,9 @@ COMMANDS: dict[str, ModuleType] = {
     "status": status,
     "cancel": cancel,
     "verify": verify,
+    "merge": merge,
     "sandbox": sandbox,
-    "report": report_command,
+    "report": report,
 }
 
 

@@ -19,6 +19,7 @@ RunnerError               the CLI prints it in one line, never a traceback (exit
     TooLargeError         past its size cap: the same, and say which cap
   ProviderCallError       a provider call failed: act on `kind`; re-send a submit only if
                           `not_accepted` (the provider provably did not act on it)
+    StoreLostError        the shared rate store (--rate-store) is lost: nothing was sent
   NotCancellableError     nothing was sent: record the job detached, never cancelled
   NotSubmittedError       reconcile proved the provider never created the job: submit again
   JobFailedError          this job cannot succeed: record it failed, the batch goes on
@@ -278,6 +279,10 @@ class ProviderCallError(RunnerError):
             network=self.network,
             offsite=self.offsite,
         )
+
+
+class StoreLostError(ProviderCallError):
+    """A request that needed the shared rate store, which is lost: it was not sent."""
 
 
 class NotCancellableError(RunnerError):

@@ -11,5 +11,6 @@ class ExitCode(IntEnum):
     INVALID = 2  # invalid manifest or usage
     INTERNAL = 3  # internal error (the message names the log)
     LOCKED = 4  # another run holds this manifest's lock
+    RATE_STORE_LOST = 5  # the shared rate store (--rate-store) stopped answering; resumable
     SIGINT = 130  # interrupted by SIGINT; state saved, `runner resume` continues
     SIGTERM = 143  # interrupted by SIGTERM; state saved, `runner resume` continues

@@ -27,8 +27,9 @@ from typing import Any, TextIO
 
 import anyio
 
-from runner.batch import inputs
+from runner.batch import inputs, rate_store
 from runner.batch import sample as canary
+from runner.batch import shard as shards
 from runner.batch.budget import require_fit, spending_for
 from runner.batch.console import Console, summary_line
 from runner.batch.expect import judge_for
@@ -48,6 +49,7 @@ from runner.errors import InputError, JournalError, StoreError, UsageError, stor
 from runner.exits import ExitCode
 from runner.http.client import ProviderClient, Transport, make_transport
 from runner.http.limits import Gate, pool_size_for
+from runner.http.shared_budget import StoreConfig, check_store
 from runner.lifecycle import JobRecord, Recorder, State
 from runner.manifest.loader import load_manifest, parse_manifest
 from runner.plan import Plan
@@ -332,6 +334,8 @@ class _Options:
     mode: str = "run"  # run | resume | cancel | retry
     only: Sequence[str] = ()  # retry: the jobs named by --only
     report: Callable[[Path, Sequence[str]], None] | None = None  # run --report: (dir, secrets)
+    rate_store: StoreConfig | None = None  # budgets shared through Redis (--rate-store)
+    shard: shards.Shard | None = None  # resume: the shard asked for (checked, never changed)
 
 
 def endpoints_of(plan: Plan, sandbox: str | None) -> Endpoints:
@@ -355,6 +359,8 @@ def run_batch(
     sample: int | None = None,
     allow_partial: bool = False,
     on_batch: Callable[[Path, Sequence[str]], None] | None = None,
+    shard: shards.Shard | None = None,
+    store: StoreConfig | None = None,
 ) -> int:
     """`runner run`: every job of the manifest to a terminal state; 0 if all succeeded.
     `report` is called with the batch directory and the secrets once it is sealed (or
@@ -368,18 +374,25 @@ def run_batch(
     for notice in loaded.notices:
         print(f"runner: {notice}", file=stderr)
     plan = select_jobs(loaded.plan, only, tags)
+    plan = shards.select(plan, shard)  # the jobs this shard owns (all: unsharded)
     require_fit(plan, allow_partial=allow_partial)  # a plan over its job caps: exit 2
     # Before anything is created: a sandbox must answer, and --out must take files.
     if sandbox is not None and sandbox != IN_PROCESS:
         require_sandbox(sandbox)
+    if store is not None:
+        check_store(store)
     prepare_out(out)
-    options = _Options(argv, stderr, quiet, transport_factory, report=report)
-    with lock.acquire(out, plan.name) as held, sandbox_urls(sandbox) as urls:
+    options = _Options(argv, stderr, quiet, transport_factory, report=report, rate_store=store)
+    with (
+        lock.acquire(out, shards.lock_name(plan.name, shard)) as held,
+        sandbox_urls(sandbox) as urls,
+    ):
         if urls is not None:
             plan = point_at(plan, urls)
         endpoints = endpoints_of(plan, sandbox)
         started = datetime.now(UTC)
-        batch = BatchDir.create(out, plan, now=started)
+        batch = BatchDir.create(out, plan, now=started, batch_id=shards.batch_id(started, shard))
+        batch.extra_info = {**shards.record(shard, only, tags), **rate_store.record(store)}
         held.note_batch(batch.batch_id)
         source = str(Path(os.path.abspath(plan.source)))
         try:
@@ -608,15 +621,18 @@ def resume_batch(
     stderr: TextIO | None = None,
     transport_factory: TransportFactory | None = None,
     quiet: bool = False,
+    shard: shards.Shard | None = None,
+    store: StoreConfig | None = None,
 ) -> int:
     """`runner resume DIR`: continue a batch from its journal in the same directory, at the
     endpoints it ran against (`sandbox` / `endpoints` re-point it while no job lives there)."""
+    options = _Options(argv, stderr or sys.stderr, quiet, transport_factory, resubmit_unknown)
     return _continue(
         path,
         sandbox,
         endpoints,
         env,
-        _Options(argv, stderr or sys.stderr, quiet, transport_factory, resubmit_unknown, "resume"),
+        dataclasses.replace(options, mode="resume", rate_store=store, shard=shard),
     )
 
 
@@ -671,10 +687,21 @@ def _continue(
 ) -> int:
     path = resolve_batch_dir(path)
     real = path.resolve()
-    with lock.acquire(real.parent.parent, real.parent.name) as held:
+    recorded_info = BatchDir(real).read_info()
+    recorded_shard = shards.recorded(recorded_info)
+    shards.check_resumed_as(path, recorded_shard, options.shard)
+    if options.rate_store is None:  # the store it ran with, unless given again
+        store = rate_store.from_options(None, os.environ if env is None else env, recorded_info)
+        options = dataclasses.replace(options, rate_store=store)
+    if options.rate_store is not None:
+        check_store(options.rate_store)
+    with lock.acquire(
+        real.parent.parent, shards.lock_name(real.parent.name, recorded_shard)
+    ) as held:
         held.note_batch(real.name)
         reopened = _reopen(path, sandbox, overrides, env, options.stderr)
         batch, journal, plan = reopened.batch, reopened.journal, reopened.plan
+        batch.extra_info = {**shards.carry(recorded_info), **rate_store.record(options.rate_store)}
         endpoints, hints = reopened.endpoints, reopened.hints
         with contextlib.ExitStack() as stack:
             try:
@@ -790,6 +817,13 @@ def _execute(
             for name, provider_client in clients.items():
                 provider_client.gate.on_pause = _pause_reporter(name, log, console)
             sampler = LoadSampler(log, {n: c.gate for n, c in clients.items()})
+            watch: Watch = together(signals, sampler)
+            if options.rate_store is not None:
+                watch = rate_store.watching(
+                    rate_store.attach(clients, options.rate_store),
+                    watch,
+                    _store_lost(log, console, signals),
+                )
             return anyio.run(
                 lambda: drive(
                     plan,
@@ -799,7 +833,7 @@ def _execute(
                     records=phase,
                     stderr=stderr,
                     notify=notify,
-                    watch=together(signals, sampler),
+                    watch=watch,
                     resubmit_unknown=options.resubmit_unknown,
                     cancel=options.mode == "cancel",
                     judge=judge,
@@ -861,6 +895,19 @@ def _execute(
             _close_quietly(close)
         if options.report is not None:
             options.report(batch.path, plan.secrets)
+
+
+def _store_lost(log: BatchLog, console: Console, signals: _Signals) -> Callable[[str], None]:
+    """The one line when the shared rate store is lost, and the exit it leads to
+    (ExitCode.RATE_STORE_LOST: state saved, `runner resume` continues)."""
+
+    def lost(message: str) -> None:
+        log.logger.error("rate_store.lost", message=message)
+        console.notice(f"runner: {message}", error=True)
+        if signals.code is None:
+            signals.name, signals.code = "the loss of the rate store", ExitCode.RATE_STORE_LOST
+
+    return lost
 
 
 def _close_quietly(close: Callable[[], None]) -> None:

@@ -4,9 +4,11 @@ continue a batch where it ran (the endpoints batch.json recorded)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from runner.batch import rate_store, shard
 from runner.batch.run import IN_PROCESS, resume_batch
 from runner.commands.run import add_quiet
 
@@ -54,6 +56,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="send again the submits whose outcome is unknown (submit_unknown): only when "
         "you have checked the provider has no such job, or a duplicate costs nothing",
     )
+    rate_store.add_options(parser, shards=False)
     add_quiet(parser)
 
 
@@ -65,4 +68,6 @@ def execute(args: argparse.Namespace) -> int:
         endpoints=args.endpoint,
         argv=sys.argv,
         quiet=args.quiet,
+        shard=shard.from_options(args.shard, None, os.environ),
+        store=rate_store.from_options(args.rate_store, os.environ),
     )

@@ -1,15 +1,18 @@
 """`runner run M [--out DIR] [--sandbox [URL]] [--only ID] [--tag T] [--quiet] [--report]
-[--sample N] [--allow-partial] [--json] [--ping URL]`: run a manifest."""
+[--sample N] [--allow-partial] [--json] [--ping URL] [--shard K/N] [--rate-store URL]`: run a
+manifest."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from runner.batch import rate_store, shard
 from runner.batch.notify import OnBatch, run_reported
 from runner.batch.run import IN_PROCESS, run_batch
 from runner.errors import RunnerError
@@ -60,6 +63,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="T",
         help="run only jobs with this tag (repeatable)",
     )
+    rate_store.add_options(parser, shards=True)
     add_quiet(parser)
     parser.add_argument(
         "--report",
@@ -144,6 +148,8 @@ def execute(args: argparse.Namespace) -> int:
             sample=args.sample,
             allow_partial=args.allow_partial,
             on_batch=on_batch,
+            shard=shard.from_options(args.shard, args.shards, os.environ),
+            store=rate_store.from_options(args.rate_store, os.environ),
         )
 
     if not args.json and args.ping is None:

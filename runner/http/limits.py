@@ -237,6 +237,17 @@ class Outage:
         return ceiling / 2 + self.rng.random() * ceiling / 2
 
 
+class SharedLimits(Protocol):
+    """What a Gate hands to a budget shared by several processes (runner/http/shared_budget.py):
+    the pacing of each request, its provider-wide pauses, its remote-jobs cap."""
+
+    async def acquire(self, endpoint: EndpointClass) -> None: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+    def may_submit(self, jobs_in_flight: int) -> bool: ...
+
+
 class Gate:
     """Everything that limits one provider: request slots, budgets, pause, remote-job cap.
 
@@ -274,6 +285,8 @@ class Gate:
         self.outage = Outage(outage, rng)
         # Told when an outage ends (seconds it lasted): the engine's provider.reachable.
         self.on_reachable: Callable[[float], None] | None = None
+        # Set when the budgets are shared across processes: it paces instead of the buckets.
+        self.shared: SharedLimits | None = None
 
     def _buckets(self, endpoint: EndpointClass) -> list[Bucket]:
         found = [self.endpoints[endpoint]] if endpoint in self.endpoints else []
@@ -285,7 +298,9 @@ class Gate:
     async def request(self, endpoint: EndpointClass) -> AsyncIterator[float]:
         """Hold a request slot, wait for every budget, yield the (monotonic) send time."""
         async with self._slots:
-            buckets = self._buckets(endpoint)
+            if self.shared is not None:
+                await self.shared.acquire(endpoint)
+            buckets = self._buckets(endpoint) if self.shared is None else []
             for bucket in buckets:
                 await bucket.acquire(self.clock)
             if not buckets:  # no budget declared: the pause still holds
@@ -310,6 +325,8 @@ class Gate:
             bucket.pacer.pause(until)
         if extends and self.on_pause is not None:
             self.on_pause(seconds, reason)
+        if self.shared is not None:
+            self.shared.pause(seconds)
         return self.paused_until
 
     def throttled(
@@ -346,6 +363,8 @@ class Gate:
     # -- remote jobs in flight ------------------------------------------------------------
 
     def can_submit(self) -> bool:
+        if self.shared is not None and not self.shared.may_submit(self.jobs_in_flight):
+            return False
         return self.in_flight_cap is None or self.jobs_in_flight < self.in_flight_cap
 
     def status_rate(self) -> float | None:

@@ -262,6 +262,8 @@ class BatchDir:
         self.inputs: Mapping[
             str, Any
         ] = {}  # runner.batch.inputs' record of the copied `each` files
+        # More batch.json fields from the layers above (a shard's K/N, the rate store).
+        self.extra_info: dict[str, Any] = {}
         self._jobs: dict[str, JobDir] = {}
 
     @classmethod
@@ -399,6 +401,7 @@ class BatchDir:
             "exit_code": int(exit_code) if exit_code is not None else None,
             "remote_ids": dict(remote_ids or {}),
             "inputs": dict(self.inputs),
+            **self.extra_info,
             **endpoints.as_info(),
         }
         write_atomic(self.path / BATCH, canonical_json(document), fsync=True)

@@ -19,6 +19,8 @@ import httpx
 import pytest
 import yaml
 
+from tests.e2e import shard_procs as procs
+
 pytestmark = pytest.mark.e2e
 
 JOBS = 24
@@ -39,22 +41,8 @@ def runner(*args: str) -> list[str]:
 @pytest.fixture
 def sandbox_process(tmp_path: Path) -> Iterator[str]:
     """`runner sandbox` in its own process; yields its origin (parsed from what it prints)."""
-    scenario = tmp_path / "scenario.yaml"
-    scenario.write_text(yaml.safe_dump(SCENARIO))
-    process = subprocess.Popen(
-        runner("sandbox", "--seed", "5", "--scenario", str(scenario)),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        lines = [process.stdout.readline() for _ in range(5)]
-        urls = dict(line.split() for line in lines)
-        yield urls["bulkgrid"]  # mounted at the origin
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
+    with procs.sandbox_process(tmp_path, SCENARIO, seed=5) as origin:
+        yield origin
 
 
 def crash_manifest(tmp_path: Path) -> Path:

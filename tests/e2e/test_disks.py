@@ -44,11 +44,17 @@ class Disk:
         self.filler = path / "filler"
 
     def mount(self, *options: str) -> None:
-        subprocess.run(
-            ["mount", "-o", ",".join(("remount", *options)), str(self.path)],
-            check=True,
-            capture_output=True,
-        )
+        # A process that just exited may still hold its files for a moment (the kernel
+        # closes them after the exit is reported), and a read-only remount is then refused
+        # as busy: try again for a few seconds before giving up.
+        command = ["mount", "-o", ",".join(("remount", *options)), str(self.path)]
+        for _ in range(50):
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode == 0 or "busy" not in done.stderr.lower():
+                break
+            time.sleep(0.1)
+        if done.returncode != 0:
+            raise subprocess.CalledProcessError(done.returncode, command, done.stdout, done.stderr)
 
     def fill(self) -> None:
         """Write the filler until the kernel says ENOSPC: the disk is full."""
