@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 import anyio
 
-from runner.batch import inputs
+from runner.batch import inputs, reuse
 from runner.batch.console import Console, summary_line
 from runner.batch.retry import start_attempts
 from runner.batch.usable import (
@@ -49,6 +49,7 @@ from runner.plan import Plan
 from runner.providers.base import Reply
 from runner.providers.registry import ADAPTERS
 from runner.store import lock
+from runner.store.gitinfo import git_info
 from runner.store.journal import JobRow, Journal
 from runner.store.jsonio import canonical_json
 from runner.store.locate import resolve_batch_dir
@@ -322,6 +323,7 @@ class _Options:
     resubmit_unknown: bool = False
     mode: str = "run"  # run | resume | cancel | retry
     only: Sequence[str] = ()  # retry: the jobs named by --only
+    reuse_log: Sequence[reuse.Logged] = ()  # run: what reuse decided, logged after batch.started
 
 
 def endpoints_of(plan: Plan, sandbox: str | None) -> Endpoints:
@@ -341,8 +343,10 @@ def run_batch(
     stderr: TextIO | None = None,
     transport_factory: TransportFactory | None = None,
     quiet: bool = False,
+    policy: reuse.Policy | None = reuse.INCREMENTAL,  # None: reuse nothing (runner.batch.reuse)
 ) -> int:
-    """`runner run`: every job of the manifest to a terminal state; 0 if all succeeded."""
+    """`runner run`: every job of the manifest to a terminal state; 0 if all succeeded.
+    Jobs an earlier batch already answered are reused, not sent (`policy`)."""
     stderr = stderr or sys.stderr
     if sandbox is not None and sandbox != IN_PROCESS:
         check_sandbox_url(sandbox)  # before reading anything
@@ -360,6 +364,11 @@ def run_batch(
         if urls is not None:
             plan = point_at(plan, urls)
         endpoints = endpoints_of(plan, sandbox)
+        if policy is not None:
+            policy.check(plan)
+        choices = (
+            [] if policy is None else reuse.choose(plan, out, policy, sandboxed=sandbox is not None)
+        )
         started = datetime.now(UTC)
         batch = BatchDir.create(out, plan, now=started)
         held.note_batch(batch.batch_id)
@@ -370,10 +379,14 @@ def run_batch(
             batch.write_info(
                 started=started, argv=options.argv, secrets=plan.secrets, endpoints=endpoints
             )
+            batch.update_info({"git": git_info(manifest, exclude=out)})
             journal = Journal.create(batch.journal_path, plan, batch.batch_id)
             try:
                 journal.set_meta("source", source)
                 journal.set_meta(inputs.META_KEY, inputs.render(batch.inputs))
+                done = reuse.apply(choices, plan, batch, journal, stderr=stderr, quiet=quiet)
+                records = journal.load_records(plan) if done.reused else None
+                options = dataclasses.replace(options, reuse_log=done.events)
             except BaseException:
                 _close_quietly(journal.close)
                 raise
@@ -383,7 +396,7 @@ def run_batch(
             shutil.rmtree(batch.path, ignore_errors=True)
             raise
         hints = Hints.of(batch, endpoints, source)
-        return _execute(plan, batch, journal, None, started, options, endpoints, hints)
+        return _execute(plan, batch, journal, records, started, options, endpoints, hints)
 
 
 # -- where a batch goes on -------------------------------------------------------------------
@@ -748,6 +761,7 @@ def _execute(
             counts=counts,
             argv=[redact(arg, plan.secrets) for arg in options.argv],
         )
+        reuse.log_events(log, options.reuse_log)
 
         def notify(event: str, fields: Mapping[str, Any]) -> None:
             log.logger.warning(event, **fields)

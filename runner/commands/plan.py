@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from runner.batch import reuse
 from runner.batch.usable import require_manifest
+from runner.commands.run import add_reuse, reuse_policy
 from runner.durations import format_duration
 from runner.estimate import PlanEstimate, assumptions, estimate_plan
 from runner.manifest.loader import load_manifest
@@ -28,6 +30,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--all", action="store_true", help=f"list every job (default: the first {SHOWN_JOBS})"
     )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results"),
+        metavar="DIR",
+        help="results root whose earlier batches `runner run` would reuse (default: results)",
+    )
+    parser.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="show what `runner run --sandbox` would reuse (sandbox results only count there)",
+    )
+    add_reuse(parser)
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -36,11 +51,18 @@ def execute(args: argparse.Namespace) -> int:
     loaded = load_manifest(args.manifest, sandbox_keys=True)
     for notice in loaded.notices:
         print(notice, file=sys.stderr)
-    estimate = estimate_plan(loaded.plan)
+    policy = reuse_policy(args)
+    policy.check(loaded.plan)
+    choices = reuse.choose(loaded.plan, args.out, policy, sandboxed=args.sandbox)
+    estimate = estimate_plan(reuse.sent_plan(loaded.plan, choices))  # what will be sent
+    shown = None if args.all else SHOWN_JOBS
     if args.json:
-        sys.stdout.buffer.write(canonical_json(plan_dict(loaded.plan, estimate)))
+        document = plan_dict(loaded.plan, estimate)
+        document["reuse"] = [choice.as_dict() for choice in choices]
+        sys.stdout.buffer.write(canonical_json(document))
     else:
-        sys.stdout.write(render(loaded.plan, estimate, None if args.all else SHOWN_JOBS))
+        sys.stdout.write(render(loaded.plan, estimate, shown))
+        sys.stdout.write(render_reuse(choices, args.out / loaded.plan.name, shown))
     return 0
 
 
@@ -195,4 +217,20 @@ def render(plan: Plan, estimate: PlanEstimate, shown: int | None) -> str:
     )
     out += ["\nestimate\n", table(rows), "  assuming:\n"]
     out += [f"  - {line}\n" for line in assumptions()]
+    return "".join(out)
+
+
+def render_reuse(choices: Sequence[reuse.Choice], where: Path, shown: int | None) -> str:
+    """What `runner run` would reuse from the batches in `where` and what it would send."""
+    used = sum(c.reused for c in choices)
+    out = [
+        f"\nincremental: {used} of {len(choices)} jobs reused from earlier batches, "
+        f"{len(choices) - used} to send (batches in {where})\n"
+    ]
+    listed = choices if shown is None else choices[:shown]
+    if listed:
+        rows = [[c.spec.id, "reuse" if c.reused else "send", c.why] for c in listed]
+        out.append(table(rows))
+    if len(listed) < len(choices):
+        out.append(f"  ... and {len(choices) - len(listed):,} more\n")
     return "".join(out)

@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from runner.batch.reuse import Policy
 from runner.batch.run import IN_PROCESS, run_batch
+from runner.durations import parse_duration
 
 HELP = "run every job of a manifest to the end and write the results directory"
 
@@ -53,6 +55,49 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="run only jobs with this tag (repeatable)",
     )
     add_quiet(parser)
+    add_reuse(parser)
+
+
+ALL_JOBS = "\0all"  # `--force` without an id
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_reuse(parser: argparse.ArgumentParser) -> None:
+    """`--force [ID]` and `--max-age D`: what an earlier batch's results may answer
+    (README "Incremental runs"); `runner run` and `runner plan` share them."""
+    parser.add_argument(
+        "--force",
+        action="append",
+        nargs="?",
+        const=ALL_JOBS,
+        default=[],
+        metavar="ID",
+        help="send again instead of reusing an earlier result: every job, or job ID "
+        "(repeatable; put it after MANIFEST, or write --force=ID)",
+    )
+    parser.add_argument(
+        "--max-age",
+        type=_duration,
+        default=None,
+        metavar="D",
+        help="reuse only earlier results younger than D (e.g. 7d, 12h); overrides max_age "
+        "in the manifest",
+    )
+
+
+def reuse_policy(args: argparse.Namespace) -> Policy:
+    forced = list(args.force)
+    return Policy(
+        force_all=ALL_JOBS in forced,
+        force=frozenset(f for f in forced if f != ALL_JOBS),
+        max_age=args.max_age,
+    )
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -64,4 +109,5 @@ def execute(args: argparse.Namespace) -> int:
         tags=args.tag,
         argv=sys.argv,
         quiet=args.quiet,
+        policy=reuse_policy(args),
     )
