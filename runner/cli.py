@@ -17,7 +17,19 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from runner import __version__
-from runner.commands import cancel, plan, resume, retry, run, sandbox, status, validate, verify
+from runner.commands import (
+    cancel,
+    diff,
+    plan,
+    prune,
+    resume,
+    retry,
+    run,
+    sandbox,
+    status,
+    validate,
+    verify,
+)
 from runner.errors import LockHeldError, ManifestError, RunnerError, StoreError, UsageError
 from runner.exits import ExitCode
 from runner.store.redaction import redact
@@ -32,6 +44,8 @@ COMMANDS: dict[str, ModuleType] = {
     "cancel": cancel,
     "verify": verify,
     "sandbox": sandbox,
+    "prune": prune,
+    "diff": diff,
 }
 
 

@@ -34,7 +34,9 @@ def _git(args: list[str], cwd: Path, git: str, timeout: float) -> str | None:
         return None
     if done.returncode != 0:
         return None
-    return done.stdout.decode("utf-8", errors="replace").strip()
+    return done.stdout.decode(
+        "utf-8", errors="replace"
+    ).rstrip()  # porcelain lines start with a space
 
 
 def git_info(
