@@ -12,7 +12,7 @@ from typing import Any
 
 from runner.batch import reuse
 from runner.batch.usable import require_manifest
-from runner.commands.run import add_reuse, reuse_policy
+from runner.commands.run import add_out, add_reuse, reuse_policy
 from runner.durations import format_duration
 from runner.estimate import PlanEstimate, assumptions, estimate_plan
 from runner.manifest.loader import load_manifest
@@ -30,12 +30,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--all", action="store_true", help=f"list every job (default: the first {SHOWN_JOBS})"
     )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("results"),
-        metavar="DIR",
-        help="results root whose earlier batches `runner run` would reuse (default: results)",
+    add_out(
+        parser, "results root whose earlier batches `runner run` would reuse (default: results)"
     )
     parser.add_argument(
         "--sandbox",

@@ -24,13 +24,7 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", type=Path, metavar="MANIFEST")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("results"),
-        metavar="DIR",
-        help="results root (default: results)",
-    )
+    add_out(parser, "results root (default: results)")
     parser.add_argument(
         "--sandbox",
         nargs="?",
@@ -56,6 +50,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add_quiet(parser)
     add_reuse(parser)
+
+
+def add_out(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--out", type=Path, default=Path("results"), metavar="DIR", help=text)
 
 
 ALL_JOBS = "\0all"  # `--force` without an id

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from runner.store.results import point_latest
 from tests.conftest import MakeSandbox
 from tests.e2e.helpers import manifest, pulse_jobs
 from tests.e2e.test_incremental import captured, outcome, rewrite, run_again, submit_counts
+from tests.test_gitinfo import git
 
 pytestmark = pytest.mark.e2e
 
@@ -93,7 +93,8 @@ def test_prune_never_removes_the_latest_target(tmp_path: Path, sandbox: RunningS
     point_latest(first)  # as after a newer run was killed before it finished
     code, out, _ = prune(str(first.parent), "--keep", "1")
     assert code == 0
-    assert f"  keep    {first.name}  latest" in out
+    width = max(len(b.name) for b in (first, second, third))
+    assert f"  keep    {first.name.ljust(width)}  latest" in out
     assert (first.is_dir(), second.exists(), third.is_dir()) == (True, False, True)
 
 
@@ -116,20 +117,6 @@ def test_prune_never_runs_beside_a_run_and_refuses_what_is_not_a_results_directo
     code, _, err = prune(str(directory), "--keep", "0")
     assert (code, err) == (2, "runner: --keep 0: keep at least 1 batch\n")
     assert all(b.is_dir() for b in batches)
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-    }
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args], env=env, capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
 
 
 def test_diff_names_jobs_added_removed_changed_and_results_changed(
