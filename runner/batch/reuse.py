@@ -395,8 +395,9 @@ def apply(
             continue
         target = batch.job_dir(choice.spec.id).path
         linked, copied = link_files(choice.source.batch / JOBS / choice.source.job_id, target)
-        write_atomic(target / OUTCOME, canonical_json(outcome_of(choice)))
-        _journal_reuse(journal, choice)
+        document = outcome_of(choice)
+        write_atomic(target / OUTCOME, canonical_json(document))  # last: the mark of a whole copy
+        _journal_reuse(journal, JobRecord(choice.spec), document)
         reused[choice.spec.id] = choice.source.batch_id
         fields = {
             **job,
@@ -409,7 +410,7 @@ def apply(
         events.append(Logged("info", "job.reused", fields))
     if reused:
         batch.update_info({REUSED_FROM: dict(sorted(reused.items()))})
-    if not quiet and choices:
+    if reused and not quiet:
         sent = len(choices) - len(reused)
         print(
             f"runner: {len(reused)} of {len(choices)} job(s) reused from earlier batches "
@@ -424,18 +425,41 @@ def log_events(log: BatchLog, events: Iterable[Logged]) -> None:
         getattr(log.logger, logged.level)(logged.event, **logged.fields)
 
 
-def _journal_reuse(journal: Journal, choice: Choice) -> None:
-    assert choice.source is not None
-    document = choice.source.document
-    record = JobRecord(choice.spec)
+def _journal_reuse(journal: Journal, record: JobRecord, document: Mapping[str, Any]) -> None:
+    """Journal `record` (planned) as reused from the batch `document` (its job.json) names."""
+    source = document.get(REUSED_FROM)
+    status = document.get("provider_status")
     record.state = advance(State.PLANNED, Event.REUSE)
     record.finished_at = time.time()
-    status = document.get("provider_status")
     record.raw_status = status if isinstance(status, str) else None
     record.partial = bool(document.get("partial"))
-    record.notes = {REUSED_FROM: choice.source.batch_id}
+    record.notes = {REUSED_FROM: source["batch"] if isinstance(source, dict) else None}
     journal.noted(record, REUSED_FROM)
     journal.transition(record, Event.REUSE, State.PLANNED)
+
+
+def repair(batch: BatchDir, journal: Journal, records: Sequence[JobRecord]) -> int:
+    """Finish what a run killed while taking earlier results left (resume, retry, cancel):
+    a planned job whose directory holds a reused job.json (written last, after every file)
+    is journaled as reused; a planned job's directory without one holds only files half
+    taken, and goes, so the job is sent into an empty directory. Returns the jobs finished."""
+    finished = 0
+    for record in records:
+        if record.state is not State.PLANNED:
+            continue
+        path = batch.job_dir(record.spec.id).path
+        if not path.exists():
+            continue
+        document = _read_json(path / OUTCOME)
+        if document is not None and isinstance(document.get(REUSED_FROM), dict):
+            _journal_reuse(journal, record, document)
+            finished += 1
+            continue
+        try:
+            shutil.rmtree(path)
+        except OSError as exc:
+            raise store_error(path, exc) from exc
+    return finished
 
 
 def sent_plan(plan: Plan, choices: Sequence[Choice]) -> Plan:

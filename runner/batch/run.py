@@ -684,6 +684,7 @@ def _continue(
                     hints = Hints.of(batch, endpoints, journal.meta().get("source"))
                 records = journal.load_records(plan)
                 _repair_outcomes(batch, records)
+                reuse.repair(batch, journal, records)  # a run killed while reusing
             except BaseException:
                 journal.close()
                 raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -348,3 +349,34 @@ def test_plan_shows_what_would_be_reused_and_what_would_be_sent(
         assert main(["plan", str(path), "--out", root]) == 0
     assert "incremental: 0 of 3 jobs reused from earlier batches, 3 to send" in out.getvalue()
     assert requests_made(sandbox) == before  # planning sends nothing
+
+
+def test_resume_finishes_a_reuse_a_kill_cut_short(tmp_path: Path, sandbox: RunningSandbox) -> None:
+    """Killed after a job's files and job.json were taken but before the journal said so,
+    the job is journaled reused on resume (nothing sent); killed before its job.json was
+    written, its half-taken files go and the job is sent into an empty directory."""
+    providers = {"pulse": {"api_key": "${PULSE_API_KEY}"}}
+    path = manifest(tmp_path, [pulse_jobs(2)], providers=providers)
+    _, _, first = run_again(tmp_path, path, sandbox)
+    _, _, second = run_again(tmp_path, path, sandbox)
+    assert submit_counts(sandbox, "pulse") == [1, 1]
+    # The state such kills leave: both jobs planned; p-2 without its job.json.
+    with sqlite3.connect(second / "journal.sqlite") as db:
+        db.execute("UPDATE jobs SET state = 'planned', notes = NULL, finished_at = NULL")
+    (second / "jobs" / "p-2" / "job.json").unlink()
+    half_taken = sorted(p.name for p in (second / "jobs" / "p-2").iterdir())
+    assert half_taken
+
+    stderr = io.StringIO()
+    assert resume_batch(second, sandbox=sandbox.origin, env=ENV, stderr=stderr) == 0
+
+    assert submit_counts(sandbox, "pulse") == [1, 2]  # p-2 sent once more, p-1 not
+    assert outcome(second, "p-1")["reused_from"] == {"batch": first.name, "job": "p-1"}
+    assert "reused_from" not in outcome(second, "p-2")
+    with Journal.open(second / "journal.sqlite", readonly=True) as journal:
+        rows = {row.job_id: row for row in journal.rows()}
+    assert rows["p-1"].state.value == "succeeded"
+    assert rows["p-1"].notes == {"reused_from": first.name}
+    assert rows["p-2"].state.value == "succeeded"
+    assert rows["p-2"].remote is not None
+    assert main(["verify", str(second)]) == 0
