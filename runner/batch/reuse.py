@@ -130,7 +130,7 @@ class _Batch:
     info: Mapping[str, Any]
     running: bool
     _jobs: dict[str, list[tuple[str, dict[str, Any]]]] | None = None
-    _sums: dict[str, str] | None = None
+    _sums: dict[str, dict[str, str]] | None = None  # job id -> {path: sha256}
     _sums_read: bool = False
 
     def started(self) -> datetime | None:
@@ -159,11 +159,19 @@ class _Batch:
                 self._jobs.setdefault(document["fingerprint"], []).append((job.name, document))
         return self._jobs
 
-    def sums(self) -> dict[str, str] | None:
+    def sums(self, job_id: str) -> dict[str, str] | None:
+        """SHA256SUMS's lines for `job_id`'s files; None when the batch has none (running,
+        or never finished). Read once per batch, indexed by job."""
         if not self._sums_read:
-            self._sums = None if self.running else read_sums(self.path)
+            every = None if self.running else read_sums(self.path)
+            if every is not None:
+                self._sums = {}
+                for rel, digest in every.items():
+                    parts = rel.split("/", 2)
+                    if parts[0] == JOBS and len(parts) == 3:
+                        self._sums.setdefault(parts[1], {})[rel] = digest
             self._sums_read = True
-        return self._sums
+        return None if self._sums is None else self._sums.get(job_id, {})
 
     def same_endpoint(self, plan: Plan, provider: str, sandboxed: bool) -> bool:
         """Results of a sandbox only for a sandbox run; real ones only from the same URL."""
@@ -188,13 +196,12 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def verify_job(batch: Path, job_id: str, sums: Mapping[str, str] | None) -> str | None:
     """Why the files of `batch`'s job `job_id` cannot be trusted, or None when they verify:
-    every file against SHA256SUMS (`sums`), or without one, job.json's `files` list
-    against the disk."""
+    every file against its SHA256SUMS lines (`sums`: path under the batch -> sha256), or
+    without them, job.json's `files` list against the disk."""
     job = batch / JOBS / job_id
     on_disk = {f"{JOBS}/{job_id}/{rel}" for rel in files_on_disk(job)}
     if sums is not None:
-        prefix = f"{JOBS}/{job_id}/"
-        listed = {rel for rel in sums if rel.startswith(prefix)}
+        listed = set(sums)
         for rel in sorted(listed | on_disk):
             if rel not in on_disk:
                 return f"{rel} missing"
@@ -279,7 +286,7 @@ def choose(
                 for job_id, document in batch.jobs().get(fingerprint, []):
                     key = (batch.path, job_id)
                     if key not in verified:
-                        verified[key] = verify_job(batch.path, job_id, batch.sums())
+                        verified[key] = verify_job(batch.path, job_id, batch.sums(job_id))
                     problem = verified[key]
                     if problem is None:
                         source = Source(batch.path, job_id, started, document)
