@@ -1,6 +1,7 @@
 """`runner prune results/<name> --keep N [--dry-run]`: remove old batches of a manifest.
 
-Kept: the newest N batches, the one `latest` points at, and every batch a kept batch
+Only directories named as batches (`20261122T030000Z`, `-2`...) with a manifest.yaml are
+considered. Kept: the newest N batches, the one `latest` points at, and every batch a kept batch
 reuses files from (job.json `reused_from`), so provenance always resolves. Prune takes the
 manifest's lock, so it never runs beside a run of the same manifest: no running batch, and
 no batch a starting run is about to reuse, is ever removed (a held lock is exit 4).
@@ -19,7 +20,7 @@ from pathlib import Path
 from runner.batch.reuse import REUSED_FROM
 from runner.errors import UsageError, store_error
 from runner.store import lock
-from runner.store.locate import batches_in
+from runner.store.locate import batches_in, is_batch_name
 from runner.store.results import BATCH, JOBS, LATEST, MANIFEST, OUTCOME
 
 HELP = "remove old batches of a manifest, keeping the newest N and every batch they reuse"
@@ -109,6 +110,11 @@ def _latest(directory: Path) -> str | None:
         return None
 
 
+def _batches(directory: Path) -> list[Path]:
+    """Only directories named as runner names batches: nothing else is ever removed."""
+    return [path for path in batches_in(directory) if is_batch_name(path.name)]
+
+
 def execute(args: argparse.Namespace) -> int:
     directory: Path = args.dir
     if args.keep < 1:
@@ -120,9 +126,11 @@ def execute(args: argparse.Namespace) -> int:
         )
     if not directory.is_dir():
         raise UsageError(f"{directory}: no such directory; give results/<name>")
+    if not _batches(directory):  # before the lock: no lock file beside a wrong directory
+        raise UsageError(f"{directory} holds no batches; give results/<name>")
     with lock.acquire(directory.parent, directory.name):
-        batches = batches_in(directory)
-        if not batches:
+        batches = _batches(directory)
+        if not batches:  # removed by someone else in between
             raise UsageError(f"{directory} holds no batches; give results/<name>")
         sources = {path.name: sources_of(path) for path in batches}
         verdicts = decide(batches, args.keep, _latest(directory), sources)

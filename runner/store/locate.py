@@ -37,6 +37,11 @@ def resolve_batch_dir(path: Path) -> Path:
     raise NotABatchDirError(f"{path} is not a batch directory (no {MANIFEST}); {GIVE_DIR}")
 
 
+def is_batch_name(name: str) -> bool:
+    """A name runner gives a batch directory: `20261122T030000Z`, `20261122T030000Z-2`."""
+    return _BATCH_NAME.match(name) is not None
+
+
 def batches_in(directory: Path) -> list[Path]:
     """The batch directories of one manifest (`results/<name>/`), newest first; `latest`
     and anything that is not a batch left out. Empty when `directory` is none."""
