@@ -223,6 +223,8 @@ def render_reuse(choices: Sequence[reuse.Choice], where: Path, shown: int | None
         f"\nincremental: {used} of {len(choices)} jobs reused from earlier batches, "
         f"{len(choices) - used} to send (batches in {where})\n"
     ]
+    if not used and all(not c.refused and not c.spec.max_age for c in choices):
+        return "".join(out)  # nothing earlier to reuse: no line per job to read
     listed = choices if shown is None else choices[:shown]
     if listed:
         rows = [[c.spec.id, "reuse" if c.reused else "send", c.why] for c in listed]
