@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import httpx
-import yaml
 
 from runner.batch.reuse import Policy, choose
 from runner.batch.run import run_batch
@@ -22,37 +21,15 @@ from runner.manifest.loader import load_manifest
 from runner.sandbox.app import create_app
 from runner.sandbox.scenario import Scenario
 from runner.sandbox.server import serve_in_thread
+from tests.e2e.helpers import manifest, pulse_jobs
 
 ENV = {"PULSE_API_KEY": "pulse_bench"}
 
 
 def write_manifest(root: Path, jobs: int) -> Path:
-    document = {
-        "version": 1,
-        "name": "bench",
-        "defaults": {
-            "timeout": "5m",
-            "poll": {"initial": "20ms", "max": "100ms", "multiplier": 1.5},
-        },
-        "providers": {
-            "pulse": {
-                "api_key": "${PULSE_API_KEY}",
-                "limits": {"requests": {"rate": 2000, "per": "1s"}, "in_flight": 500},
-            }
-        },
-        "jobs": [
-            {
-                "id": "p-{n}",
-                "provider": "pulse",
-                "type": "extract",
-                "each": [f"d{i}" for i in range(jobs)],
-                "params": {"file_url": "https://files.example/{item}.pdf"},
-            }
-        ],
-    }
-    path = root / "bench.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return path
+    limits = {"requests": {"rate": 2000, "per": "1s"}, "in_flight": 500}
+    providers = {"pulse": {"api_key": "${PULSE_API_KEY}", "limits": limits}}
+    return manifest(root, [pulse_jobs(jobs)], providers=providers, timeout="5m", name="bench")
 
 
 def main() -> None:

@@ -61,6 +61,10 @@ def run_again(
     return code, stderr.getvalue(), made.pop()
 
 
+def pulse_manifest(tmp: Path, jobs: int) -> Path:
+    return manifest(tmp, [pulse_jobs(jobs)], providers={"pulse": {"api_key": "${PULSE_API_KEY}"}})
+
+
 def outcome(batch: Path, job_id: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((batch / "jobs" / job_id / "job.json").read_text())
     return data
@@ -144,7 +148,7 @@ def test_an_unchanged_manifest_run_again_sends_no_request_and_verifies(
 
 
 def test_one_changed_job_is_the_only_one_sent(tmp_path: Path, sandbox: RunningSandbox) -> None:
-    path = manifest(tmp_path, [pulse_jobs(3)], providers={"pulse": {"api_key": "${PULSE_API_KEY}"}})
+    path = pulse_manifest(tmp_path, 3)
     code, _, first = run_again(tmp_path, path, sandbox)
     assert code == 0
     assert submit_counts(sandbox, "pulse") == [1, 1, 1]
@@ -176,8 +180,7 @@ def test_one_changed_job_is_the_only_one_sent(tmp_path: Path, sandbox: RunningSa
 def test_force_sends_again_every_job_or_the_named_ones(
     tmp_path: Path, sandbox: RunningSandbox
 ) -> None:
-    providers = {"pulse": {"api_key": "${PULSE_API_KEY}"}}
-    path = manifest(tmp_path, [pulse_jobs(3)], providers=providers)
+    path = pulse_manifest(tmp_path, 3)
     run_again(tmp_path, path, sandbox)
 
     code, _, forced_one = run_again(tmp_path, path, sandbox, Policy(force=frozenset({"p-2"})))
@@ -236,8 +239,7 @@ def test_max_age_sends_again_what_is_older(tmp_path: Path, sandbox: RunningSandb
 def test_a_source_whose_files_fail_their_checksum_is_not_reused(
     tmp_path: Path, sandbox: RunningSandbox
 ) -> None:
-    providers = {"pulse": {"api_key": "${PULSE_API_KEY}"}}
-    path = manifest(tmp_path, [pulse_jobs(2)], providers=providers)
+    path = pulse_manifest(tmp_path, 2)
     _, _, first = run_again(tmp_path, path, sandbox)
     damaged = next(p for p in (first / "jobs" / "p-1").iterdir() if p.name != "job.json")
     damaged.write_bytes(damaged.read_bytes() + b" ")
@@ -320,8 +322,7 @@ def test_results_of_a_sandbox_are_never_reused_by_a_run_against_real_endpoints(
 def test_plan_shows_what_would_be_reused_and_what_would_be_sent(
     tmp_path: Path, sandbox: RunningSandbox
 ) -> None:
-    providers = {"pulse": {"api_key": "${PULSE_API_KEY}"}}
-    path = manifest(tmp_path, [pulse_jobs(3)], providers=providers)
+    path = pulse_manifest(tmp_path, 3)
     _, _, first = run_again(tmp_path, path, sandbox)
     rewrite(path, lambda d: d["jobs"][0]["each"].__setitem__(2, "doc-other"))
     root = str(tmp_path / "results")
@@ -355,8 +356,7 @@ def test_resume_finishes_a_reuse_a_kill_cut_short(tmp_path: Path, sandbox: Runni
     """Killed after a job's files and job.json were taken but before the journal said so,
     the job is journaled reused on resume (nothing sent); killed before its job.json was
     written, its half-taken files go and the job is sent into an empty directory."""
-    providers = {"pulse": {"api_key": "${PULSE_API_KEY}"}}
-    path = manifest(tmp_path, [pulse_jobs(2)], providers=providers)
+    path = pulse_manifest(tmp_path, 2)
     _, _, first = run_again(tmp_path, path, sandbox)
     _, _, second = run_again(tmp_path, path, sandbox)
     assert submit_counts(sandbox, "pulse") == [1, 1]
