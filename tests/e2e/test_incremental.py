@@ -6,8 +6,10 @@ reused, and the reused batch verifies, resumes and reports like any other."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -379,4 +381,31 @@ def test_resume_finishes_a_reuse_a_kill_cut_short(tmp_path: Path, sandbox: Runni
     assert rows["p-1"].notes == {"reused_from": first.name}
     assert rows["p-2"].state.value == "succeeded"
     assert rows["p-2"].remote is not None
+    assert main(["verify", str(second)]) == 0
+
+
+def test_where_the_filesystem_refuses_links_the_files_are_copied(
+    tmp_path: Path, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = pulse_manifest(tmp_path, 2)
+    _, _, first = run_again(tmp_path, path, sandbox)
+
+    def cross_device(src: object, dst: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", cross_device)
+    code, _, second = run_again(tmp_path, path, sandbox)
+
+    assert code == 0
+    assert submit_counts(sandbox, "pulse") == [1, 1]
+    for job in ("p-1", "p-2"):
+        for old in (first / "jobs" / job).rglob("*"):
+            if old.is_file() and old.name != "job.json":
+                new = second / old.relative_to(first)
+                assert new.read_bytes() == old.read_bytes()
+                assert new.stat().st_ino != old.stat().st_ino  # a copy, not a link
+    log = [json.loads(line) for line in (second / "log.jsonl").read_text().splitlines()]
+    taken = [(e["linked"], e["copied"] > 0) for e in log if e["event"] == "job.reused"]
+    assert taken == [(0, True), (0, True)]
+    assert not list((second / "jobs").rglob(".*"))  # no temporary left behind
     assert main(["verify", str(second)]) == 0
