@@ -19,8 +19,10 @@ from types import ModuleType
 from runner import __version__
 from runner.commands import (
     cancel,
+    diff,
     merge,
     plan,
+    prune,
     report,
     resume,
     retry,
@@ -46,6 +48,8 @@ COMMANDS: dict[str, ModuleType] = {
     "merge": merge,
     "sandbox": sandbox,
     "report": report,
+    "prune": prune,
+    "diff": diff,
 }
 
 

@@ -82,6 +82,7 @@ class Event(StrEnum):
     DETACH = "detach"  # `runner cancel` on a job its provider cannot cancel: it runs on
     SKIP = "skip"  # never submitted: its provider stopped (bad key, no credits) or filtered
     RETRY = "retry"  # `runner retry`: a new attempt of a job that failed, timed out or expired
+    REUSE = "reused"  # `runner run`: an earlier batch's verified result of the same fingerprint
     RELEASE = "release"  # a job the canary held back (skipped) is to be sent after all
 
 
@@ -100,6 +101,7 @@ def _table() -> dict[tuple[State, Event], State]:
     table: dict[tuple[State, Event], State] = {
         (State.PLANNED, Event.SUBMIT): State.SUBMITTING,
         (State.PLANNED, Event.SKIP): State.SKIPPED,
+        (State.PLANNED, Event.REUSE): State.SUCCEEDED,  # nothing is sent (runner.batch.reuse)
         (State.SUBMITTING, Event.DEFERRED): State.PLANNED,
         (State.SUBMITTING, Event.REJECTED): State.FAILED,
         (State.SUBMITTING, Event.AMBIGUOUS): State.SUBMIT_UNKNOWN,

@@ -98,6 +98,7 @@ class JobSpec:
     index: int = 0  # position in the plan (0-based), the submission order
     fetch: Mapping[str, Any] = field(default_factory=dict)  # runner-side: what to download
     retry: str | None = None  # runner-side: "failed" re-runs failed items once
+    max_age: float | None = None  # runner-side: an earlier result older than this is not reused
     expect: Expect | None = None  # runner-side: what a finished job must hold
 
 

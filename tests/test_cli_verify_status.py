@@ -124,6 +124,7 @@ def test_status_json_is_canonical(tmp_path: Path, capsys: pytest.CaptureFixture[
         "provider_status": "failed",
         "reason": "TIMEOUT",
         "remote_id": "sp-2",
+        "reused_from": None,
         "state": "failed",
         "type": "scrape",
     }

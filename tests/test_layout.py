@@ -34,6 +34,7 @@ def test_the_flow_has_its_subpackages() -> None:
         "errors",
         "estimate",
         "exits",
+        "fingerprint",
         "lifecycle",
         "plan",
         "remote",

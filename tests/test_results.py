@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from runner.errors import NotABatchDirError, StoreError
+from runner.fingerprint import job_fingerprint
 from runner.lifecycle import JobRecord, State
 from runner.plan import JobSpec, Limits, Plan, PollPolicy, ProviderSettings, Secret
 from runner.remote import FetchReport
@@ -154,6 +155,7 @@ def test_finished_batch_has_the_designed_files_and_canonical_json(tmp_path: Path
         "counts": {"files": 2, "items": 3},
         "error": None,
         "files": ["report-2.pdf", "report.pdf"],
+        "fingerprint": job_fingerprint(make_plan().jobs[0]),
         "id": "job-0",
         "notes": [],
         "partial": False,
@@ -196,6 +198,7 @@ def test_job_json_holds_no_remote_ids_timestamps_or_attempts(tmp_path: Path) -> 
         "notes",
         "error",
         "files",
+        "fingerprint",  # what the job asked, the same in every run (runner.fingerprint)
     }
     assert document["state"] == "failed"
     assert document["error"] == "the provider failed the job: E42"

@@ -22,6 +22,7 @@ import pytest
 
 from runner import __version__
 from runner.errors import StoreError, remedy_for, store_error
+from runner.fingerprint import job_fingerprint
 from runner.lifecycle import JobRecord, State
 from runner.remote import FetchReport
 from runner.store.results import (
@@ -191,6 +192,7 @@ def test_job_json_without_a_report_counts_what_is_on_disk_or_nothing() -> None:
         "counts": {"items": 0, "files": 0},
         "notes": [],
         "error": "it broke",
+        "fingerprint": job_fingerprint(spec),
     }
 
 
@@ -220,6 +222,7 @@ def test_job_json_extras_never_override_normalized_fields_and_partial_is_either(
         "counts": {"items": 5, "files": 1},
         "notes": ["2 pages skipped"],
         "error": None,
+        "fingerprint": job_fingerprint(spec),
         "attempt": 3,
         "previous_attempts": ["attempts/job-1/1", "attempts/job-1/2"],
     }

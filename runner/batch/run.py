@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 import anyio
 
-from runner.batch import inputs, rate_store
+from runner.batch import inputs, rate_store, reuse
 from runner.batch import sample as canary
 from runner.batch import shard as shards
 from runner.batch.budget import require_fit, spending_for
@@ -56,6 +56,7 @@ from runner.plan import Plan
 from runner.providers.base import Reply
 from runner.providers.registry import ADAPTERS
 from runner.store import lock
+from runner.store.gitinfo import git_info
 from runner.store.journal import JobRow, Journal
 from runner.store.jsonio import canonical_json
 from runner.store.locate import resolve_batch_dir
@@ -336,6 +337,7 @@ class _Options:
     report: Callable[[Path, Sequence[str]], None] | None = None  # run --report: (dir, secrets)
     rate_store: StoreConfig | None = None  # budgets shared through Redis (--rate-store)
     shard: shards.Shard | None = None  # resume: the shard asked for (checked, never changed)
+    reuse_log: Sequence[reuse.Logged] = ()  # run: what reuse decided, logged after batch.started
 
 
 def endpoints_of(plan: Plan, sandbox: str | None) -> Endpoints:
@@ -361,11 +363,13 @@ def run_batch(
     on_batch: Callable[[Path, Sequence[str]], None] | None = None,
     shard: shards.Shard | None = None,
     store: StoreConfig | None = None,
+    policy: reuse.Policy | None = reuse.INCREMENTAL,  # None: reuse nothing (runner.batch.reuse)
 ) -> int:
     """`runner run`: every job of the manifest to a terminal state; 0 if all succeeded.
     `report` is called with the batch directory and the secrets once it is sealed (or
     stopped), whatever the outcome. `sample`: the canary (runner.batch.sample); `on_batch`
-    is told the batch directory as soon as it exists (--json, --ping)."""
+    is told the batch directory as soon as it exists (--json, --ping). Jobs an earlier
+    batch already answered are reused, not sent (`policy`)."""
     stderr = stderr or sys.stderr
     if sandbox is not None and sandbox != IN_PROCESS:
         check_sandbox_url(sandbox)  # before reading anything
@@ -375,7 +379,6 @@ def run_batch(
         print(f"runner: {notice}", file=stderr)
     plan = select_jobs(loaded.plan, only, tags)
     plan = shards.select(plan, shard)  # the jobs this shard owns (all: unsharded)
-    require_fit(plan, allow_partial=allow_partial)  # a plan over its job caps: exit 2
     # Before anything is created: a sandbox must answer, and --out must take files.
     if sandbox is not None and sandbox != IN_PROCESS:
         require_sandbox(sandbox)
@@ -390,6 +393,13 @@ def run_batch(
         if urls is not None:
             plan = point_at(plan, urls)
         endpoints = endpoints_of(plan, sandbox)
+        if policy is not None:
+            policy.check(plan)
+        choices = (
+            [] if policy is None else reuse.choose(plan, out, policy, sandboxed=sandbox is not None)
+        )
+        # Over a job cap only with what will be sent: exit 2, nothing created or sent.
+        require_fit(reuse.sent_plan(plan, choices), allow_partial=allow_partial)
         started = datetime.now(UTC)
         batch = BatchDir.create(out, plan, now=started, batch_id=shards.batch_id(started, shard))
         batch.extra_info = {**shards.record(shard, only, tags), **rate_store.record(store)}
@@ -401,12 +411,16 @@ def run_batch(
             batch.write_info(
                 started=started, argv=options.argv, secrets=plan.secrets, endpoints=endpoints
             )
+            batch.update_info({"git": git_info(manifest, exclude=out)})
             journal = Journal.create(batch.journal_path, plan, batch.batch_id)
             try:
                 journal.set_meta("source", source)
                 journal.set_meta(inputs.META_KEY, inputs.render(batch.inputs))
+                done = reuse.apply(choices, plan, batch, journal, stderr=stderr, quiet=quiet)
+                records = journal.load_records(plan) if done.reused else None
+                options = dataclasses.replace(options, reuse_log=done.events)
                 if sample:
-                    canary.record(journal, plan, sample)
+                    canary.record(journal, reuse.sent_plan(plan, choices), sample)
             except BaseException:
                 _close_quietly(journal.close)
                 raise
@@ -418,7 +432,7 @@ def run_batch(
         hints = Hints.of(batch, endpoints, source)
         if on_batch is not None:
             on_batch(batch.path, plan.secrets)
-        return _execute(plan, batch, journal, None, started, options, endpoints, hints)
+        return _execute(plan, batch, journal, records, started, options, endpoints, hints)
 
 
 # -- where a batch goes on -------------------------------------------------------------------
@@ -720,6 +734,7 @@ def _continue(
                     hints = Hints.of(batch, endpoints, journal.meta().get("source"))
                 records = journal.load_records(plan)
                 _repair_outcomes(batch, records)
+                reuse.repair(batch, journal, records)  # a run killed while reusing
             except BaseException:
                 journal.close()
                 raise
@@ -798,6 +813,7 @@ def _execute(
             argv=[redact(arg, plan.secrets) for arg in options.argv],
         )
         log_plan(log, plan)  # limits and estimate, for runner report
+        reuse.log_events(log, options.reuse_log)
 
         def notify(event: str, fields: Mapping[str, Any]) -> None:
             log.logger.warning(event, **fields)

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from runner.batch import reuse
 from runner.batch.budget import budget_dict, describe, require_fit
 from runner.batch.usable import require_manifest
+from runner.commands.run import add_out, add_reuse, reuse_policy
 from runner.durations import format_duration
 from runner.estimate import PlanEstimate, assumptions, estimate_plan
 from runner.manifest.loader import load_manifest
@@ -29,6 +31,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--all", action="store_true", help=f"list every job (default: the first {SHOWN_JOBS})"
     )
+    add_out(
+        parser, "results root whose earlier batches `runner run` would reuse (default: results)"
+    )
+    parser.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="show what `runner run --sandbox` would reuse (sandbox results only count there)",
+    )
+    add_reuse(parser)
     parser.add_argument(
         "--allow-partial",
         action="store_true",
@@ -42,17 +53,25 @@ def execute(args: argparse.Namespace) -> int:
     loaded = load_manifest(args.manifest, sandbox_keys=True)
     for notice in loaded.notices:
         print(notice, file=sys.stderr)
-    estimate = estimate_plan(loaded.plan)
+    policy = reuse_policy(args)
+    policy.check(loaded.plan)
+    choices = reuse.choose(loaded.plan, args.out, policy, sandboxed=args.sandbox)
+    sent = reuse.sent_plan(loaded.plan, choices)  # what `runner run` would send
+    estimate = estimate_plan(sent)
+    shown = None if args.all else SHOWN_JOBS
     if args.json:
-        sys.stdout.buffer.write(canonical_json(plan_dict(loaded.plan, estimate)))
+        document = plan_dict(loaded.plan, estimate)
+        document["reuse"] = [choice.as_dict() for choice in choices]
+        sys.stdout.buffer.write(canonical_json(document))
     else:
-        sys.stdout.write(render(loaded.plan, estimate, None if args.all else SHOWN_JOBS))
-        caps = describe(loaded.plan)
+        sys.stdout.write(render(loaded.plan, estimate, shown))
+        sys.stdout.write(render_reuse(choices, args.out / loaded.plan.name, shown))
+        caps = describe(sent)
         if caps:
             sys.stdout.write("\nbudget (jobs planned against each cap)\n")
             sys.stdout.write("".join(f"{line}\n" for line in caps))
     sys.stdout.flush()
-    require_fit(loaded.plan, allow_partial=args.allow_partial)  # over a cap: exit 2
+    require_fit(sent, allow_partial=args.allow_partial)  # over a cap: exit 2
     return 0
 
 
@@ -208,4 +227,22 @@ def render(plan: Plan, estimate: PlanEstimate, shown: int | None) -> str:
     )
     out += ["\nestimate\n", table(rows), "  assuming:\n"]
     out += [f"  - {line}\n" for line in assumptions()]
+    return "".join(out)
+
+
+def render_reuse(choices: Sequence[reuse.Choice], where: Path, shown: int | None) -> str:
+    """What `runner run` would reuse from the batches in `where` and what it would send."""
+    used = sum(c.reused for c in choices)
+    out = [
+        f"\nincremental: {used} of {len(choices)} jobs reused from earlier batches, "
+        f"{len(choices) - used} to send (batches in {where})\n"
+    ]
+    if not used and all(not c.refused and not c.spec.max_age for c in choices):
+        return "".join(out)  # nothing earlier to reuse: no line per job to read
+    listed = choices if shown is None else choices[:shown]
+    if listed:
+        rows = [[c.spec.id, "reuse" if c.reused else "send", c.why] for c in listed]
+        out.append(table(rows))
+    if len(listed) < len(choices):
+        out.append(f"  ... and {len(choices) - len(listed):,} more\n")
     return "".join(out)

@@ -1,6 +1,6 @@
 """`runner run M [--out DIR] [--sandbox [URL]] [--only ID] [--tag T] [--quiet] [--report]
-[--sample N] [--allow-partial] [--json] [--ping URL] [--shard K/N] [--rate-store URL]`: run a
-manifest."""
+[--sample N] [--allow-partial] [--json] [--ping URL] [--shard K/N] [--rate-store URL]
+[--force [ID]] [--max-age D]`: run a manifest."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from pathlib import Path
 
 from runner.batch import rate_store, shard
 from runner.batch.notify import OnBatch, run_reported
+from runner.batch.reuse import Policy
 from runner.batch.run import IN_PROCESS, run_batch
+from runner.durations import parse_duration
 from runner.errors import RunnerError
 from runner.report.page import REPORT, write_report
 from runner.store.redaction import redact
@@ -33,13 +35,7 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", type=Path, metavar="MANIFEST")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("results"),
-        metavar="DIR",
-        help="results root (default: results)",
-    )
+    add_out(parser, "results root (default: results)")
     parser.add_argument(
         "--sandbox",
         nargs="?",
@@ -95,6 +91,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="healthchecks-style pings: URL/start, then URL (success) or URL/fail with "
         "the summary; a failed ping never fails the batch",
     )
+    add_reuse(parser)
 
 
 def report_after_run(batch: Path, secrets: Sequence[str]) -> None:
@@ -134,6 +131,52 @@ def without_ping(argv: list[str]) -> list[str]:
     return kept
 
 
+def add_out(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--out", type=Path, default=Path("results"), metavar="DIR", help=text)
+
+
+ALL_JOBS = "\0all"  # `--force` without an id
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_reuse(parser: argparse.ArgumentParser) -> None:
+    """`--force [ID]` and `--max-age D`: what an earlier batch's results may answer
+    (README "Incremental runs"); `runner run` and `runner plan` share them."""
+    parser.add_argument(
+        "--force",
+        action="append",
+        nargs="?",
+        const=ALL_JOBS,
+        default=[],
+        metavar="ID",
+        help="send again instead of reusing an earlier result: every job, or job ID "
+        "(repeatable; put it after MANIFEST, or write --force=ID)",
+    )
+    parser.add_argument(
+        "--max-age",
+        type=_duration,
+        default=None,
+        metavar="D",
+        help="reuse only earlier results younger than D (e.g. 7d, 12h); overrides max_age "
+        "in the manifest",
+    )
+
+
+def reuse_policy(args: argparse.Namespace) -> Policy:
+    forced = list(args.force)
+    return Policy(
+        force_all=ALL_JOBS in forced,
+        force=frozenset(f for f in forced if f != ALL_JOBS),
+        max_age=args.max_age,
+    )
+
+
 def execute(args: argparse.Namespace) -> int:
     def run(on_batch: OnBatch | None = None) -> int:
         return run_batch(
@@ -148,6 +191,7 @@ def execute(args: argparse.Namespace) -> int:
             sample=args.sample,
             allow_partial=args.allow_partial,
             on_batch=on_batch,
+            policy=reuse_policy(args),
             shard=shard.from_options(args.shard, args.shards, os.environ),
             store=rate_store.from_options(args.rate_store, os.environ),
         )

@@ -48,6 +48,7 @@ def _job(row: JobRow, attempt: int) -> dict[str, Any]:
         "attempts": row.attempts,  # submits sent in this attempt
         "attempt": attempt,  # 1, or the attempt `runner retry` made (attempts/<id>/ keeps the rest)
         "polls": row.polls,
+        "reused_from": row.notes.get("reused_from"),  # the batch it was reused from, or None
     }
 
 
@@ -81,6 +82,7 @@ def status_document(path: Path) -> dict[str, Any]:
         else {"pid": holder.pid, "started": holder.started, "batch_id": holder.batch_id},
         "total": len(rows),
         "counts": counts,
+        "reused": sum(bool(row.notes.get("reused_from")) for row in rows),
         "jobs": [_job(row, attempts.get(row.job_id, 1)) for row in rows],
     }
 
@@ -91,7 +93,15 @@ def render(document: dict[str, Any]) -> str:
         f"{document['path']}: batch {document['batch_id']} of {document['name']!r}, "
         f"{document['run']}"
     ]
-    counts = ", ".join(f"{n} {state}" for state, n in document["counts"].items())
+    counts = ", ".join(
+        f"{n} {state}"
+        + (
+            f" ({document['reused']} reused)"
+            if state == "succeeded" and document.get("reused")
+            else ""
+        )
+        for state, n in document["counts"].items()
+    )
     total = document["total"]
     lines.append(f"{total} job{'' if total == 1 else 's'}: {counts or 'none'}")
     header = ("ID", "PROVIDER", "STATE", "STATUS", "REASON")
@@ -99,7 +109,9 @@ def render(document: dict[str, Any]) -> str:
         (
             job["id"],
             job["provider"],
-            job["state"] + (f" (attempt {job['attempt']})" if job["attempt"] > 1 else ""),
+            job["state"]
+            + (f" (attempt {job['attempt']})" if job["attempt"] > 1 else "")
+            + (f" (reused from {job['reused_from']})" if job.get("reused_from") else ""),
             job["provider_status"] or "-",
             job["reason"] or "-",
         )

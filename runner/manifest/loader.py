@@ -35,6 +35,7 @@ from runner.manifest.settings import (
     SettingsReader,
     check_poll,
     check_positive,
+    duration,
     resolve_poll,
     resolve_timeout,
 )
@@ -187,6 +188,7 @@ class _Reader:
         defaults = _dict(self.report.doc.get("defaults"))
         check_poll(self.report, ("defaults", "poll"), defaults.get("poll"))
         check_positive(self.report, ("defaults", "timeout"), defaults.get("timeout"))
+        check_positive(self.report, ("defaults", "max_age"), defaults.get("max_age"))
         declared = _dict(self.report.doc.get("providers"))
         settings = {
             name: self.settings.provider(name, _dict(conf), defaults)
@@ -290,6 +292,7 @@ class _Reader:
                 )
         check_poll(self.report, (*base, "poll"), job.get("poll"))
         check_positive(self.report, (*base, "timeout"), job.get("timeout"))
+        check_positive(self.report, (*base, "max_age"), job.get("max_age"))
         conf = _dict(declared.get(provider)) if isinstance(provider, str) else {}
         default_poll = info.default_poll if info is not None else PollPolicy(2.0, 60.0, 1.5)
         template = JobSpec(
@@ -306,6 +309,7 @@ class _Reader:
             ),
             fetch=fetch,
             retry="failed" if job.get("retry") == "failed" else None,
+            max_age=duration(job.get("max_age", defaults.get("max_age"))),
             expect=self.expects.expect(base, job.get("expect"), defaults.get("expect")),
         )
         extra: dict[str, Any] = {key: job[key] for key in ("fetch", "retry") if key in job}
@@ -537,5 +541,6 @@ def _spec(template: JobSpec, job_id: str, params: Mapping[str, Any], index: int)
         index=index,
         fetch=template.fetch,
         retry=template.retry,
+        max_age=template.max_age,
         expect=template.expect,
     )

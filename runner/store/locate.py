@@ -31,11 +31,27 @@ def resolve_batch_dir(path: Path) -> Path:
     if not path.exists():
         raise NotABatchDirError(f"{path}: no such directory; {GIVE_DIR}")
     if path.is_dir():
-        batches = [
-            child
-            for child in path.iterdir()
-            if child.name != LATEST and not child.is_symlink() and (child / MANIFEST).is_file()
-        ]
+        batches = batches_in(path)
         if batches:
-            return max(batches, key=_newest_key)
+            return batches[0]
     raise NotABatchDirError(f"{path} is not a batch directory (no {MANIFEST}); {GIVE_DIR}")
+
+
+def is_batch_name(name: str) -> bool:
+    """A name runner gives a batch directory: `20261122T030000Z`, `20261122T030000Z-2`."""
+    return _BATCH_NAME.match(name) is not None
+
+
+def batches_in(directory: Path) -> list[Path]:
+    """The batch directories of one manifest (`results/<name>/`), newest first; `latest`
+    and anything that is not a batch left out. Empty when `directory` is none."""
+    try:
+        children = list(directory.iterdir())
+    except OSError:
+        return []
+    batches = [
+        child
+        for child in children
+        if child.name != LATEST and not child.is_symlink() and (child / MANIFEST).is_file()
+    ]
+    return sorted(batches, key=_newest_key, reverse=True)

@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from runner import __version__
 from runner.errors import NotABatchDirError, store_error
+from runner.fingerprint import job_fingerprint
 from runner.lifecycle import JobRecord, State
 from runner.plan import Plan
 from runner.remote import FetchReport, ResultSink
@@ -239,6 +240,7 @@ def outcome_document(
             "counts": {"items": items, "files": files},
             "notes": list(report.notes) if report is not None else [],
             "error": record.error,
+            "fingerprint": job_fingerprint(spec),  # what it asked: runner.batch.reuse
         }
     )
     if record.attempt > 1:  # `runner retry`: where the earlier attempts' files are
@@ -386,8 +388,10 @@ class BatchDir:
         remote_ids: Mapping[str, str] | None = None,
     ) -> None:
         """Write batch.json: at creation (so a killed batch still says where it ran; the
-        end fields are null) and again when it is sealed."""
+        end fields are null) and again when it is sealed. Fields written by others
+        (`update_info`: git, reused) are kept."""
         document = {
+            **(self.read_info() or {}),
             "batch_id": self.batch_id,
             "name": self.name,
             "manifest_sha256": hashlib.sha256(self.manifest_path.read_bytes()).hexdigest(),
@@ -404,6 +408,11 @@ class BatchDir:
             **self.extra_info,
             **endpoints.as_info(),
         }
+        write_atomic(self.path / BATCH, canonical_json(document), fsync=True)
+
+    def update_info(self, fields: Mapping[str, Any]) -> None:
+        """Add `fields` to batch.json, every other field kept (written at creation first)."""
+        document = {**(self.read_info() or {}), **fields}
         write_atomic(self.path / BATCH, canonical_json(document), fsync=True)
 
     def read_info(self) -> dict[str, Any] | None:
@@ -504,7 +513,8 @@ def _walk(directory: Path) -> Iterator[Path]:
             yield Path(dirpath) / filename
 
 
-def _digest(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, as SHA256SUMS writes it."""
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
@@ -533,11 +543,26 @@ def render_sums(batch_path: Path) -> bytes:
     """`sha256sum` format (`HEX  jobs/x/y`), one line per file covered (manifest.yaml,
     inputs/, jobs/, attempts/), sorted by path: `sha256sum -c SHA256SUMS` in the batch dir
     agrees."""
-    lines = [f"{_digest(batch_path / rel)}  {rel}\n" for rel in _listed(batch_path)]
+    lines = [f"{file_sha256(batch_path / rel)}  {rel}\n" for rel in _listed(batch_path)]
     return "".join(lines).encode("utf-8")
 
 
 _SUM_LINE = re.compile(r"^([0-9a-f]{64})  (.+)$")
+
+
+def read_sums(path: Path) -> dict[str, str] | None:
+    """The batch's SHA256SUMS as {relative path: sha256}, its malformed lines left out;
+    None when it has none (a batch that has not finished, or is running)."""
+    try:
+        text = (path / SUMS).read_text("utf-8")
+    except (OSError, ValueError):
+        return None
+    sums: dict[str, str] = {}
+    for line in text.splitlines():
+        match = _SUM_LINE.match(line)
+        if match is not None and _covered(match.group(2)):
+            sums[match.group(2)] = match.group(1)
+    return sums
 
 
 def check(path: Path) -> tuple[int, list[str]]:
@@ -564,7 +589,7 @@ def check(path: Path) -> tuple[int, list[str]]:
             problems.append(f"{rel}: missing")
         elif rel not in expected:
             problems.append(f"{rel}: not listed in {SUMS}")
-        elif _digest(path / rel) != expected[rel]:
+        elif file_sha256(path / rel) != expected[rel]:
             problems.append(f"{rel}: changed (sha256 differs)")
     problems.extend(check_job_files(path))
     return len(expected), problems
