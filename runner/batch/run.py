@@ -791,6 +791,7 @@ def _execute(
                 secrets=list(plan.secrets),
                 remote_ids=journal.remote_ids(),
                 endpoints=endpoints,
+                limits=engine.limits,
             )
         except Exception as exc:  # a bug, or the disk: the journal holds what was done
             return _internal_error(exc, plan, batch, log, console, stderr, hints)
@@ -956,7 +957,9 @@ def _report(
             "batch.interrupted", signal=signals.name, counts=dict(counts), exit_code=int(code)
         )
     else:
-        log.logger.info("batch.finished", counts=dict(counts), exit_code=int(code))
+        log.logger.info(
+            "batch.finished", counts=dict(counts), exit_code=int(code), limits=engine.limits
+        )
     console.close()
     for failure in engine.cancel_failures:
         print(f"runner: {failure}", file=stderr)
