@@ -190,6 +190,7 @@ def test_durations_keep_the_latest_samples_sorted() -> None:
     assert len(seen) == MAX_SAMPLES
     assert seen.values == sorted(seen.values)
     assert seen.values[-1] == float(MAX_SAMPLES)  # the 10 oldest (largest) are gone
+    assert seen.mean() == pytest.approx(sum(seen.values) / MAX_SAMPLES)
     assert seen.cdf(0.5) == 0.0
     assert seen.cdf(1e9) == 1.0
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import random
+from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -51,14 +52,17 @@ class Durations:
     """Completed durations seen in this batch, kept sorted (an empirical distribution)."""
 
     values: list[float] = field(default_factory=list)
-    _order: list[float] = field(default_factory=list)  # arrival order, to drop the oldest
+    _order: deque[float] = field(default_factory=deque)  # arrival order, to drop the oldest
+    _total: float = 0.0  # sum of `values`: the mean is asked at every poll
 
     def add(self, seconds: float) -> None:
         if len(self._order) >= MAX_SAMPLES:
-            oldest = self._order.pop(0)
+            oldest = self._order.popleft()
             del self.values[bisect.bisect_left(self.values, oldest)]
+            self._total -= oldest
         self._order.append(seconds)
         bisect.insort(self.values, seconds)
+        self._total += seconds
 
     def __len__(self) -> int:
         return len(self.values)
@@ -73,7 +77,7 @@ class Durations:
         return values[index]
 
     def mean(self) -> float:
-        return sum(self.values) / len(self.values)
+        return self._total / len(self.values)
 
 
 @dataclass(frozen=True, slots=True)
