@@ -292,3 +292,11 @@ async def test_the_engine_raises_a_learned_cap_and_lowers_it_on_a_slot_error() -
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def test_the_pool_is_sized_for_where_a_learned_rate_may_climb() -> None:
+    from runner.http.limits import pool_size_for
+
+    guessed = Limits(requests=Rate(5, 1.0), origin={"requests": "learned"})
+    assert pool_size_for(Limits(requests=Rate(5, 1.0))) == 4  # declared 5/s: 2 would do
+    assert pool_size_for(guessed) == 16  # 5/s may become 80/s

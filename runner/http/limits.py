@@ -491,4 +491,6 @@ def pool_size_for(limits: Limits, *, latency: float = 0.25, low: int = 4, high: 
     rate = limits.requests.per_second if limits.requests else None
     if rate is None:
         return high
+    if limits.origin_of("requests") == "learned":
+        rate *= LEARN_HEADROOM  # sized for where the learned rate may climb
     return max(low, min(high, math.ceil(rate * latency)))
