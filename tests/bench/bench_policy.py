@@ -1,20 +1,23 @@
 """Poll policy and learned limits, before vs after, side by side in one run.
 
-Two scenarios of issue 12, each run by two versions of the runner against the same
-sandbox scenario (a `runner sandbox` subprocess on 127.0.0.1, real time):
+Three cases of issue 12, each run by two versions of the runner against the same sandbox
+scenario (a `runner sandbox` subprocess on 127.0.0.1, real time):
 
 - S3 in-flight-bound: 100 Spidra scrapes of 2-8 s, Spidra's published cap of 10 pending
-  scrapes (enforced by the sandbox), 20 requests/s declared and enforced. Ideal ≈ n·E[D]/C
-  = 100 × 5 s / 10 = 50 s.
+  scrapes (enforced by the sandbox), 20 requests/s declared and enforced. The ideal is the
+  makespan 10 slots allow for the durations the sandbox drew (each scrape's `durationMs`).
 - Lobstr: 20 runs of 20-40 s; Lobstr publishes no concurrency number (the sandbox enforces
   none here) but does publish its per-path request limits, which both versions keep.
+- cpu: bench_engine's batch (2,000 jobs); the runner's CPU per job, before and after
+  alternating `--repeat` times (compare the lowest of each: the machine is shared).
 
 "before" is the runner at BEFORE (the commit this work started from, extracted with `git
 archive`), "after" is this working tree; each runs as `python -m runner run` in its own
 process, so the CPU column is that process's (imports included). Prints a table; asserts
 nothing (a benchmark is not a test).
 
-    .venv/bin/python tests/bench/bench_policy.py [--only s3|lobstr] [--before REV]
+    .venv/bin/python tests/bench/bench_policy.py [--only s3|lobstr|cpu] [--before REV]
+        [--repeat N]   (CPU rounds, before and after alternating; compare the lowest)
 """
 
 from __future__ import annotations
@@ -266,6 +269,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", choices=sorted(CASES), action="append")
     parser.add_argument("--before", default=BEFORE)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="CPU rounds, before and after alternating"
+    )
     args = parser.parse_args()
     print(f"poll policy and limits: before = {args.before}, after = this tree; real time")
     header = f"{'scenario':<34} {'version':<7} {'exit':>4} {'wall s':>7} {'vs ideal':>8} "
@@ -275,8 +281,11 @@ def main() -> None:
         trees = {"before": extract(args.before, scratch), "after": ROOT}
         for key in args.only or list(CASES):
             case = CASES[key]()
-            for version, tree in trees.items():
-                where = scratch / f"{key}-{version}"
+            rounds = args.repeat if key == "cpu" else 1  # CPU is noisy on a shared machine
+            order = [version for _ in range(rounds) for version in trees]
+            for n, version in enumerate(order):
+                tree = trees[version]
+                where = scratch / f"{key}-{version}-{n}"
                 where.mkdir()
                 r = run(tree, case, where)
                 ideal = r["ideal"] or case.ideal
