@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -229,3 +230,44 @@ def test_the_tracker_chooses_the_regime_s_delay() -> None:
     assert spare == pytest.approx(10 / (19.0 * SHARE_SHARED))
     thrifty = tracker.delay("j", SPIDRA, 0, 1.0, Regime.THRIFTY, budget, random.Random(1), 0.5)
     assert thrifty == pytest.approx(1.0)  # half done after 1 s
+
+
+# -- the engine picks the regime ----------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_the_engine_polls_sooner_when_slots_bind_and_by_policy_when_requests_do() -> None:
+    import dataclasses
+
+    from runner.plan import Limits, Rate
+    from tests.test_engine import FakeAdapter, make_engine, make_plan
+
+    slow = PollPolicy(5.0, 15.0, 1.5)
+
+    def engine_for(limits: Limits) -> Any:
+        plan = make_plan(50, limits=limits)
+        plan = dataclasses.replace(
+            plan, jobs=tuple(dataclasses.replace(j, poll=slow) for j in plan.jobs)
+        )
+        engine, _, _ = make_engine(plan, FakeAdapter())
+        return engine
+
+    def first_delay(engine: Any) -> float:
+        lane = engine.lanes["spidra"]
+        job = lane.pending.popleft()  # submitted: the other 49 still wait
+        lane.gate.jobs_in_flight += 1
+        before = lane.gate.clock.now()
+        engine._next_poll(lane, job)
+        return float(lane.polls[0][0] - before)
+
+    # 1 slot, taken; 100 req/s spare: poll at the floor, not after 5 s
+    slots = engine_for(Limits(requests=Rate(100, 1.0), in_flight=1))
+    assert first_delay(slots) == pytest.approx(FLOOR, abs=0.01)
+    # no cap, 1 req/s: the submits wait for requests, the policy's first interval holds
+    requests = engine_for(Limits(requests=Rate(1, 1.0)))
+    assert slow.initial / 1.5 - 0.01 <= first_delay(requests) <= slow.initial + 0.01
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
