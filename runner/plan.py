@@ -54,6 +54,13 @@ class Limits:
     def origin_of(self, key: str) -> Origin:
         return self.origin.get(key, "declared")
 
+    def origins(self) -> dict[str, Origin]:
+        """Every limit set (requests, each endpoint class, in_flight) → its origin."""
+        keys = ["requests"] if self.requests else []
+        keys += sorted(self.endpoints)
+        keys += ["in_flight"] if self.in_flight is not None else []
+        return {key: self.origin_of(key) for key in keys}
+
 
 @dataclass(frozen=True, slots=True)
 class PollPolicy:

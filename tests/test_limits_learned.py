@@ -156,9 +156,7 @@ class Still:
 def test_every_provider_says_where_each_default_limit_comes_from() -> None:
     for name, info in PROVIDERS.items():
         limits = info.default_limits
-        keys = ["requests"] if limits.requests else []
-        keys += list(limits.endpoints) + (["in_flight"] if limits.in_flight else [])
-        assert set(limits.origin) == set(keys), name
+        assert limits.origins() == dict(limits.origin), name  # none left "declared"
         assert set(limits.origin.values()) <= {"published", "learned"}, name
 
 
@@ -300,3 +298,33 @@ def test_the_pool_is_sized_for_where_a_learned_rate_may_climb() -> None:
     guessed = Limits(requests=Rate(5, 1.0), origin={"requests": "learned"})
     assert pool_size_for(Limits(requests=Rate(5, 1.0))) == 4  # declared 5/s: 2 would do
     assert pool_size_for(guessed) == 16  # 5/s may become 80/s
+
+
+# -- a real run records them ----------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_a_run_records_each_limit_s_origin_and_final_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against the sandbox on 127.0.0.1: the log says at the start where each limit comes
+    from, and at the end (as batch.json does) what each became."""
+    from runner.cli import main
+    from tests.e2e.helpers import manifest, pulse_jobs
+
+    monkeypatch.setenv("PULSE_API_KEY", "pulse_origin")
+    providers = {"pulse": {"api_key": "${PULSE_API_KEY}", "limits": {"in_flight": 4}}}
+    path = manifest(tmp_path, [pulse_jobs(6)], providers=providers)
+    out = tmp_path / "results"
+    assert main(["run", str(path), "--sandbox", "--out", str(out), "--quiet"]) == 0
+    batch = (out / "e2e" / "latest").resolve()
+    events = [json.loads(line) for line in (batch / "log.jsonl").open()]
+    assert events[0]["limits"] == {"pulse": {"requests": "learned", "in_flight": "declared"}}
+    finished = events[-1]
+    assert finished["event"] == "batch.finished"
+    pulse = finished["limits"]["pulse"]
+    assert pulse["in_flight"] == {"origin": "declared", "cap": 4, "lowered": 0}
+    assert pulse["requests"]["origin"] == "learned"
+    assert pulse["requests"]["found"] is False  # no 429: still climbing
+    assert pulse["requests"]["rate_per_second"] >= 10 * SAFETY  # from the guess, upward
+    assert json.loads((batch / "batch.json").read_text())["limits"] == finished["limits"]

@@ -747,6 +747,7 @@ def _execute(
             jobs=len(plan.jobs),
             counts=counts,
             argv=[redact(arg, plan.secrets) for arg in options.argv],
+            limits={name: s.limits.origins() for name, s in sorted(plan.providers.items())},
         )
 
         def notify(event: str, fields: Mapping[str, Any]) -> None:

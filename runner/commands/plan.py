@@ -64,7 +64,7 @@ def provider_dict(settings: ProviderSettings, jobs: int) -> dict[str, Any]:
             "endpoints": {name: _rate(rate) for name, rate in sorted(limits.endpoints.items())},
             "in_flight": limits.in_flight,
             # where each came from: declared (manifest), published (provider docs), learned
-            "origin": {key: limits.origin_of(key) for key in _limit_keys(settings)},
+            "origin": limits.origins(),
         },
         "poll": {
             "initial_seconds": settings.poll.initial,
@@ -114,14 +114,6 @@ def _show_rate(rate: Rate | None) -> str:
     return f"{rate.rate:g}/{format_duration(rate.per)}{burst}"
 
 
-def _limit_keys(settings: ProviderSettings) -> list[str]:
-    """The limits a provider has: requests, its endpoint classes, in_flight."""
-    limits = settings.limits
-    keys = ["requests"] if limits.requests else []
-    keys += sorted(limits.endpoints)
-    return keys + (["in_flight"] if limits.in_flight is not None else [])
-
-
 def _with_origin(settings: ProviderSettings, key: str, shown: str) -> str:
     return shown if shown == "-" else f"{shown} {settings.limits.origin_of(key)}"
 
@@ -159,7 +151,7 @@ def render(plan: Plan, estimate: PlanEstimate, shown: int | None) -> str:
                 _with_origin(s, "in_flight", str(s.limits.in_flight or "-")),
             ]
         )
-        learned = learned or any(s.limits.origin_of(k) == "learned" for k in _limit_keys(s))
+        learned = learned or "learned" in s.limits.origins().values()
     out += ["\nlimits (per provider; rate/window, and where each comes from)\n", table(rows)]
     out.append(
         "  declared: the manifest's, never exceeded; published: the provider's documented "
