@@ -104,6 +104,18 @@ def test_spare_polls_wait_for_the_earliest_completion_seen() -> None:
     assert later == pytest.approx(budget.interval(seen))
 
 
+def test_jobs_too_young_to_have_ended_leave_their_polls_to_the_others() -> None:
+    # nothing ended before 2 s of jobs lasting 4.45 s on average: ~45 % of those in flight
+    # are that young, so about 5 of 10 poll, each more often
+    seen = durations(*(2.0 + i * 0.1 for i in range(50)))
+    budget = Budget(in_flight=10, status_rate=19.0)
+    assert budget.polling(seen) == round(10 * (1 - seen.quantile(0.02) / seen.mean())) == 5
+    assert budget.polling(Durations()) == 10  # nothing known: all of them
+    assert budget.interval(seen) < Budget(10, 19.0).interval(Durations())
+    instant = durations(*([5.0] * 10))  # all alike: the quantile is the mean itself
+    assert budget.polling(instant) == 1  # MIN_POLLING of 10, at least one
+
+
 def test_known_durations_leave_polls_what_submits_and_fetches_do_not_need() -> None:
     # 10 jobs of ~4.45 s: ~2.2 submits/s and as many result pages out of 19 req/s
     seen = durations(*(2.0 + i * 0.1 for i in range(50)))

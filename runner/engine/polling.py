@@ -33,6 +33,7 @@ from runner.plan import PollPolicy
 FLOOR = 0.25  # seconds: no job is polled more often than this (unless its policy says so)
 SHARE_SHARED = 0.5  # of a provider-wide budget polls may take (submits and fetches share it)
 SHARE_OWN = 0.9  # of a status-only budget
+MIN_POLLING = 0.1  # of the jobs in flight, counted as polling however young the rest are
 SHARE_MIN = 0.3  # of a shared budget, however many submits and fetches it carries
 OTHERS_PER_JOB = 2.0  # requests a job costs besides its polls: its submit and a result page
 MIN_SAMPLES = 5  # finished jobs before their durations steer the polls
@@ -100,11 +101,20 @@ class Budget:
         others = OTHERS_PER_JOB * self.in_flight / max(durations.mean(), FLOOR)
         return min(SHARE_OWN, max(SHARE_MIN, SHARE_OWN - others / self.status_rate))
 
+    def polling(self, durations: Durations) -> int:
+        """The jobs in flight that poll. Those younger than the earliest completion seen do
+        not (`spare_delay`): by Little's law about q / mean of them (q: that quantile)."""
+        if len(durations) < MIN_SAMPLES:
+            return self.in_flight
+        young = durations.quantile(EARLY_QUANTILE) / max(durations.mean(), FLOOR)
+        return max(1, round(self.in_flight * max(MIN_POLLING, 1.0 - young)))
+
     def interval(self, durations: Durations) -> float:
-        """The shortest interval at which every job in flight polls inside its share."""
+        """The shortest interval at which every job that polls does so inside its share."""
         if not self.status_rate:
             return 0.0
-        return budget_interval(self.in_flight, self.status_rate * self.share(durations))
+        rate = self.status_rate * self.share(durations)
+        return budget_interval(self.polling(durations), rate)
 
 
 def spare_delay(
@@ -123,8 +133,8 @@ def spare_delay(
     delay = min(planned, max(_floor(policy), budget.interval(durations)))
     if len(durations) >= MIN_SAMPLES:
         delay = max(delay, durations.quantile(EARLY_QUANTILE) - age)
-    # all jobs in flight polling at this pace still fit the whole budget
-    return max(delay, budget_interval(budget.in_flight, budget.status_rate))
+    # all jobs that poll, polling at this pace, still fit the whole budget
+    return max(delay, budget_interval(budget.polling(durations), budget.status_rate))
 
 
 def thrifty_delay(
