@@ -10,13 +10,14 @@ scenario (a `runner sandbox` subprocess on 127.0.0.1, real time):
   none here) but does publish its per-path request limits, which both versions keep.
 - cpu: bench_engine's batch (2,000 jobs); the runner's CPU per job, before and after
   alternating `--repeat` times (compare the lowest of each: the machine is shared).
+- store: the journal and the log alone, a job's life of 7 records each, in each tree.
 
 "before" is the runner at BEFORE (the commit this work started from, extracted with `git
 archive`), "after" is this working tree; each runs as `python -m runner run` in its own
 process, so the CPU column is that process's (imports included). Prints a table; asserts
 nothing (a benchmark is not a test).
 
-    .venv/bin/python tests/bench/bench_policy.py [--only s3|lobstr|cpu] [--before REV]
+    .venv/bin/python tests/bench/bench_policy.py [--only s3|lobstr|cpu|store] [--before REV]
         [--repeat N]   (CPU rounds, before and after alternating; compare the lowest)
 """
 
@@ -144,6 +145,56 @@ def cpu() -> Case:
 CPU_JOBS = 2000
 CASES = {"s3": s3, "lobstr": lobstr, "cpu": cpu}
 
+# The store alone, run inside each tree: a job's life in the journal (submit, its "sent"
+# note, queued, running, a poll, finished, fetched) and the same in the log, on /tmp.
+STORE = """
+import sys, tempfile, time
+from pathlib import Path
+from runner.lifecycle import Event, JobRecord, advance
+from runner.plan import JobSpec, Limits, Plan, PollPolicy, ProviderSettings, Secret
+from runner.remote import RemoteRef, RemoteState, Status
+from runner.store.journal import Journal
+from runner.store.log import BatchLog, LogRecorder
+
+n = int(sys.argv[1])
+settings = ProviderSettings("spidra", "http://127.0.0.1:1", Secret("sk-bench-secret-key"),
+    "SPIDRA_API_KEY", Limits(), PollPolicy(2.0, 60.0, 1.5), 1800.0)
+jobs = tuple(JobSpec(f"job-{i:06d}", "spidra", "scrape", {}, index=i) for i in range(n))
+plan = Plan("bench", Path("m.yaml"), b"", "0", {"spidra": settings}, jobs,
+    secrets=(Secret("sk-bench-secret-key"),))
+running = Status(RemoteState.RUNNING, raw="running", progress=0.5)
+directory = Path(tempfile.mkdtemp())
+journal = Journal.create(directory / "journal.sqlite", plan, "b")
+log = BatchLog(directory / "log.jsonl", batch_id="b", secrets=list(plan.secrets))
+recorder = LogRecorder(log)
+spent = {"journal": 0.0, "log": 0.0}
+for spec in jobs:
+    job = JobRecord(spec=spec)
+    for step in ("submit", "note", "queued", "running", "poll", "finished", "fetched"):
+        if step == "queued":
+            job.remote = RemoteRef("r-" + spec.id)
+        if step == "note":
+            job.notes["runner.sent"] = 1
+        event = {"submit": Event.SUBMIT, "queued": Event.QUEUED, "running": Event.RUNNING,
+                 "finished": Event.FINISHED, "fetched": Event.FETCHED}.get(step)
+        previous = job.state
+        if event is not None:
+            job.state = advance(previous, event)
+        for name, target in (("journal", journal), ("log", recorder)):
+            start = time.process_time()
+            if step == "note":
+                target.noted(job, "runner.sent")
+            elif step == "poll":
+                job.polls = 1
+                target.polled(job, running)
+            else:
+                target.transition(job, event, previous)
+            spent[name] += time.process_time() - start
+journal.close()
+log.close()
+print(f"{1e6 * spent['journal'] / n:.0f} {1e6 * spent['log'] / (7 * n):.1f}")
+"""
+
 
 def extract(rev: str, into: Path) -> Path:
     """The runner package as it was at `rev` (plus its schemas)."""
@@ -265,9 +316,28 @@ def learned(results: Path) -> str:
     return "-"
 
 
+def store(trees: dict[str, Path], rounds: int, jobs: int = 3000) -> None:
+    """The journal's CPU per job and the log's per event, each tree in its own process,
+    alternating `rounds` times; the lowest of each."""
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(rounds):
+        for version, tree in trees.items():
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            command = [sys.executable, "-c", STORE, str(jobs)]
+            done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
+            journal, log = (float(x) for x in done.stdout.split())
+            seen = best.get(version, (journal, log))
+            best[version] = (min(seen[0], journal), min(seen[1], log))
+    for version, (journal, log) in best.items():
+        print(
+            f"{'store: journal, log (' + str(jobs) + ' jobs)':<34} {version:<7} "
+            f"journal {journal:.0f} µs CPU per job (7 records), log {log:.1f} µs per event"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", choices=sorted(CASES), action="append")
+    parser.add_argument("--only", choices=[*sorted(CASES), "store"], action="append")
     parser.add_argument("--before", default=BEFORE)
     parser.add_argument(
         "--repeat", type=int, default=3, help="CPU rounds, before and after alternating"
@@ -279,7 +349,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=bench_engine.scratch()) as tmp:
         scratch = Path(tmp)
         trees = {"before": extract(args.before, scratch), "after": ROOT}
-        for key in args.only or list(CASES):
+        if "store" in (args.only or ["store"]):
+            store(trees, args.repeat)
+        for key in [k for k in args.only or list(CASES) if k != "store"]:
             case = CASES[key]()
             rounds = args.repeat if key == "cpu" else 1  # CPU is noisy on a shared machine
             order = [version for _ in range(rounds) for version in trees]
