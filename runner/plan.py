@@ -14,6 +14,10 @@ from typing import Any, Literal
 EndpointClass = Literal["submit", "status", "results", "download"]
 ENDPOINT_CLASSES: tuple[EndpointClass, ...] = ("submit", "status", "results", "download")
 Policy = Literal["detach", "cancel"]
+# Where a limit's value came from: the manifest ("declared", never exceeded), the provider's
+# documentation ("published", never exceeded), or neither: a conservative start the runner
+# raises while the provider accepts and lowers on its signals ("learned").
+Origin = Literal["declared", "published", "learned"]
 
 
 class Secret(str):
@@ -43,6 +47,19 @@ class Limits:
     requests: Rate | None = None  # every call to the provider counts
     endpoints: Mapping[EndpointClass, Rate] = field(default_factory=dict)  # optional splits
     in_flight: int | None = None  # remote jobs not yet terminal
+    # "requests", "in_flight" or an endpoint class → where its value came from (see Origin);
+    # a limit not listed was declared.
+    origin: Mapping[str, Origin] = field(default_factory=dict)
+
+    def origin_of(self, key: str) -> Origin:
+        return self.origin.get(key, "declared")
+
+    def origins(self) -> dict[str, Origin]:
+        """Every limit set (requests, each endpoint class, in_flight) → its origin."""
+        keys = ["requests"] if self.requests else []
+        keys += sorted(self.endpoints)
+        keys += ["in_flight"] if self.in_flight is not None else []
+        return {key: self.origin_of(key) for key in keys}
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ def test_a_journal_write_sqlite_refuses_is_rolled_back_and_names_the_journal(
     journal = Journal.create(path, plan, "b")
     job = JobRecord(spec=plan.jobs[0])
     _move(journal, job, Event.SUBMIT)
+    journal.flush()  # in a run, the submit's "sent" note commits it
     pages = journal._conn.execute("PRAGMA page_count").fetchone()[0]
     journal._conn.execute(f"PRAGMA max_page_count = {pages}")  # the database is full
     job.error = "x" * 50_000  # needs pages it cannot have
@@ -58,6 +59,7 @@ def test_a_poll_commit_sqlite_refuses_raises_once_and_close_is_safe(tmp_path: Pa
     journal = Journal.create(path, plan, "b")
     job = JobRecord(spec=plan.jobs[0])
     _move(journal, job, Event.SUBMIT)
+    journal.flush()  # in a run, the submit's "sent" note commits it
     pages = journal._conn.execute("PRAGMA page_count").fetchone()[0]
     journal._conn.execute(f"PRAGMA max_page_count = {pages}")
     job.state = State.RUNNING  # as the engine would have it; the poll row grows past a page

@@ -12,7 +12,7 @@ import pytest
 from runner.errors import JournalError, StoreError
 from runner.lifecycle import Event, JobRecord, State, advance
 from runner.remote import RemoteRef, RemoteState, Status
-from runner.store.journal import POLL_COMMIT_EVERY, Journal
+from runner.store.journal import POLL_COMMIT_EVERY, Journal, commits_at_once
 from tests.test_results import make_plan
 
 
@@ -161,7 +161,10 @@ def test_polls_are_batched_and_folded_into_the_next_transition(tmp_path: Path) -
     journal.polled(job, status)
     assert reader.execute("SELECT polls FROM jobs WHERE job_id='job-0'").fetchone() == (0,)
     other = JobRecord(spec=plan.jobs[1])
-    _move(journal, other, Event.SUBMIT)  # any transition commits the pending polls too
+    _move(journal, other, Event.SUBMIT)  # deferred too: nothing has left yet
+    assert reader.execute("SELECT polls FROM jobs WHERE job_id='job-0'").fetchone() == (0,)
+    other.remote = RemoteRef("r2")
+    _move(journal, other, Event.QUEUED)  # a submit's answer commits the pending ones too
     assert reader.execute("SELECT polls, progress FROM jobs WHERE job_id='job-0'").fetchone() == (
         1,
         0.5,
@@ -190,7 +193,7 @@ def test_a_reader_sees_a_live_run_while_it_writes(tmp_path: Path) -> None:
     job = JobRecord(spec=plan.jobs[0])
     _move(writer, job, Event.SUBMIT)
     reader = Journal.open(path, readonly=True)
-    assert reader.counts() == {"planned": 1, "submitting": 1}
+    assert reader.counts() == {"planned": 2}  # a submit's start waits for its "sent" note
     _move(writer, job, Event.SKIP)
     assert reader.counts() == {"planned": 1, "skipped": 1}
     with pytest.raises(StoreError) as refused:  # a reader cannot write, and says where
@@ -263,3 +266,82 @@ def test_noted_commits_notes_before_returning_and_resume_restores_them(tmp_path:
     again = Journal.open(tmp_path / "journal.sqlite")
     restored = {r.spec.id: r.notes for r in again.load_records(plan)}
     assert restored == {"job-0": {"squid": "0123abcd"}, "job-1": {}}
+
+
+# -- which transitions commit at once (docs/engineering.md#journal-durability) -------------------
+
+
+@pytest.mark.parametrize(
+    ("event", "previous", "at_once"),
+    [
+        (Event.SUBMIT, State.PLANNED, False),  # its "sent" note commits it before a byte leaves
+        (Event.QUEUED, State.SUBMITTING, True),  # the submit's answer: the remote id
+        (Event.RUNNING, State.SUBMITTING, True),
+        (Event.DEFERRED, State.SUBMITTING, True),
+        (Event.AMBIGUOUS, State.SUBMITTING, True),
+        (Event.RECONCILED, State.SUBMIT_UNKNOWN, True),
+        (Event.RESUBMIT, State.SUBMIT_UNKNOWN, True),
+        (Event.SKIP, State.PLANNED, True),
+        (Event.RUNNING, State.QUEUED, False),  # what the provider says of a job it has
+        (Event.FINISHED, State.RUNNING, False),
+        (Event.TIMEOUT, State.PAUSED, False),
+        (Event.FETCHED, State.FETCHING, False),
+    ],
+)
+def test_what_decides_a_resume_commits_at_once(
+    event: Event, previous: State, at_once: bool
+) -> None:
+    assert commits_at_once(event, previous) is at_once
+
+
+def test_a_known_job_s_progress_rides_with_the_polls_and_commits_within_a_second(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.sqlite"
+    plan = make_plan(1)
+    clock = Clock()
+    journal = Journal.create(path, plan, "b", clock=clock)
+    reader = _other_connection(path)
+    job = JobRecord(spec=plan.jobs[0])
+    _move(journal, job, Event.SUBMIT)
+    job.remote = RemoteRef("r")
+    _move(journal, job, Event.QUEUED)
+    state = "SELECT state FROM jobs WHERE job_id='job-0'"
+    assert reader.execute(state).fetchone() == ("queued",)
+    _move(journal, job, Event.RUNNING)
+    _move(journal, job, Event.FINISHED)
+    assert reader.execute(state).fetchone() == ("queued",)  # pending, not lost
+    clock.now += 1.0
+    _move(journal, job, Event.FETCHED)  # a second on: this one commits them all
+    assert reader.execute(state).fetchone() == ("succeeded",)
+    with Journal.open(path, readonly=True) as reader_journal:
+        events = [e.event for e in reader_journal.events()]
+    assert events == [
+        "submit",
+        "observed_queued",
+        "observed_running",
+        "observed_finished",
+        "fetched",
+    ]
+    journal.close()
+
+
+def test_a_kill_loses_only_what_a_resume_does_again(tmp_path: Path) -> None:
+    """The process dies with transitions pending: the remote id stays, the job is where a
+    resume polls it again (and an unsent submit is simply sent)."""
+    path = tmp_path / "journal.sqlite"
+    plan = make_plan(2)
+    journal = Journal.create(path, plan, "b")
+    job, other = JobRecord(spec=plan.jobs[0]), JobRecord(spec=plan.jobs[1])
+    _move(journal, job, Event.SUBMIT)
+    journal.noted(job, "runner.sent")  # the sent mark commits the pending SUBMIT with it
+    job.remote = RemoteRef("r-0")
+    _move(journal, job, Event.RUNNING)
+    _move(journal, job, Event.FINISHED)  # pending
+    _move(journal, other, Event.SUBMIT)  # pending: nothing has left for it
+    journal._conn.close()  # SIGKILL: the open transaction is gone, nothing was flushed
+    with Journal.open(path) as after:
+        rows = {row.job_id: row for row in after.rows()}
+    assert rows["job-0"].state is State.RUNNING
+    assert rows["job-0"].remote == RemoteRef("r-0")
+    assert rows["job-1"].state is State.PLANNED

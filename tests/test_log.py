@@ -149,3 +149,23 @@ def test_failures_are_warnings_and_the_level_filter_drops_polls(tmp_path: Path) 
     assert [(e["event"], e["level"], e["error"]) for e in events] == [
         ("job.failed", "warning", "rejected: bad params")
     ]
+
+
+def test_a_line_without_secrets_is_rendered_once_and_the_same(tmp_path: Path) -> None:
+    """The fast path (render, search the line) writes what the redacting path would."""
+    from runner.store.log import RenderRedacted
+
+    fast, slow = RenderRedacted([SECRET]), RenderRedacted(["k"])  # "k": too short to search
+    event = {"event": "x", "tags": ("a", "b"), "path": Path("/r/x"), "n": 1, "set": {"s"}}
+    assert fast(None, "info", dict(event)) == slow(None, "info", dict(event))
+    assert json.loads(fast(None, "info", dict(event)))["path"] == "/r/x"
+
+
+def test_a_short_or_escaped_secret_is_redacted_in_every_string(tmp_path: Path) -> None:
+    from runner.store.log import RenderRedacted
+
+    quoted = 'sk-"quoted"-key'  # JSON writes it escaped: the line search cannot see it
+    render = RenderRedacted([quoted, "k"])
+    line = render(None, "info", {"event": "e", "a": f"x {quoted} y", "b": "k\nk"})
+    assert "quoted" not in line
+    assert json.loads(line)["b"] == "***\n***"

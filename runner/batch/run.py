@@ -811,6 +811,7 @@ def _execute(
             jobs=len(plan.jobs),
             counts=counts,
             argv=[redact(arg, plan.secrets) for arg in options.argv],
+            limits={name: s.limits.origins() for name, s in sorted(plan.providers.items())},
         )
         log_plan(log, plan)  # limits and estimate, for runner report
         reuse.log_events(log, options.reuse_log)
@@ -899,6 +900,7 @@ def _execute(
                 secrets=list(plan.secrets),
                 remote_ids=journal.remote_ids(),
                 endpoints=endpoints,
+                limits=engine.limits,
             )
         except Exception as exc:  # a bug, or the disk: the journal holds what was done
             return _internal_error(exc, plan, batch, log, console, stderr, hints)
@@ -1079,7 +1081,9 @@ def _report(
             "batch.interrupted", signal=signals.name, counts=dict(counts), exit_code=int(code)
         )
     else:
-        log.logger.info("batch.finished", counts=dict(counts), exit_code=int(code))
+        log.logger.info(
+            "batch.finished", counts=dict(counts), exit_code=int(code), limits=engine.limits
+        )
     console.close()
     for failure in engine.cancel_failures:
         print(f"runner: {failure}", file=stderr)

@@ -94,6 +94,8 @@ def provider_dict(settings: ProviderSettings, jobs: int) -> dict[str, Any]:
             "requests": _rate(limits.requests),
             "endpoints": {name: _rate(rate) for name, rate in sorted(limits.endpoints.items())},
             "in_flight": limits.in_flight,
+            # where each came from: declared (manifest), published (provider docs), learned
+            "origin": limits.origins(),
         },
         "poll": {
             "initial_seconds": settings.poll.initial,
@@ -144,6 +146,10 @@ def _show_rate(rate: Rate | None) -> str:
     return f"{rate.rate:g}/{format_duration(rate.per)}{burst}"
 
 
+def _with_origin(settings: ProviderSettings, key: str, shown: str) -> str:
+    return shown if shown == "-" else f"{shown} {settings.limits.origin_of(key)}"
+
+
 def _seconds(value: float) -> str:
     return format_duration(value) if value > 0 else "-"
 
@@ -163,17 +169,31 @@ def render(plan: Plan, estimate: PlanEstimate, shown: int | None) -> str:
     if more:
         out.append(f"  ... and {more:,} more\n")
     rows = [["provider", "requests", "submit", "status", "results", "download", "in_flight"]]
+    learned = False
     for name, s in plan.providers.items():
         ends = s.limits.endpoints
         rows.append(
             [
                 name,
-                _show_rate(s.limits.requests),
-                *(_show_rate(ends.get(c)) for c in ("submit", "status", "results", "download")),
-                str(s.limits.in_flight or "-"),
+                _with_origin(s, "requests", _show_rate(s.limits.requests)),
+                *(
+                    _with_origin(s, c, _show_rate(ends.get(c)))
+                    for c in ("submit", "status", "results", "download")
+                ),
+                _with_origin(s, "in_flight", str(s.limits.in_flight or "-")),
             ]
         )
-    out += ["\nlimits (per provider; rate/window)\n", table(rows)]
+        learned = learned or "learned" in s.limits.origins().values()
+    out += ["\nlimits (per provider; rate/window, and where each comes from)\n", table(rows)]
+    out.append(
+        "  declared: the manifest's, never exceeded; published: the provider's documented "
+        "number, never exceeded\n"
+    )
+    if learned:
+        out.append(
+            "  learned: no published number; runner starts here, raises it while the provider "
+            "accepts and lowers it on its 429s and concurrency errors\n"
+        )
     rows = [["provider", "poll", "timeout", "on_interrupt", "on_timeout", "base_url"]]
     for name, s in plan.providers.items():
         rows.append(

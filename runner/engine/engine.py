@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import anyio
 
 from runner.durations import format_duration
-from runner.engine import recovery
+from runner.engine import polling, recovery
 from runner.engine.budget import Refusal, Spending
 from runner.engine.lanes import Lane
 from runner.engine.outcomes import (
@@ -47,7 +47,7 @@ from runner.errors import (
     ProviderCallError,
     ProviderResponseError,
 )
-from runner.http.backoff import DEFAULT_RETRY, RetryPolicy, next_poll_delay, retry_delay
+from runner.http.backoff import DEFAULT_RETRY, RetryPolicy, retry_delay
 from runner.http.client import ProviderClient
 from runner.http.limits import Change
 from runner.lifecycle import TERMINAL, Event, JobRecord, Recorder, State, advance
@@ -143,6 +143,8 @@ class Engine:
         self.cancel_failures: list[str] = []  # remote cancels that failed (interrupt, cancel)
         self._scope: anyio.CancelScope | None = None
         self.lanes: dict[str, Lane] = {}
+        # Per provider at the end of run(): each limit's origin and final value (Gate.report).
+        self.limits: dict[str, dict[str, dict[str, Any]]] = {}
         for name, client in clients.items():
             made = self.lanes[name] = Lane(plan.providers[name], adapters[name], client)
             made.deadline_of = functools.partial(self._deadline, made)
@@ -247,6 +249,7 @@ class Engine:
         self._scope = None
         if self.interrupted is not None:
             await recovery.settle_interrupt(self)
+        self.limits = {name: lane.gate.report() for name, lane in sorted(self.lanes.items())}
         return self.result()
 
     def _skip_orphans(self) -> None:
@@ -332,12 +335,26 @@ class Engine:
         lane.push_poll(job, due)
 
     def _next_poll(self, lane: Lane, job: JobRecord) -> None:
-        delay = next_poll_delay(
+        """The next poll where the status budget buys time (runner.engine.polling)."""
+        gate = lane.gate
+        rate = gate.status_rate()
+        cap = gate.in_flight_cap
+        regime = polling.regime(
+            submits_waiting=lane.has_submits(),
+            free_slots=None if cap is None else cap - gate.jobs_in_flight,
+            status_rate=rate,
+            first_interval=job.spec.poll.initial,
+        )
+        budget = polling.Budget(gate.jobs_in_flight, rate, own=gate.status_own())
+        delay = lane.tracker.delay(
+            job.spec.id,
             job.spec.poll,
             job.polls,
+            gate.clock.now(),
+            regime,
+            budget,
             self.rng,
-            in_flight=lane.gate.jobs_in_flight,
-            status_rate=lane.gate.status_rate(),
+            job.progress,
         )
         self.schedule(lane, job, delay)
 
@@ -364,6 +381,9 @@ class Engine:
             refusal = self.budget.charge(job.spec.provider, report.outcome)
             if refusal is not None:
                 self._capped(refusal)
+        lane = self.lanes.get(job.spec.provider)
+        if lane is not None:
+            lane.tracker.forget(job.spec.id)
 
     # -- submit ----------------------------------------------------------------------------
 
@@ -401,9 +421,20 @@ class Engine:
             submitted_at=self.wall(),
             **(_status_fields(status) if status else {}),
         )
+        self._accepted(lane, job)
         if status is not None:
             self._note_unknown(lane, status)
         await self._after_status(lane, job, status)
+
+    def _accepted(self, lane: Lane, job: JobRecord) -> None:
+        """The provider accepted a job: a learned in-flight cap may grow (wake a worker to
+        use it), and the job's age starts for the poll policy."""
+        now = lane.gate.clock.now()
+        lane.tracker.submitted(job.spec.id, now)
+        cap = lane.gate.in_flight_cap
+        lane.gate.accepted()
+        if lane.gate.in_flight_cap != cap and lane.has_submits():
+            lane.due_sooner(now)
 
     async def _submit_failed(
         self, lane: Lane, job: JobRecord, exc: ProviderCallError, since: float
@@ -450,6 +481,7 @@ class Engine:
             return job.state
         self.transition(job, Event.AMBIGUOUS, error=error)
         self.start_timeout(lane, job, job.spec.timeout)
+        lane.tracker.submitted(job.spec.id, lane.gate.clock.now())
         return self.transition(job, Event.RECONCILED, remote=ref, submitted_at=since, error=None)
 
     def _backoff(self, job: JobRecord) -> float:
@@ -479,6 +511,7 @@ class Engine:
             await self._timed_out(lane, job)
             return
         assert job.remote is not None
+        sent = lane.gate.clock.now()
         try:
             status = await lane.adapter.poll(self.client_for(lane, job), spec, job.remote)
         except ProviderCallError as exc:
@@ -499,6 +532,10 @@ class Engine:
         event = _EVENTS.get(status.state)
         fields = _status_fields(status)
         target = advance(job.state, event) if event is not None else job.state
+        if target in TERMINAL or target is State.FETCHING:
+            lane.tracker.finished(spec.id, lane.gate.clock.now())
+        else:
+            lane.tracker.polled(spec.id, sent)
         if event is not None and target in TERMINAL:
             self.finish(job, event, status=status, **fields)
             return
@@ -625,8 +662,8 @@ class Engine:
         elif action is Provider.STOP_CREDITS:
             self._out_of_credits(lane, exc)
         elif action is Provider.LOWER_CAP:
-            # The provider's pending-job cap is below what we allowed: learn it.
-            lane.gate.in_flight_cap = max(1, lane.gate.jobs_in_flight)
+            # The provider's concurrency is below what we allowed: learn it.
+            lane.gate.too_many()
         elif action is Provider.DOWN:
             reason = exc.network or (f"HTTP {exc.status_code}" if exc.status_code else "no answer")
             self._unanswered(lane, reason, probe=probe)

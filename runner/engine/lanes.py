@@ -20,6 +20,7 @@ from typing import Literal
 
 import anyio
 
+from runner.engine.polling import Tracker
 from runner.http.client import ProviderClient
 from runner.http.limits import Gate
 from runner.lifecycle import JobRecord
@@ -56,6 +57,7 @@ class Lane:
     timer: anyio.Event | None = None  # the one idle worker that sleeps until `timer_at`
     timer_at: float = math.inf
     unknown: set[str] = field(default_factory=set)  # raw statuses already reported
+    tracker: Tracker = field(default_factory=Tracker)  # ages and durations, for the polls
     _order: itertools.count[int] = field(default_factory=itertools.count)
 
     @property

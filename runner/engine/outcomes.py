@@ -30,7 +30,7 @@ class Failure(StrEnum):
     REFUSED = "refused"  # a 5xx its provider says was not acted on (REFUSED_5XX)
     THROTTLED = "throttled"  # 429: the gate is paused already
     BUSY = "busy"  # 503 with a retry hint, or a busy code: not accepted, try after the hint
-    PENDING_CAP = "pending_cap"  # Spidra TOO_MANY_PENDING_JOBS: fewer jobs at once
+    PENDING_CAP = "pending_cap"  # a concurrency or slot refusal: fewer jobs at once
     AUTH = "auth"  # the key was refused
     CREDITS = "credits"  # out of credits
     INVALID = "invalid"  # the provider refused this request as such (validation)
@@ -99,6 +99,18 @@ REFUSED_5XX: dict[tuple[str, int], str] = {
     ("spidra", 502): "Spidra's own client sends a POST again after a 502 (never after a 504)",
     ("spidra", 503): "Spidra's own client sends a POST again after a 503",
 }
+
+# Error codes by which a provider refuses a job because too many of ours run at once (its
+# pending-job, slot or concurrency quota): the job was not created, and the in-flight cap
+# becomes what the provider holds (docs/engineering.md#learned-limits).
+CONCURRENCY_CODES = frozenset(
+    {
+        "TOO_MANY_PENDING_JOBS",  # Spidra (docs/providers/spidra.md#limits)
+        "SlotsLimitExceeded",  # Lobstr (docs/providers/lobstr.md#limits)
+        "ConcurrencyLimitExceeded",  # Lobstr
+        "concurrency_limit_exceeded",  # Skop (docs/providers/skop.md#limits)
+    }
+)
 
 _S, _P, _F = Phase.SUBMIT, Phase.POLL, Phase.FETCH
 D = Decision
@@ -177,7 +189,7 @@ def classify(exc: ProviderCallError) -> Failure:
     """The Failure a ProviderCallError proves."""
     if exc.offsite and exc.kind is not ErrorKind.GONE:  # a 410 is gone wherever it is
         return Failure.OFFSITE
-    if exc.code == "TOO_MANY_PENDING_JOBS":
+    if exc.code in CONCURRENCY_CODES:
         return Failure.PENDING_CAP
     if exc.kind is ErrorKind.TRANSIENT:
         if exc.not_accepted:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 
@@ -33,6 +33,13 @@ DECREASE = 0.5
 RECOVERY_SECONDS = 30.0
 MIN_FRACTION = 1 / 64  # the rate never drops below this fraction of its ceiling
 DEFAULT_PAUSE = 1.0  # a 429 without any hint pauses the provider this long
+# Learned limits (no published number): how fast a guessed rate climbs, how far, and where
+# it settles below the rate that earned the first 429; the largest in-flight cap learned.
+LEARN_SECONDS = 10.0  # the rate grows by its starting guess every this many seconds
+LEARN_HEADROOM = 16.0  # ... up to this multiple of the guess
+LEARN_BACKOFF = 0.9
+LEARN_MAX_IN_FLIGHT = 10_000
+PROBE_ROUNDS = 4  # after a concurrency error, the cap grows by one per this many rounds
 
 
 class Clock(Protocol):
@@ -116,27 +123,53 @@ class Aimd:
 
     A decrease happens at most once per round: a 429 for a request sent before the last
     decrease says nothing new (the requests in flight together all see the same limit).
+
+    A declared or published rate is the ceiling, never exceeded. A `learn`ed one (the
+    provider publishes no number) starts at the guess and climbs by the guess every
+    `LEARN_SECONDS` up to `LEARN_HEADROOM` times it, like TCP's window; the first 429 says
+    where the provider's limit is: the ceiling becomes `LEARN_BACKOFF` of the rate that
+    earned it, and the rate recovers to that as a declared one would.
     """
 
-    __slots__ = ("_base", "_since", "ceiling", "decreases", "floor", "recovery")
+    __slots__ = (
+        "_base",
+        "_since",
+        "_slope",
+        "ceiling",
+        "decreases",
+        "floor",
+        "learning",
+        "recovery",
+    )
 
-    def __init__(self, ceiling: float, recovery: float = RECOVERY_SECONDS) -> None:
-        self.ceiling = ceiling
+    def __init__(
+        self, ceiling: float, recovery: float = RECOVERY_SECONDS, *, learn: bool = False
+    ) -> None:
+        self.ceiling = ceiling * LEARN_HEADROOM if learn else ceiling
         self.floor = ceiling * MIN_FRACTION
         self.recovery = recovery
+        self.learning = learn  # still climbing: no 429 has told where the limit is
+        self._slope = ceiling / LEARN_SECONDS if learn else ceiling / recovery
         self._base = ceiling
-        self._since = -math.inf
+        self._since = math.nan if learn else -math.inf  # nan: the climb starts at first use
         self.decreases = 0
 
     def rate(self, now: float) -> float:
-        grown = self._base + (now - self._since) * self.ceiling / self.recovery
+        if self._since != self._since:  # nan: first use
+            self._since = now
+        grown = self._base + (now - self._since) * self._slope
         return min(self.ceiling, grown)
 
     def throttled(self, sent_at: float, now: float) -> bool:
         """Record a 429 for a request sent at `sent_at`; True if the rate was cut."""
         if sent_at < self._since:
             return False
-        self._base = max(self.floor, self.rate(now) * DECREASE)
+        current = self.rate(now)
+        if self.learning:
+            self.learning = False
+            self.ceiling = max(self.floor, current * LEARN_BACKOFF)
+            self._slope = self.ceiling / self.recovery
+        self._base = max(self.floor, current * DECREASE)
         self._since = now
         self.decreases += 1
         return True
@@ -147,6 +180,45 @@ class Aimd:
             self.ceiling = rate
             self.floor = rate * MIN_FRACTION
             self._base = min(self._base, rate)
+            if self.learning:  # no guessing beyond a number the provider gave
+                self.learning = False
+                self._slope = rate / self.recovery
+                if self._since != self._since:  # not used yet: the number holds at once
+                    self._since = -math.inf
+
+
+class Concurrency:
+    """The in-flight cap. A declared or published cap is kept (a provider's pending-job
+    error may still lower it to what it accepts). A learned one starts at the guess and, like
+    TCP's window, grows while submits are accepted with the cap full: by one per accepted
+    submit (slow start) until the provider's first concurrency or slot error, then by one per
+    PROBE_ROUNDS rounds of jobs (a quota shared with others may grow again; each probe above
+    it costs one refused request); each such error sets it to the jobs the provider holds."""
+
+    __slots__ = ("_cap", "learn", "lowered", "slow_start")
+
+    def __init__(self, cap: int, *, learn: bool = False) -> None:
+        self._cap = float(cap)
+        self.learn = learn
+        self.slow_start = learn
+        self.lowered = 0
+
+    @property
+    def cap(self) -> int:
+        return int(self._cap + 1e-9)  # 1/cap added cap times makes one, whatever the float
+
+    def accepted(self, in_flight: int) -> None:
+        """A submit was accepted; `in_flight` counts it."""
+        if not self.learn or in_flight < self.cap:
+            return  # the cap did not bind: nothing learned
+        step = 1.0 if self.slow_start else 1 / (self.cap * PROBE_ROUNDS)
+        self._cap = min(LEARN_MAX_IN_FLIGHT, self._cap + step)
+
+    def refused(self, in_flight: int) -> None:
+        """The provider refused a job for its concurrency: it holds `in_flight` now."""
+        self._cap = float(max(1, in_flight))
+        self.slow_start = False
+        self.lowered += 1
 
 
 @dataclass(slots=True)
@@ -157,9 +229,11 @@ class Bucket:
     aimd: Aimd
 
     @classmethod
-    def for_rate(cls, rate: Rate, recovery: float = RECOVERY_SECONDS) -> Bucket:
+    def for_rate(
+        cls, rate: Rate, recovery: float = RECOVERY_SECONDS, *, learn: bool = False
+    ) -> Bucket:
         ceiling = rate.per_second * SAFETY
-        return cls(Pacer(ceiling, rate.burst), Aimd(ceiling, recovery))
+        return cls(Pacer(ceiling, rate.burst), Aimd(ceiling, recovery, learn=learn))
 
     async def acquire(self, clock: Clock) -> None:
         self.pacer.set_rate(self.aimd.rate(clock.now()))
@@ -269,12 +343,23 @@ class Gate:
         self.provider = provider
         self.clock: Clock = clock or AnyioClock()
         self.pool_size = pool_size
-        self.requests = Bucket.for_rate(limits.requests, recovery) if limits.requests else None
+        self.limits = limits
+        learned = limits.origin_of
+        self.requests = (
+            Bucket.for_rate(limits.requests, recovery, learn=learned("requests") == "learned")
+            if limits.requests
+            else None
+        )
         self.endpoints: dict[EndpointClass, Bucket] = {
-            name: Bucket.for_rate(rate, recovery) for name, rate in limits.endpoints.items()
+            name: Bucket.for_rate(rate, recovery, learn=learned(name) == "learned")
+            for name, rate in limits.endpoints.items()
         }
         self._slots = anyio.Semaphore(pool_size, fast_acquire=True)
-        self.in_flight_cap = limits.in_flight
+        self.concurrency = (
+            None
+            if limits.in_flight is None
+            else Concurrency(limits.in_flight, learn=learned("in_flight") == "learned")
+        )
         self.jobs_in_flight = 0
         self.paused_until = -math.inf
         self.sent = 0
@@ -362,10 +447,55 @@ class Gate:
 
     # -- remote jobs in flight ------------------------------------------------------------
 
+    @property
+    def in_flight_cap(self) -> int | None:
+        return None if self.concurrency is None else self.concurrency.cap
+
     def can_submit(self) -> bool:
         if self.shared is not None and not self.shared.may_submit(self.jobs_in_flight):
             return False
-        return self.in_flight_cap is None or self.jobs_in_flight < self.in_flight_cap
+        return self.concurrency is None or self.jobs_in_flight < self.concurrency.cap
+
+    def accepted(self) -> None:
+        """A submit was accepted (it counts in `jobs_in_flight` already)."""
+        if self.concurrency is not None:
+            self.concurrency.accepted(self.jobs_in_flight)
+
+    def too_many(self) -> None:
+        """The provider refused a submit for its concurrency or slots: the cap becomes the
+        jobs it holds now."""
+        if self.concurrency is None:
+            self.concurrency = Concurrency(max(1, self.jobs_in_flight))
+        self.concurrency.refused(self.jobs_in_flight)
+
+    def status_own(self) -> bool:
+        """Polls have a budget of their own (not shared with submits and fetches)."""
+        return "status" in self.endpoints
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        """Each limit: where it came from and, now, its value (rates in requests per
+        second, as paced); learned ones say whether they are still climbing."""
+        now = self.clock.now()
+        found: dict[str, dict[str, Any]] = {}
+        named = [("requests", self.requests), *self.endpoints.items()]
+        for name, bucket in named:
+            if bucket is None:
+                continue
+            entry: dict[str, Any] = {
+                "origin": self.limits.origin_of(name),
+                "rate_per_second": round(bucket.aimd.rate(now), 4),
+                "throttled": bucket.aimd.decreases,
+            }
+            if self.limits.origin_of(name) == "learned":
+                entry["found"] = not bucket.aimd.learning
+            found[name] = entry
+        if self.concurrency is not None:
+            found["in_flight"] = {
+                "origin": self.limits.origin_of("in_flight"),
+                "cap": self.concurrency.cap,
+                "lowered": self.concurrency.lowered,
+            }
+        return found
 
     def status_rate(self) -> float | None:
         """Requests per second polls may use (the status budget, else the provider's)."""
@@ -380,4 +510,6 @@ def pool_size_for(limits: Limits, *, latency: float = 0.25, low: int = 4, high: 
     rate = limits.requests.per_second if limits.requests else None
     if rate is None:
         return high
+    if limits.origin_of("requests") == "learned":
+        rate *= LEARN_HEADROOM  # sized for where the learned rate may climb
     return max(low, min(high, math.ceil(rate * latency)))

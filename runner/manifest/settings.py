@@ -17,6 +17,7 @@ from runner.plan import (
     ENDPOINT_CLASSES,
     EndpointClass,
     Limits,
+    Origin,
     Policy,
     PollPolicy,
     ProviderSettings,
@@ -227,16 +228,28 @@ class SettingsReader:
         """The manifest's budgets over the published ones, one endpoint class at a time."""
         path = (*base, "limits")
         conf = conf if isinstance(conf, dict) else {}
-        requests = self.rate((*path, "requests"), conf.get("requests")) or published.requests
+        # Each value keeps where it came from: declared here, else the provider's own origin.
+        origin: dict[str, Origin] = {k: published.origin_of(k) for k in published.origin}
+        requests = self.rate((*path, "requests"), conf.get("requests"))
+        if requests is not None:
+            origin["requests"] = "declared"
         endpoints: dict[EndpointClass, Rate] = dict(published.endpoints)
         for endpoint in ENDPOINT_CLASSES:
             rate = self.rate((*path, endpoint), conf.get(endpoint))
             if rate is not None:
                 endpoints[endpoint] = rate
+                origin[endpoint] = "declared"
         in_flight = conf.get("in_flight")
         if not isinstance(in_flight, int) or isinstance(in_flight, bool) or in_flight < 1:
             in_flight = published.in_flight
-        return Limits(requests=requests, endpoints=endpoints, in_flight=in_flight)
+        else:
+            origin["in_flight"] = "declared"
+        return Limits(
+            requests=requests or published.requests,
+            endpoints=endpoints,
+            in_flight=in_flight,
+            origin=origin,
+        )
 
     def rate(self, path: PathT, conf: Any) -> Rate | None:
         if not isinstance(conf, dict):

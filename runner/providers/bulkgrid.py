@@ -35,7 +35,13 @@ INFO = ProviderInfo(
     default_base_url="https://bulkgrid.com",
     api_key_env="BULKGRID_API_KEY",
     job_types=("extract", "crawl", "deep_crawl", "map"),
-    default_limits=Limits(requests=Rate(5, 1.0), in_flight=10),
+    # Neither number is published (docs/providers/bulkgrid.md#limits): conservative starts the
+    # runner raises while Bulkgrid accepts and lowers on its 429s.
+    default_limits=Limits(
+        requests=Rate(5, 1.0),
+        in_flight=10,
+        origin={"requests": "learned", "in_flight": "learned"},
+    ),
     default_poll=PollPolicy(3.0, 15.0, 1.5),
     cancellable=("extract", "crawl", "deep_crawl", "map"),  # every type is a run
     sandbox_api="runner.sandbox.bulkgrid:BulkgridApi",

@@ -69,7 +69,17 @@ INFO = ProviderInfo(
             "results": Rate(2, 1.0),
             "download": Rate(20, 60.0),
         },
+        # Slots and concurrency are a per-plan quota with no published number
+        # (docs/providers/lobstr.md#limits): learned from SlotsLimitExceeded /
+        # ConcurrencyLimitExceeded, starting at 5.
         in_flight=5,
+        origin={
+            "submit": "published",
+            "status": "published",
+            "results": "published",
+            "download": "learned",  # the export host's limit is not published
+            "in_flight": "learned",
+        },
     ),
     default_poll=PollPolicy(10.0, 60.0, 1.5),
     cancellable=("run",),  # POST /runs/{id}/abort

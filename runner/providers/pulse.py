@@ -35,7 +35,13 @@ INFO = ProviderInfo(
     default_base_url="https://api.runpulse.com",
     api_key_env="PULSE_API_KEY",
     job_types=("extract", "schema", "split", "tables"),
-    default_limits=Limits(requests=Rate(10, 1.0), in_flight=20),
+    # Neither number is published (docs/providers/pulse.md#limits): conservative starts the
+    # runner raises while Pulse accepts and lowers on its 429s.
+    default_limits=Limits(
+        requests=Rate(10, 1.0),
+        in_flight=20,
+        origin={"requests": "learned", "in_flight": "learned"},
+    ),
     default_poll=PollPolicy(2.0, 30.0, 1.5),
     cancellable=("extract", "schema", "split", "tables"),  # DELETE /job/{id}, best effort
     sandbox_api="runner.sandbox.pulse:PulseApi",

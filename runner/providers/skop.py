@@ -32,7 +32,13 @@ INFO = ProviderInfo(
     default_base_url="https://api.skop.dev",
     api_key_env="SKOP_API_KEY",
     job_types=("scrape",),
-    default_limits=Limits(requests=Rate(60, 60.0), in_flight=3),
+    # Neither number is published (docs/providers/skop.md#limits): conservative starts the
+    # runner raises while Skop accepts and lowers on its 429s (concurrency_limit_exceeded).
+    default_limits=Limits(
+        requests=Rate(60, 60.0),
+        in_flight=3,
+        origin={"requests": "learned", "in_flight": "learned"},
+    ),
     default_poll=PollPolicy(10.0, 60.0, 1.5),
     cancellable=(),  # no cancel endpoint is documented
     sandbox_api="runner.sandbox.skop:SkopApi",

@@ -40,7 +40,11 @@ INFO = ProviderInfo(
     default_base_url="https://api.spidra.io/api",
     api_key_env="SPIDRA_API_KEY",
     job_types=("scrape", "batch", "crawl"),
-    default_limits=Limits(requests=Rate(300, 900.0), in_flight=10),
+    default_limits=Limits(
+        requests=Rate(300, 900.0),
+        in_flight=10,
+        origin={"requests": "published", "in_flight": "published"},
+    ),
     default_poll=PollPolicy(5.0, 15.0, 1.5),
     cancellable=("batch", "crawl"),  # DELETE; a single scrape has no cancel endpoint
     sandbox_api="runner.sandbox.spidra:SpidraApi",

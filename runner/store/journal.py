@@ -1,8 +1,11 @@
 """The journal: one SQLite database per batch (WAL), the source of truth for resume.
 
-A `Recorder`: every transition is committed before `transition()` returns, so a remote id is
-durable the moment the engine knows it. Poll updates are cheap and committed in batches. A
-write SQLite refuses (disk full, read-only) is rolled back and raised as a `StoreError`.
+A `Recorder`: every transition that decides what a resume sends (a submit's answer with its
+remote id, a deferral, an ambiguous submit) is committed before `transition()` returns, so a
+remote id is durable the moment the engine knows it. What the provider says of a job it
+already has (queued, running, finished, fetched) and poll updates are committed in batches
+(docs/engineering.md#journal-durability). A write SQLite refuses (disk full, read-only) is
+rolled back and raised as a `StoreError`.
 """
 
 from __future__ import annotations
@@ -82,6 +85,24 @@ UPDATE jobs SET state = ?, remote = NULL, attempts = 0, polls = 0, next_poll_at 
     partial = 0, results_ready = 1, error = NULL, notes = NULL, updated_at = ?
 WHERE job_id = ? AND state = ?
 """
+_INSERT_EVENT = (
+    "INSERT INTO events (time, job_id, event, from_state, to_state, detail) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+# Transitions of a job the provider already has, and the start of a submit, need not commit
+# at once: a kill that loses them leaves the job where the journal last had it, polled (and
+# fetched) again on resume, or sent again when nothing left (the "sent" note, committed
+# before a submit's request leaves, carries the pending SUBMIT with it).
+_DEFERRABLE_FROM = frozenset({State.QUEUED, State.RUNNING, State.PAUSED, State.FETCHING})
+
+
+def commits_at_once(event: Event, previous: State) -> bool:
+    """Does this transition commit before `transition` returns? Yes for everything that
+    decides what a resume sends: a submit's answer (the remote id), a deferral, an ambiguous
+    submit and its reconciliation, a skip, a retry."""
+    return event is not Event.SUBMIT and previous not in _DEFERRABLE_FROM
+
+
 _INSERT_JOB = """
 INSERT OR IGNORE INTO jobs (job_id, position, provider, type, state, updated_at)
 VALUES (?, ?, ?, ?, ?, ?)
@@ -273,7 +294,10 @@ class Journal:
     # -- the Recorder ------------------------------------------------------------------------
 
     def transition(self, job: JobRecord, event: Event, previous: State) -> None:
-        """Write the job row and the event, and COMMIT before returning."""
+        """Write the job row and the event. COMMIT before returning when the transition
+        decides what a resume sends (`commits_at_once`); otherwise it rides with the poll
+        updates (committed with the next such transition, the next note, or within
+        POLL_COMMIT_EVERY updates / POLL_COMMIT_SECONDS)."""
         now = self._clock()
         detail: dict[str, Any] = {}
         if job.remote is not None and previous in (State.SUBMITTING, State.SUBMIT_UNKNOWN):
@@ -282,20 +306,25 @@ class Journal:
             value = getattr(job, key)
             if value is not None:
                 detail[key] = self._redact(value)
-        with self._transaction():
+        values = (
+            now,
+            job.spec.id,
+            event.value,
+            previous.value,
+            job.state.value,
+            json.dumps(detail, sort_keys=True) if detail else "{}",
+        )
+        if commits_at_once(event, previous):
+            with self._transaction():
+                self._conn.execute(_UPDATE_JOB, (*self._job_values(job), now, job.spec.id))
+                self._conn.execute(_INSERT_EVENT, values)
+            return
+        with self._refused():
+            if not self._conn.in_transaction:
+                self._conn.execute("BEGIN")
             self._conn.execute(_UPDATE_JOB, (*self._job_values(job), now, job.spec.id))
-            self._conn.execute(
-                "INSERT INTO events (time, job_id, event, from_state, to_state, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    now,
-                    job.spec.id,
-                    event.value,
-                    previous.value,
-                    job.state.value,
-                    json.dumps(detail, sort_keys=True),
-                ),
-            )
+            self._conn.execute(_INSERT_EVENT, values)
+        self._pending(now)
 
     def noted(self, job: JobRecord, key: str) -> None:
         """Persist the adapter's notes (a finished submit step) and COMMIT before returning."""
@@ -327,6 +356,10 @@ class Journal:
                     job.spec.id,
                 ),
             )
+        self._pending(now)
+
+    def _pending(self, now: float) -> None:
+        """One more update in the open transaction: commit when enough are pending."""
         self._pending_polls += 1
         if (
             self._pending_polls >= POLL_COMMIT_EVERY

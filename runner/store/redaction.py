@@ -33,6 +33,10 @@ class Redactor:
     def __bool__(self) -> bool:
         return self._pattern is not None
 
+    def found(self, text: str) -> bool:
+        """Does any secret occur in `text`?"""
+        return self._pattern is not None and self._pattern.search(text) is not None
+
     def text(self, text: str) -> str:
         if self._pattern is None:
             return text

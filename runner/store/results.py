@@ -351,6 +351,7 @@ class BatchDir:
         secrets: Sequence[str],
         remote_ids: Mapping[str, str] | None = None,
         endpoints: Endpoints | None = None,
+        limits: Mapping[str, Any] | None = None,
     ) -> None:
         """Seal the batch: SHA256SUMS over manifest.yaml, inputs/, jobs/ and attempts/,
         batch.json, then point `latest` here. `endpoints` default to those batch.json
@@ -370,6 +371,7 @@ class BatchDir:
             counts=counts,
             exit_code=exit_code,
             remote_ids=remote_ids,
+            limits=limits,
         )
         point_latest(self.path)
 
@@ -386,6 +388,7 @@ class BatchDir:
         counts: Mapping[str, int] | None = None,
         exit_code: int | None = None,
         remote_ids: Mapping[str, str] | None = None,
+        limits: Mapping[str, Any] | None = None,
     ) -> None:
         """Write batch.json: at creation (so a killed batch still says where it ran; the
         end fields are null) and again when it is sealed. Fields written by others
@@ -408,6 +411,8 @@ class BatchDir:
             **self.extra_info,
             **endpoints.as_info(),
         }
+        if limits is not None:  # per provider: each limit's origin and final value
+            document["limits"] = dict(limits)
         write_atomic(self.path / BATCH, canonical_json(document), fsync=True)
 
     def update_info(self, fields: Mapping[str, Any]) -> None:
