@@ -1,0 +1,683 @@
+"""What runner.engine.engine promises in its corners, found unguarded by the mutation run
+(make mutate): provider notices word for word with their log fields, the pause clock, the
+errors a failed submit, poll or reconcile leaves, the budget of poll errors, probes, and
+the messages of a timeout. In process, on an injected clock and wall clock: no waiting."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from runner.engine.engine import Engine
+from runner.engine.outcomes import MAX_POLL_ERRORS
+from runner.errors import ErrorKind, NotSubmittedError, ProviderCallError
+from runner.http.backoff import retry_delay
+from runner.lifecycle import Event, JobRecord, State
+from runner.plan import JobSpec, Plan
+from runner.providers.base import ProviderHttp
+from runner.remote import RemoteRef
+from tests.test_engine import FakeAdapter, FakeOutput, Recording, call_error, make_engine, make_plan
+
+pytestmark = pytest.mark.anyio
+
+WALL = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+T0 = 1000.0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class ManualClock:
+    """The gate's monotonic clock, moved by hand; sleeping moves it at once."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.t = now
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@dataclasses.dataclass
+class Setup:
+    engine: Engine
+    output: FakeOutput
+    rec: Recording
+    clock: ManualClock
+    notified: list[tuple[str, dict[str, Any]]]
+
+    @property
+    def lane(self) -> Any:
+        return self.engine.lanes["spidra"]
+
+    def job(self, i: int = 0) -> JobRecord:
+        return self.engine.records[f"j{i}"]
+
+
+def setup(plan: Plan | None = None, adapter: FakeAdapter | None = None, **kw: Any) -> Setup:
+    notified: list[tuple[str, dict[str, Any]]] = []
+    engine, output, rec = make_engine(
+        plan or make_plan(1),
+        adapter or FakeAdapter(),
+        notify=lambda event, fields: notified.append((event, dict(fields))),
+        wall=lambda: WALL,
+        **kw,
+    )
+    clock = ManualClock()
+    engine.lanes["spidra"].gate.clock = clock
+    return Setup(engine, output, rec, clock, notified)
+
+
+def with_settings(plan: Plan, **changes: Any) -> Plan:
+    settings = dataclasses.replace(plan.providers["spidra"], **changes)
+    return dataclasses.replace(plan, providers={"spidra": settings})
+
+
+def running(spec: JobSpec, **kw: Any) -> JobRecord:
+    return JobRecord(spec, state=State.RUNNING, remote=RemoteRef(f"r-{spec.id}"), **kw)
+
+
+def submitting(spec: JobSpec) -> JobRecord:
+    return JobRecord(spec, state=State.SUBMITTING, attempts=1)
+
+
+def heard_before(s: Setup) -> None:
+    """The provider answered once in this process (so a failure starts an outage)."""
+    s.lane.gate.outage.heard(s.clock.now(), 200)
+
+
+def down(s: Setup) -> None:
+    """An outage of the provider is known."""
+    heard_before(s)
+    s.lane.gate.outage.failed(s.clock.now(), "connection refused", probe=False)
+    assert s.lane.gate.outage.down
+
+
+# -- provider notices, word for word ---------------------------------------------------------
+
+
+def test_an_outage_is_announced_with_its_start_reason_and_next_try(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a zone far from UTC: the times printed are UTC whatever the host's zone
+    monkeypatch.setenv("TZ", "XYZ-5:30")
+    time.tzset()
+    try:
+        s = setup()
+        heard_before(s)
+        s.engine._unanswered(s.lane, "connection refused", probe=False)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    outage = s.lane.gate.outage
+    assert outage.down
+    assert outage.reason == "connection refused"
+    wait = outage.next_probe_at - T0
+    assert 0 < wait < 1
+    message = f"spidra unreachable since 08:00:00Z (connection refused); next try in {wait:.3g}s"
+    assert s.engine.notices == [message]
+    assert s.notified == [
+        (
+            "provider.unreachable",
+            {
+                "message": message,
+                "provider": "spidra",
+                "since": "2027-01-15T08:00:00Z",
+                "reason": "connection refused",
+                "next_try_seconds": round(wait, 3),
+            },
+        )
+    ]
+    assert s.lane.announced
+    assert s.lane.timer_at == outage.next_probe_at or s.lane.timer is None
+
+
+def test_the_end_of_an_announced_outage_is_announced_once() -> None:
+    s = setup()
+    s.lane.announced = True
+    s.engine._reachable(s.lane, 12.34567)
+    s.engine._reachable(s.lane, 1.0)  # not announced: not reported again
+    assert not s.lane.announced
+    message = "spidra reachable again after 12.3s"
+    assert s.engine.notices == [message]
+    assert s.notified == [
+        ("provider.reachable", {"message": message, "provider": "spidra", "down_seconds": 12.346})
+    ]
+
+
+def test_a_provider_that_never_answered_is_given_up_with_what_to_fix() -> None:
+    plan = make_plan(4)
+    s = setup(plan)
+    s.job(0).state = State.SUCCEEDED  # finished: not left for resume
+    s.lane.gate.outage.failed(T0, "host not found", probe=False)
+    s.engine._give_up(s.lane, "host not found")
+    s.engine._give_up(s.lane, "again")  # once
+    stopped = (
+        "Spidra: no answer from 127.0.0.1:9 (host not found) in 1 tries; stopped all spidra "
+        "jobs, 3 left for runner resume; check providers.spidra.base_url in m.yaml"
+    )
+    assert s.lane.unreachable == stopped
+    assert s.lane.done is True
+    assert s.engine.notices == [stopped]
+    assert s.notified == [
+        (
+            "provider.stopped",
+            {
+                "message": stopped,
+                "provider": "spidra",
+                "reason": "unreachable",
+                "host": "127.0.0.1:9",
+            },
+        )
+    ]
+
+
+def test_a_refused_key_fails_jobs_in_flight_skips_the_rest_and_blocks_waiting_sends() -> None:
+    plan = with_settings(make_plan(3), api_key_var="MY_SPIDRA_KEY")
+    s = setup(plan)
+    polled = s.job(0)
+    polled.state, polled.remote = State.RUNNING, RemoteRef("r-j0")
+    s.lane.push_poll(polled, T0)
+    s.lane.pending.clear()
+    s.lane.pending.extend([s.job(1), s.job(2)])
+    s.engine._stop(s.lane, call_error(ErrorKind.AUTH))  # no status code
+    s.engine._stop(s.lane, call_error(ErrorKind.AUTH, status_code=401))  # once
+    stopped = "Spidra: the API key in $MY_SPIDRA_KEY was refused (refused); stopped all spidra jobs"
+    assert s.lane.stopped == stopped
+    assert s.lane.gate.stopped == stopped
+    assert (polled.state, polled.error) == (State.FAILED, stopped)
+    assert [(s.job(i).state, s.job(i).error) for i in (1, 2)] == [(State.SKIPPED, stopped)] * 2
+    message = f"{stopped}: 2 skipped, 1 in flight marked failed"
+    assert s.engine.notices == [message]
+    assert s.notified == [
+        ("provider.stopped", {"message": message, "provider": "spidra", "reason": "auth"})
+    ]
+
+
+def test_a_refused_key_names_the_adapters_variable_when_the_manifest_names_none() -> None:
+    s = setup(with_settings(make_plan(1), api_key_var=None))
+    s.engine._stop(s.lane, call_error(ErrorKind.AUTH, status_code=403))
+    assert s.lane.stopped == (
+        "Spidra: the API key in $SPIDRA_API_KEY was refused (HTTP 403); stopped all spidra jobs"
+    )
+
+
+def test_out_of_credits_skips_unsent_jobs_once_and_says_why() -> None:
+    s = setup(make_plan(2))
+    s.engine._out_of_credits(s.lane, call_error(ErrorKind.CREDITS))
+    s.engine._out_of_credits(s.lane, call_error(ErrorKind.CREDITS, status_code=402))  # once
+    no_credits = "Spidra: out of credits (refused); stopped submitting spidra jobs"
+    assert s.lane.no_credits == no_credits
+    assert [(s.job(i).state, s.job(i).error) for i in (0, 1)] == [(State.SKIPPED, no_credits)] * 2
+    message = f"{no_credits}: 2 not submitted, jobs already running continue"
+    assert s.engine.notices == [message]
+    assert s.notified == [
+        ("provider.stopped", {"message": message, "provider": "spidra", "reason": "credits"})
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "detail"),
+    [(402, "NO_CREDITS", "HTTP 402 NO_CREDITS"), (402, None, "HTTP 402"), (None, "X", "X")],
+)
+def test_out_of_credits_names_the_status_and_code_it_got(
+    status: int | None, code: str | None, detail: str
+) -> None:
+    s = setup()
+    s.engine._out_of_credits(s.lane, call_error(ErrorKind.CREDITS, status_code=status, code=code))
+    assert s.lane.no_credits == f"Spidra: out of credits ({detail}); stopped submitting spidra jobs"
+
+
+# -- the pause clock -------------------------------------------------------------------------
+
+
+def test_time_paused_moves_the_deadline_on_by_the_length_of_the_pause() -> None:
+    s = setup(with_settings(make_plan(1), max_paused=50.0))
+    job = running(s.job(0).spec)
+    s.engine.start_timeout(s.lane, job, 30.0)
+    assert s.engine._deadline(s.lane, job) == T0 + 30
+    s.clock.t = T0 + 10
+    s.engine.transition(job, Event.PAUSED)
+    assert s.engine._deadline(s.lane, job) == T0 + 10 + 50  # while paused: max_paused
+    s.clock.t = T0 + 25
+    s.engine.transition(job, Event.RUNNING)
+    assert s.engine._deadline(s.lane, job) == T0 + 30 + 15
+    s.clock.t = T0 + 40
+    s.engine.transition(job, Event.PAUSED)
+    s.clock.t = T0 + 41
+    s.engine.transition(job, Event.RUNNING)
+    assert s.engine._deadline(s.lane, job) == T0 + 30 + 15 + 1
+
+
+def test_a_pause_ended_before_any_timeout_was_set_sets_none() -> None:
+    s = setup()
+    job = running(s.job(0).spec)
+    s.engine.transition(job, Event.PAUSED)
+    s.engine.transition(job, Event.RUNNING)
+    assert s.engine._deadline(s.lane, job) == float("inf")
+
+
+# -- interrupt and cancel --------------------------------------------------------------------
+
+
+async def test_an_interrupt_ends_every_lane_and_cuts_the_run_off_after_the_grace() -> None:
+    s = setup()
+    with anyio.CancelScope() as scope:
+        s.engine._scope = scope
+        before = anyio.current_time()
+        s.engine.interrupt("SIGTERM", grace=3.0)
+        s.engine.interrupt("SIGINT", grace=0.0)  # the first one counts
+        after = anyio.current_time()
+    assert s.engine.interrupted == "SIGTERM"
+    assert s.lane.done is True
+    assert before + 3.0 <= scope.deadline <= after + 3.0
+
+
+def test_an_interrupt_before_the_run_started_only_stops_the_lanes() -> None:
+    s = setup()
+    s.engine.interrupt("SIGTERM")
+    assert (s.engine.interrupted, s.lane.done) == ("SIGTERM", True)
+
+
+async def test_runner_cancel_marks_the_engine_cancelled() -> None:
+    s = setup()
+    await s.engine.cancel_all()
+    assert s.engine.interrupted == "cancelled"
+    assert s.job(0).state is State.SKIPPED
+
+
+# -- a failed submit -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "attr"), [(ErrorKind.AUTH, "stopped"), (ErrorKind.CREDITS, "no_credits")]
+)
+async def test_a_submit_refused_for_the_provider_skips_the_job_with_the_providers_reason(
+    kind: ErrorKind, attr: str
+) -> None:
+    s = setup()
+    job = submitting(s.job(0).spec)
+    await s.engine._submit_failed(s.lane, job, call_error(kind, status_code=401), WALL)
+    reason = getattr(s.lane, attr)
+    assert reason is not None
+    assert (job.state, job.error) == (State.SKIPPED, reason)
+
+
+async def test_a_submit_refused_as_invalid_is_rejected_with_the_providers_words() -> None:
+    s = setup()
+    job = submitting(s.job(0).spec)
+    exc = call_error(ErrorKind.INVALID, status_code=422)
+    await s.engine._submit_failed(s.lane, job, exc, WALL)
+    assert (job.state, job.error) == (State.FAILED, str(exc))
+
+
+async def test_a_refused_submit_waits_its_backoff_before_it_is_sent_again() -> None:
+    s = setup()
+    job = submitting(s.job(0).spec)
+    job.attempts = 2
+    expected = retry_delay(s.engine.retry, 2, copy.deepcopy(s.engine.rng))
+    exc = call_error(ErrorKind.TRANSIENT, status_code=502)  # spidra: provably not acted on
+    await s.engine._submit_failed(s.lane, job, exc, WALL)
+    assert job.state is State.PLANNED
+    assert [(at, j) for at, _, j in s.lane.deferred] == [(T0 + expected, job)]
+    assert expected > 0
+
+
+async def test_a_submit_unanswered_while_the_provider_is_down_is_no_probe() -> None:
+    s = setup()
+    down(s)
+    job = submitting(s.job(0).spec)
+    exc = call_error(ErrorKind.TRANSIENT, not_accepted=True, network="connection refused")
+    await s.engine._submit_failed(s.lane, job, exc, WALL)
+    assert job.state is State.PLANNED
+    assert s.lane.gate.outage.failures == 1  # only the probe's failure counts
+
+
+class Reconciling(FakeAdapter):
+    def __init__(self, answer: RemoteRef | Exception | None) -> None:
+        super().__init__()
+        self.answer = answer
+        self.asked: list[tuple[str | None, float]] = []
+
+    async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
+        self.asked.append((http.job_id, since))  # type: ignore[attr-defined]
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+class Errors(Recording):
+    """Records the job's error at each transition (what the journal writes with it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[tuple[Event, str | None]] = []
+
+    def transition(self, job: JobRecord, event: Event, previous: State) -> None:
+        self.errors.append((event, job.error))
+
+
+async def test_an_ambiguous_submit_found_remotely_keeps_its_send_time_and_the_why() -> None:
+    adapter = Reconciling(RemoteRef("found"))
+    s = setup(adapter=adapter)
+    errors = Errors()
+    s.engine.recorders.append(errors)
+    job = submitting(s.job(0).spec)
+    exc = call_error(ErrorKind.TRANSIENT, status_code=500)
+    await s.engine._submit_failed(s.lane, job, exc, WALL - 7)
+    assert adapter.asked == [("j0", WALL - 7)]  # through the job's own client
+    assert (job.state, job.remote, job.submitted_at, job.error) == (
+        State.QUEUED,
+        RemoteRef("found"),
+        WALL - 7,
+        None,
+    )
+    why = f"the submit may or may not have been accepted; not re-sent: {exc}"
+    assert errors.errors == [(Event.AMBIGUOUS, why), (Event.RECONCILED, None)]
+    assert [j for _, _, j in s.lane.polls] == [job]
+
+
+async def test_an_ambiguous_submit_proven_absent_waits_its_backoff() -> None:
+    s = setup(adapter=Reconciling(NotSubmittedError("no such job")))
+    job = submitting(s.job(0).spec)
+    expected = retry_delay(s.engine.retry, 1, copy.deepcopy(s.engine.rng))
+    await s.engine._submit_failed(s.lane, job, call_error(ErrorKind.TRANSIENT), WALL)
+    assert job.state is State.PLANNED
+    assert [(at, j) for at, _, j in s.lane.deferred] == [(T0 + expected, job)]
+
+
+async def test_a_reconcile_that_fails_leaves_the_submit_unknown() -> None:
+    s = setup(adapter=Reconciling(call_error(ErrorKind.TRANSIENT)))
+    job = submitting(s.job(0).spec)
+    state = await s.engine.reconcile(s.lane, job, WALL, "why")
+    assert state is State.SUBMIT_UNKNOWN
+    assert (job.remote, job.error) == (None, "why")
+    assert s.lane.polls == []
+
+
+# -- a failed poll ---------------------------------------------------------------------------
+
+
+async def test_a_poll_refused_by_the_key_fails_with_the_providers_stop() -> None:
+    s = setup()
+    job = running(s.job(0).spec)
+    s.engine._poll_failed(s.lane, job, call_error(ErrorKind.AUTH, status_code=401))
+    assert s.lane.stopped is not None
+    assert (job.state, job.error) == (State.FAILED, s.lane.stopped)
+
+
+async def test_a_poll_refused_for_its_own_reason_fails_with_that_reason() -> None:
+    s = setup()
+    s.lane.stopped = "stopped already"
+    job = running(s.job(0).spec)
+    exc = call_error(ErrorKind.INVALID, status_code=400)
+    s.engine._poll_failed(s.lane, job, exc)
+    assert (job.state, job.error) == (State.FAILED, str(exc))
+
+
+async def test_a_busy_poll_without_a_hint_backs_off_by_the_jobs_errors() -> None:
+    s = setup()
+    job = running(s.job(0).spec)
+    s.engine.start_timeout(s.lane, job, 1e6)
+    s.engine._poll_errors["j0"] = 3
+    expected = retry_delay(s.engine.retry, 3, copy.deepcopy(s.engine.rng))
+    s.engine._poll_failed(s.lane, job, call_error(ErrorKind.BUSY, status_code=503))
+    assert [(at, j) for at, _, j in s.lane.polls] == [(pytest.approx(T0 + expected), job)]
+    assert job.next_poll_at == pytest.approx(WALL + expected)
+
+
+async def test_a_busy_poll_with_a_hint_waits_the_hint() -> None:
+    s = setup()
+    job = running(s.job(0).spec)
+    s.engine.start_timeout(s.lane, job, 1e6)
+    s.engine._poll_failed(s.lane, job, call_error(ErrorKind.BUSY, retry_after=7.0))
+    assert [(at, j) for at, _, j in s.lane.polls] == [(T0 + 7.0, job)]
+
+
+async def test_poll_errors_while_the_provider_answers_others_fail_the_job_at_the_budget() -> None:
+    s = setup()
+    job = running(s.job(0).spec)
+    s.engine.start_timeout(s.lane, job, 1e6)
+    exc = call_error(ErrorKind.TRANSIENT, status_code=500)
+    for _ in range(MAX_POLL_ERRORS - 1):
+        heard_before(s)  # other jobs' requests are answered
+        s.engine._poll_failed(s.lane, job, exc)
+        assert job.state is State.RUNNING
+    heard_before(s)
+    s.engine._poll_failed(s.lane, job, exc)
+    assert (job.state, job.error) == (State.FAILED, f"polling kept failing: {exc}")
+
+
+async def test_poll_errors_during_a_known_outage_cost_the_job_nothing() -> None:
+    s = setup()
+    down(s)
+    job = running(s.job(0).spec)
+    s.engine.start_timeout(s.lane, job, 1e6)
+    for _ in range(MAX_POLL_ERRORS + 1):
+        s.engine._poll_failed(s.lane, job, call_error(ErrorKind.TRANSIENT, status_code=500))
+    assert job.state is State.RUNNING
+    assert "j0" not in s.engine._poll_errors
+
+
+async def test_only_the_probing_jobs_failure_counts_as_a_failed_probe() -> None:
+    s = setup(make_plan(2))
+    down(s)
+    probe, other = running(s.job(0).spec), running(s.job(1).spec)
+    s.lane.probe_job = probe
+    exc = call_error(ErrorKind.TRANSIENT, not_accepted=True, network="connection refused")
+    s.engine._poll_failed(s.lane, other, exc)
+    assert s.lane.gate.outage.failures == 1
+    s.engine._poll_failed(s.lane, probe, exc)
+    assert s.lane.gate.outage.failures == 2
+
+
+# -- timeouts --------------------------------------------------------------------------------
+
+
+async def test_a_running_job_times_out_on_its_timeout_even_where_max_paused_is_set() -> None:
+    s = setup(with_settings(make_plan(1), max_paused=60.0))
+    job = running(s.job(0).spec)
+    await s.engine._timed_out(s.lane, job)
+    assert (job.state, job.error) == (
+        State.TIMED_OUT,
+        "timed out after 30s (left running remotely)",
+    )
+
+
+async def test_a_paused_job_without_a_reason_times_out_saying_so() -> None:
+    s = setup(with_settings(make_plan(1), max_paused=60.0))
+    job = running(s.job(0).spec)
+    job.state = State.PAUSED
+    await s.engine._timed_out(s.lane, job)
+    assert job.error == (
+        "timed out: paused for longer than max_paused 1m "
+        "(pause reason: no reason given; left running remotely)"
+    )
+
+
+async def test_a_job_cut_off_mid_request_times_out_saying_so() -> None:
+    s = setup()
+    job = running(s.job(0).spec)
+    await s.engine._timed_out(s.lane, job, unanswered=True)
+    assert job.error == (
+        "timed out after 30s with a request still unanswered (left running remotely)"
+    )
+
+
+def test_adapter_notes_go_to_every_recorder() -> None:
+    s = setup()
+    s.engine.noted(s.job(0), "squid")
+    assert s.rec.notes == [("j0", "squid")]
+
+
+def test_provider_call_errors_here_are_the_engines_kind() -> None:
+    assert isinstance(call_error(ErrorKind.AUTH), ProviderCallError)
+
+
+# -- delays: hint, slot, backoff -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attempts", [1, 2])
+async def test_a_backoff_decision_ignores_a_retry_hint_and_grows_with_the_attempts(
+    attempts: int,
+) -> None:
+    s = setup()
+    job = submitting(s.job(0).spec)
+    job.attempts = attempts
+    expected = retry_delay(s.engine.retry, attempts, copy.deepcopy(s.engine.rng))
+    exc = call_error(ErrorKind.TRANSIENT, status_code=502, retry_after=99.0)
+    await s.engine._submit_failed(s.lane, job, exc, WALL)
+    assert [(at, j) for at, _, j in s.lane.deferred] == [(T0 + expected, job)]
+
+
+@pytest.mark.parametrize(("in_flight", "cap", "at_once"), [(3, 2, True), (1, 1, False)])
+async def test_a_pending_cap_learns_the_cap_and_waits_for_a_slot(
+    in_flight: int, cap: int, at_once: bool
+) -> None:
+    s = setup()
+    job = submitting(s.job(0).spec)
+    s.lane.gate.jobs_in_flight = in_flight  # this submit included
+    backoff = retry_delay(s.engine.retry, 1, copy.deepcopy(s.engine.rng))
+    exc = call_error(ErrorKind.OTHER, status_code=429, code="TOO_MANY_PENDING_JOBS")
+    await s.engine._submit_failed(s.lane, job, exc, WALL)
+    assert s.lane.gate.in_flight_cap == cap
+    # first in line for the slot another job frees; with none in flight, the backoff
+    assert [at for at, _, _ in s.lane.deferred] == [T0 if at_once else T0 + backoff]
+
+
+# -- status.json -----------------------------------------------------------------------------
+
+
+def test_status_json_hides_every_remote_id_of_four_characters_or_more_longest_first() -> None:
+    from runner.engine.engine import REMOTE_ID, status_document
+    from tests.test_engine import status
+
+    spec = make_plan(1).jobs[0]
+    job = running(spec)
+    job.remote = RemoteRef("a-zz-1-b", extra={"sub": "zz-1", "short": "abc", "n": 12345})
+    payload = {"id": "a-zz-1-b", "zz-1": ["in zz-1", "abc", 12345], "tag": "abcd"}
+    assert status_document(status("completed", payload=payload), job) == {
+        "id": REMOTE_ID,
+        REMOTE_ID: [f"in {REMOTE_ID}", "abc", 12345],
+        "tag": "abcd",
+    }
+    job.remote = None
+    assert status_document(status("completed", payload=payload), job) == payload
+
+
+# -- a failed fetch --------------------------------------------------------------------------
+
+
+class Fetching(FakeAdapter):
+    def __init__(self, answer: Exception | Any) -> None:
+        super().__init__()
+        self.answer = answer
+
+    async def fetch(self, http: Any, job: JobSpec, ref: RemoteRef, st: Any, sink: Any) -> Any:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def fetching(s: Setup) -> JobRecord:
+    job = s.job(0)
+    job.state, job.remote = State.FETCHING, RemoteRef("r-j0")
+    s.engine.start_timeout(s.lane, job, 1e6)
+    return job
+
+
+async def test_a_fetch_refused_fails_the_job_saying_the_fetch_failed() -> None:
+    from tests.test_engine import done
+
+    exc = call_error(ErrorKind.INVALID, status_code=400)
+    s = setup(adapter=Fetching(exc))
+    job = fetching(s)
+    await s.engine._fetch(s.lane, job, done())
+    assert (job.state, job.error) == (State.FAILED, f"fetching the result failed: {exc}")
+
+
+async def test_an_unreadable_result_fails_the_job_with_what_was_wrong() -> None:
+    from runner.errors import ProviderResponseError
+    from tests.test_engine import done
+
+    s = setup(adapter=Fetching(ProviderResponseError("no items", "{}")))
+    job = fetching(s)
+    await s.engine._fetch(s.lane, job, done())
+    assert (job.state, job.error) == (State.FAILED, "no items: {}")
+    assert s.output.jobs["j0"].outcome == (State.FAILED, None)
+
+
+async def test_a_busy_fetch_is_fetched_again_after_the_jobs_backoff() -> None:
+    from tests.test_engine import done
+
+    s = setup(adapter=Fetching(call_error(ErrorKind.BUSY, status_code=503)))
+    job = fetching(s)
+    s.engine._poll_errors["j0"] = 2  # this failure is the third
+    expected = retry_delay(s.engine.retry, 3, copy.deepcopy(s.engine.rng))
+    await s.engine._fetch(s.lane, job, done())
+    assert job.state is State.FETCHING
+    assert s.output.jobs["j0"].resets == 1
+    assert [(at, j) for at, _, j in s.lane.polls] == [(pytest.approx(T0 + expected), job)]
+
+
+@pytest.mark.parametrize(("before", "reported"), [(False, True), (True, False), (False, False)])
+async def test_a_fetched_job_is_partial_when_its_status_or_its_fetch_said_so(
+    before: bool, reported: bool
+) -> None:
+    from runner.remote import FetchReport
+    from tests.test_engine import done
+
+    report = FetchReport(items=3, partial=reported)
+    s = setup(adapter=Fetching(report))
+    job = fetching(s)
+    job.partial = before
+    await s.engine._fetch(s.lane, job, done())
+    assert (job.state, job.partial) == (State.SUCCEEDED, before or reported)
+    assert s.output.jobs["j0"].outcome == (State.SUCCEEDED, report)
+
+
+@pytest.mark.parametrize(
+    ("kw", "reason"),
+    [
+        ({"status_code": 500}, "HTTP 500"),
+        ({}, "no answer"),
+        ({"network": "timed out"}, "timed out"),
+    ],
+)
+async def test_an_outage_is_named_by_what_the_failure_showed(
+    kw: dict[str, Any], reason: str
+) -> None:
+    s = setup()
+    heard_before(s)
+    job = running(s.job(0).spec)
+    s.engine.start_timeout(s.lane, job, 1e6)
+    s.engine._poll_failed(s.lane, job, call_error(ErrorKind.TRANSIENT, **kw))
+    assert s.lane.gate.outage.reason == reason
+    assert s.engine.notices[0].startswith(f"spidra unreachable since 08:00:00Z ({reason});")
+
+
+def test_an_unknown_status_is_noticed_once_whatever_its_case_and_spaces() -> None:
+    from runner.remote import RemoteState
+    from tests.test_engine import status
+
+    s = setup()
+    s.engine._note_unknown(s.lane, status("Weird ", RemoteState.UNKNOWN))
+    s.engine._note_unknown(s.lane, status("weird", RemoteState.UNKNOWN))
+    s.engine._note_unknown(s.lane, status("active"))  # known: nothing to say
+    message = "spidra: unknown status 'Weird ', treated as still running"
+    assert s.engine.notices == [message]
+    assert s.notified == [
+        (
+            "provider.unknown_status",
+            {"message": message, "provider": "spidra", "status": "Weird "},
+        )
+    ]
