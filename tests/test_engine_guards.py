@@ -681,3 +681,283 @@ def test_an_unknown_status_is_noticed_once_whatever_its_case_and_spaces() -> Non
             {"message": message, "provider": "spidra", "status": "Weird "},
         )
     ]
+
+
+# -- one poll --------------------------------------------------------------------------------
+
+
+class Answering(FakeAdapter):
+    """Polls answer `answers` in turn, and only for the job's own remote job."""
+
+    def __init__(self, *answers: Any) -> None:
+        super().__init__()
+        self.answers = list(answers)
+
+    async def poll(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> Any:
+        assert ref == RemoteRef(f"r-{job.id}")
+        self.poll_log.append(job.id)
+        return self.answers.pop(0)
+
+
+def polled(s: Setup, state: State = State.RUNNING) -> JobRecord:
+    job = s.job(0)
+    job.state, job.remote = state, RemoteRef("r-j0")
+    s.engine.start_timeout(s.lane, job, 30.0)
+    return job
+
+
+async def test_a_poll_that_reports_failure_ends_the_job_with_the_providers_status() -> None:
+    from tests.test_engine import status
+
+    s = setup(adapter=Answering(status("failed", reason="blocked", payload={"state": "failed"})))
+    job = polled(s)
+    await s.engine._poll(s.lane, job)
+    assert (job.state, job.raw_status, job.reason, job.polls) == (
+        State.FAILED,
+        "failed",
+        "blocked",
+        1,
+    )
+    assert s.output.jobs["j0"].status == {"state": "failed"}
+    assert s.output.jobs["j0"].outcome == (State.FAILED, None)
+    assert s.rec.events("j0") == [Event.FAILED]
+
+
+async def test_a_poll_moves_the_job_on_with_the_statuss_fields() -> None:
+    from tests.test_engine import status
+
+    s = setup(adapter=Answering(status("active", progress=0.5, results_ready=False)))
+    job = polled(s, State.QUEUED)
+    await s.engine._poll(s.lane, job)
+    assert (job.state, job.raw_status, job.progress, job.results_ready) == (
+        State.RUNNING,
+        "active",
+        0.5,
+        False,
+    )
+
+
+@pytest.mark.parametrize("raw", ["active", "weird"])
+async def test_a_poll_that_changes_nothing_records_no_transition_but_keeps_the_fields(
+    raw: str,
+) -> None:
+    from tests.test_engine import status
+
+    s = setup(adapter=Answering(status(raw, progress=0.25)))
+    job = polled(s)
+    s.engine._poll_errors["j0"] = 3
+    await s.engine._poll(s.lane, job)
+    assert (job.state, job.raw_status, job.progress) == (State.RUNNING, raw, 0.25)
+    assert s.rec.transitions == []
+    assert "j0" not in s.engine._poll_errors  # an answer clears the job's errors
+    assert [j for _, _, j in s.lane.polls] == [job]
+
+
+async def test_a_poll_taken_just_before_the_key_was_refused_fails_with_the_stop() -> None:
+    s = setup(adapter=Answering())
+    job = polled(s)
+    s.lane.stopped = "Spidra: the API key was refused"
+    await s.engine._poll(s.lane, job)
+    assert (job.state, job.error) == (State.FAILED, "Spidra: the API key was refused")
+
+
+async def test_a_poll_due_exactly_at_the_deadline_is_the_timeout() -> None:
+    s = setup(adapter=Answering())
+    job = polled(s)
+    s.clock.t = T0 + 30.0
+    await s.engine._poll(s.lane, job)
+    assert job.state is State.TIMED_OUT
+
+
+def test_a_job_found_paused_starts_its_pause_clock_with_its_timeout() -> None:
+    s = setup(with_settings(make_plan(1), max_paused=50.0))
+    job = running(s.job(0).spec)
+    job.state = State.PAUSED
+    s.engine.start_timeout(s.lane, job, 30.0)
+    assert s.engine._deadline(s.lane, job) == T0 + 50.0
+
+
+# -- one submit ------------------------------------------------------------------------------
+
+
+class Submitting(FakeAdapter):
+    """Submits answer `answer` (a Submitted, or an exception raised)."""
+
+    def __init__(self, answer: Any) -> None:
+        super().__init__()
+        self.answer = answer
+        self.asked: list[float] = []
+
+    async def submit(self, http: ProviderHttp, job: JobSpec) -> Any:
+        self.submits.append(job.id)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+    async def reconcile(self, http: ProviderHttp, job: JobSpec, since: float) -> RemoteRef | None:
+        self.asked.append(since)
+        return None
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        __import__("runner.errors", fromlist=["x"]).ProviderResponseError("unreadable", "<html>"),
+        __import__("runner.errors", fromlist=["x"]).JobFailedError("unsupported type"),
+    ],
+    ids=["unreadable-2xx", "refused-before-sending"],
+)
+async def test_a_submit_that_cannot_go_on_fails_the_job_with_why(exc: Exception) -> None:
+    s = setup(adapter=Submitting(exc))
+    job = s.job(0)
+    await s.engine._submit(s.lane, job)
+    assert (job.state, job.error) == (State.FAILED, str(exc))
+    assert s.output.jobs["j0"].outcome == (State.FAILED, None)
+
+
+async def test_an_ambiguous_submit_is_looked_up_from_the_time_it_was_sent() -> None:
+    adapter = Submitting(call_error(ErrorKind.TRANSIENT, status_code=500))
+    s = setup(adapter=adapter)
+    await s.engine._submit(s.lane, s.job(0))
+    assert adapter.asked == [WALL]
+    assert s.job(0).state is State.SUBMIT_UNKNOWN
+
+
+async def test_a_submit_answered_with_an_unknown_status_is_queued_with_its_fields() -> None:
+    from runner.providers.base import Submitted
+    from runner.remote import RemoteState
+    from tests.test_engine import status
+
+    answer = Submitted(RemoteRef("r-j0"), status("odd", RemoteState.UNKNOWN, progress=0.1))
+    s = setup(adapter=Submitting(answer))
+    job = s.job(0)
+    await s.engine._submit(s.lane, job)
+    assert (job.state, job.raw_status, job.progress, job.submitted_at) == (
+        State.QUEUED,
+        "odd",
+        0.1,
+        WALL,
+    )
+    assert s.engine.notices == ["spidra: unknown status 'odd', treated as still running"]
+
+
+# -- the job's timeout cuts a request off ----------------------------------------------------
+
+
+class Hanging(FakeAdapter):
+    """Every request hangs; a submit first sends its POST when `send` (then it may exist)."""
+
+    def __init__(self, *, send: bool = False) -> None:
+        super().__init__()
+        self.send = send
+
+    async def submit(self, http: ProviderHttp, job: JobSpec) -> Any:
+        if self.send:
+            await http.transport.request("POST", "http://127.0.0.1:9/api/scrape", headers={})  # type: ignore[attr-defined]
+        await anyio.sleep_forever()
+
+    async def poll(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> Any:
+        await anyio.sleep_forever()
+
+    async def fetch(self, *a: Any) -> Any:
+        await anyio.sleep_forever()
+
+
+CUT = 0.05  # seconds of real time the job's timeout allows a hanging request
+BOUND = 10.0  # a request the timeout failed to cut fails the test instead of hanging it
+
+
+async def test_a_submit_still_waiting_to_be_sent_at_its_timeout_is_planned_again() -> None:
+    s = setup(make_plan(1, timeout=CUT), adapter=Hanging())
+    job = s.job(0)
+    with anyio.fail_after(BOUND):
+        await s.engine._within_timeout(s.lane, job, "submit")
+    assert (job.state, job.error) == (State.PLANNED, None)
+    assert [(at, j) for at, _, j in s.lane.deferred] == [(T0, job)]
+    assert s.rec.events("j0") == [Event.SUBMIT, Event.DEFERRED]
+
+
+async def test_a_sent_submit_unanswered_at_its_timeout_is_never_sent_again() -> None:
+    s = setup(make_plan(1, timeout=CUT), adapter=Hanging(send=True))
+    job = s.job(0)
+    with anyio.fail_after(BOUND):
+        await s.engine._within_timeout(s.lane, job, "submit")
+    assert job.state is State.SUBMIT_UNKNOWN
+    assert job.error == (
+        "the submit may or may not have been accepted; not re-sent: no complete reply to the "
+        "submit within the job's timeout 0.05s"
+    )
+    assert s.lane.deferred == []
+
+
+async def test_a_poll_unanswered_at_the_deadline_times_the_job_out() -> None:
+    s = setup(adapter=Hanging())
+    job = polled(s)
+    s.engine.start_timeout(s.lane, job, CUT)  # the deadline, not the spec's 30 s, cuts it
+    with anyio.fail_after(BOUND):
+        await s.engine._within_timeout(s.lane, job, "poll")
+    assert (job.state, job.error) == (
+        State.TIMED_OUT,
+        "timed out after 30s with a request still unanswered (left running remotely)",
+    )
+
+
+async def test_a_fetch_unanswered_at_the_deadline_times_the_job_out_saying_so() -> None:
+    s = setup(adapter=Hanging())
+    job = fetching(s)
+    s.engine.start_timeout(s.lane, job, CUT)
+    with anyio.fail_after(BOUND):
+        await s.engine._within_timeout(s.lane, job, "poll")
+    assert (job.state, job.error) == (
+        State.TIMED_OUT,
+        "timed out after 30s while fetching the result",
+    )
+
+
+async def test_a_request_cut_off_by_an_interrupt_leaves_the_job_as_it_was() -> None:
+    s = setup(adapter=Hanging())
+    job = polled(s)
+    s.engine.start_timeout(s.lane, job, CUT)
+    s.engine.interrupted = "SIGTERM"
+    with anyio.fail_after(BOUND):
+        await s.engine._within_timeout(s.lane, job, "poll")
+    assert (job.state, job.error) == (State.RUNNING, None)
+
+
+async def test_a_poll_already_past_its_deadline_is_timed_out_without_asking() -> None:
+    s = setup(adapter=Hanging())
+    job = polled(s)
+    s.clock.t = T0 + 40
+    with anyio.fail_after(BOUND):
+        await s.engine._within_timeout(s.lane, job, "poll")
+    assert (job.state, job.error) == (
+        State.TIMED_OUT,
+        "timed out after 30s (left running remotely)",
+    )
+
+
+# -- finish: files first, with what the journal will say -------------------------------------
+
+
+async def test_a_finished_job_seals_its_files_with_its_final_record_and_hidden_ids() -> None:
+    outcomes: list[tuple[State, str | None]] = []
+
+    class Out(FakeOutput):
+        def job_dir(self, job_id: str) -> Any:
+            out = super().job_dir(job_id)
+            out.write_outcome = lambda record, report=None: outcomes.append(  # type: ignore[method-assign]
+                (record.state, record.error)
+            )
+            return out
+
+    from tests.test_engine import status
+
+    s = setup()
+    s.engine.output = Out()
+    job = polled(s)
+    s.engine.finish(
+        job, Event.FAILED, status=status("failed", payload={"id": "r-j0"}), error="boom"
+    )
+    assert outcomes == [(State.FAILED, "boom")]
+    assert s.engine.output.job_dir("j0").status == {"id": "<remote id>"}
+    assert (job.state, job.error) == (State.FAILED, "boom")
