@@ -961,3 +961,45 @@ async def test_a_finished_job_seals_its_files_with_its_final_record_and_hidden_i
     assert outcomes == [(State.FAILED, "boom")]
     assert s.engine.output.job_dir("j0").status == {"id": "<remote id>"}
     assert (job.state, job.error) == (State.FAILED, "boom")
+
+
+# -- the engine's own bookkeeping ------------------------------------------------------------
+
+
+def test_resumed_jobs_in_flight_count_against_the_providers_cap() -> None:
+    plan = make_plan(3)
+    records = [
+        running(plan.jobs[0]),
+        running(plan.jobs[1]),
+        JobRecord(plan.jobs[2], state=State.FETCHING, remote=RemoteRef("r-j2")),
+    ]
+    s = setup(plan, records=records)
+    assert s.lane.gate.jobs_in_flight == 2  # fetching: the remote job is done
+
+
+def test_every_recorder_is_told_the_state_a_job_left() -> None:
+    s = setup()
+    s.engine.transition(s.job(0), Event.SUBMIT)
+    assert s.rec.transitions == [("j0", Event.SUBMIT, State.PLANNED, State.SUBMITTING)]
+
+
+async def test_a_lane_ends_only_when_every_worker_is_done() -> None:
+    """One worker finishing while another is still submitting must not end the lane: the
+    other's job then needs its polls."""
+    from runner.providers.base import Submitted
+    from tests.test_engine import done, status
+
+    class Slow(FakeAdapter):
+        async def submit(self, http: ProviderHttp, job: JobSpec) -> Submitted:
+            self.submits.append(job.id)
+            if job.id == "j0":
+                await anyio.sleep(0)  # lets the other worker take j1
+                return Submitted(RemoteRef("r-j0"), done())  # finished at once
+            for _ in range(20):
+                await anyio.sleep(0)  # still under way when j0's worker looks for work
+            return Submitted(RemoteRef("r-j1"), status("waiting"))
+
+    engine, _, _ = make_engine(make_plan(2), Slow(polls=lambda j, n: done()), pool=2)
+    with anyio.fail_after(BOUND):
+        result = await engine.run()
+    assert result.counts == {State.SUCCEEDED: 2}
