@@ -32,6 +32,7 @@ from runner.http.client import (
     ProviderClient,
     _Inflater,
     _read_reply,
+    _size,
     _stream_to,
     _translate_aiohttp,
     network_reason,
@@ -548,7 +549,207 @@ async def test_a_download_makes_its_directories_and_keeps_to_the_clients_cap(
     assert await client.download(f"{BASE}/r", dest, send_key=True) == 10
     assert dest.read_bytes() == b"0123456789"
     small = _downloader(tmp_path, b"0123456789", max_download_bytes=4)
-    with pytest.raises(ProviderCallError, match="larger than the 4-byte cap") as caught:
+    with pytest.raises(
+        ProviderCallError, match=r"^spidra: GET /api/r: larger than the 4-byte cap"
+    ) as caught:
         await small.download(f"{BASE}/r", tmp_path / "g", send_key=True)
     assert caught.value.kind is ErrorKind.INVALID
     assert await small.download(f"{BASE}/r", tmp_path / "h", send_key=True, max_bytes=10) == 10
+
+
+async def test_a_download_whose_encoding_is_corrupt_says_so_and_what(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, headers={"content-encoding": "gzip"}, stream=httpx.ByteStream(b"not gzip")
+        )
+
+    client = _downloader(tmp_path, b"")
+    client.transport = _over(handler)
+    with pytest.raises(
+        ProviderCallError, match=r"^spidra: GET /api/r: the reply's gzip encoding is corrupt"
+    ) as caught:
+        await client.download(f"{BASE}/r", tmp_path / "f", send_key=True)
+    assert caught.value.kind is ErrorKind.OTHER
+
+
+async def test_an_api_download_waiting_while_the_key_was_refused_is_not_sent(
+    tmp_path: Path,
+) -> None:
+    client = _downloader(tmp_path, b"x")
+    client.gate.stopped = "the key was refused"
+    with pytest.raises(
+        ProviderCallError, match=r"^spidra: GET /api/r: the key was refused$"
+    ) as caught:
+        await client.download(f"{BASE}/r", tmp_path / "f", send_key=True)
+    assert (caught.value.kind, caught.value.not_accepted) == (ErrorKind.AUTH, True)
+
+
+class Dropping(Recorder):
+    async def download(self, *a: Any, **kw: Any) -> Any:
+        raise TransportError("connection lost", sent=True, reason="connection reset")
+
+
+@pytest.mark.parametrize(("url", "offsite"), [(f"{BASE}/r", False), ("https://cdn.test/r", True)])
+async def test_a_dropped_download_says_whether_it_was_the_providers(
+    tmp_path: Path, url: str, offsite: bool
+) -> None:
+    from runner.http.backoff import RetryPolicy
+
+    client = _downloader(tmp_path, b"", retry=RetryPolicy(attempts=1, base=0.001, cap=0.002))
+    client.transport = Dropping(Reply(200, {}, b""))
+    with pytest.raises(ProviderCallError) as caught:
+        await client.download(url, tmp_path / "f", send_key=True)
+    assert (caught.value.kind, caught.value.offsite) == (ErrorKind.TRANSIENT, offsite)
+    assert caught.value.network == "connection reset"
+
+
+# -- reading a reply -------------------------------------------------------------------------
+
+
+async def _never(*parts: bytes) -> AsyncIterator[bytes]:
+    """`parts`, then a failure: a body that must not be read past them."""
+    for part in parts:
+        yield part
+    raise AssertionError("read past what was needed")
+
+
+async def test_a_declared_length_past_the_cap_fails_before_reading() -> None:
+    with pytest.raises(TooLargeError, match=r"^the reply is larger than the 10-byte cap$"):
+        await _read_reply(200, {"content-length": "11"}, _never(), None, 10)
+
+
+async def test_a_reply_may_be_exactly_its_cap() -> None:
+    body = b"0123456789"
+    assert await _read_reply(200, {"content-length": "10"}, _chunks(body), None, 10) == body
+    assert await _read_reply(200, {}, _chunks(body[:4], body[4:]), None, 10) == body
+
+
+async def test_an_error_body_is_read_only_up_to_its_limit() -> None:
+    assert await _read_reply(500, {}, _never(b"0123456789AB"), None, 10) == b"0123456789"
+    # a 3xx is no success either: its body is an error body, cut, never "too large"
+    assert await _read_reply(300, {}, _chunks(b"0123456789AB"), None, 10) == b"0123456789"
+
+
+async def test_a_success_may_exceed_the_error_body_limit_up_to_its_cap() -> None:
+    from runner.http.client import ERROR_BODY_LIMIT
+
+    big = bytes(ERROR_BODY_LIMIT + 100)
+    assert await _read_reply(200, {}, _chunks(big), None, 1 << 20) == big
+    assert await _read_reply(404, {}, _chunks(big), None, 1 << 20) == big[:ERROR_BODY_LIMIT]
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [
+        (1 << 30, "1 GiB"),
+        (2 << 30, "2 GiB"),
+        (3 << 20, "3 MiB"),
+        (1 << 10, "1 KiB"),
+        (2048, "2 KiB"),
+        (1536, "1536-byte"),
+        (100, "100-byte"),
+    ],
+)
+def test_a_cap_is_named_in_the_largest_unit_that_divides_it(n: int, text: str) -> None:
+    assert _size(n) == text
+
+
+# -- a download's answers --------------------------------------------------------------------
+
+
+class Scripted(Recorder):
+    """Download answers in turn: (status, headers) or an exception; a 2xx writes b"ok"."""
+
+    def __init__(self, *answers: Any) -> None:
+        super().__init__(Reply(200, {}, b""))
+        self.answers = list(answers)
+        self.urls: list[str] = []
+
+    async def download(self, url: str, dest: Path, **kw: Any) -> Any:
+        self.urls.append(url)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        status, headers = answer
+        if 200 <= status < 300:
+            dest.write_bytes(b"ok")
+            return Reply(status, headers, b""), 2
+        return Reply(status, headers, b"no"), 0
+
+
+def _scripted(
+    *answers: Any, limits: Limits | None = None, api: ApiError | None = None
+) -> ProviderClient:
+    from runner.http.backoff import RetryPolicy
+
+    client, _ = make(api, limits=limits)
+    client.transport = Scripted(*answers)
+    client.retry = RetryPolicy(attempts=3, base=0.5, cap=1.0)
+    return client
+
+
+def _urls(client: ProviderClient) -> list[str]:
+    return client.transport.urls  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_an_api_downloads_429_pauses_the_provider_as_a_download(tmp_path: Path) -> None:
+    limits = Limits(endpoints={"download": Rate(10, 1)})
+    throttled = ApiError(ErrorKind.RATE_LIMITED, "slow down")
+    client = _scripted((429, {"retry-after": "2"}), (200, {}), limits=limits, api=throttled)
+    assert await client.download(f"{BASE}/r", tmp_path / "f", send_key=True) == 2
+    assert client.gate.endpoints["download"].aimd.decreases == 1
+    assert client.gate.clock.now() == 102.0  # the pause, and no backoff on top
+
+
+async def test_an_api_downloads_error_reads_as_the_providers(tmp_path: Path) -> None:
+    client = _scripted((400, {}))
+    with pytest.raises(ProviderCallError, match=r"^spidra job j1: GET /api/r: HTTP 400: x$") as e:
+        await client.download(f"{BASE}/r", tmp_path / "f", send_key=True)
+    assert not e.value.offsite
+
+
+async def test_a_transient_api_download_failure_backs_off_then_tries_again(tmp_path: Path) -> None:
+    dropped = TransportError("lost", sent=True, reason="connection reset")
+    client = _scripted(dropped, (200, {}))
+    assert await client.download(f"{BASE}/r", tmp_path / "f", send_key=True) == 2
+    assert client.gate.clock.now() > 100.0
+
+
+async def test_an_api_download_is_tried_once_while_its_provider_is_down(tmp_path: Path) -> None:
+    client = _scripted(TransportError("lost", sent=True, reason="connection reset"), (200, {}))
+    client.gate.outage.failed(100.0, "connection refused", probe=False)
+    with pytest.raises(ProviderCallError):
+        await client.download(f"{BASE}/r", tmp_path / "f", send_key=True)
+    assert len(_urls(client)) == 1
+
+
+@pytest.mark.parametrize(("retry_after", "waited"), [("5", 5.0), ("100", 30.0)])
+async def test_a_storage_hosts_429_is_waited_out_up_to_a_bound(
+    tmp_path: Path, retry_after: str, waited: float
+) -> None:
+    client = _scripted((429, {"retry-after": retry_after}), (200, {}))
+    assert await client.download("https://cdn.test/r", tmp_path / "f", send_key=True) == 2
+    assert client.gate.clock.now() == 100.0 + waited
+
+
+@pytest.mark.parametrize(
+    ("status", "followed"), [(300, True), (301, True), (399, True), (400, False), (404, False)]
+)
+async def test_only_a_3xx_with_a_location_is_followed(
+    tmp_path: Path, status: int, followed: bool
+) -> None:
+    client = _scripted((status, {"location": "/api/other"}), (200, {}))
+    if followed:
+        assert await client.download(f"{BASE}/r", tmp_path / "f", send_key=True) == 2
+        assert _urls(client) == [f"{BASE}/r", "https://api.example.test/api/other"]
+    else:
+        with pytest.raises(ProviderCallError):
+            await client.download(f"{BASE}/r", tmp_path / "f", send_key=True)
+        assert _urls(client) == [f"{BASE}/r"]
+
+
+async def test_a_300_without_a_location_is_an_error_not_a_file(tmp_path: Path) -> None:
+    client = _scripted((300, {}))
+    with pytest.raises(ProviderCallError, match="HTTP 300"):
+        await client.download(f"{BASE}/r", tmp_path / "f", send_key=True)
+    assert not (tmp_path / "f").exists()
