@@ -753,3 +753,32 @@ async def test_a_300_without_a_location_is_an_error_not_a_file(tmp_path: Path) -
     with pytest.raises(ProviderCallError, match="HTTP 300"):
         await client.download(f"{BASE}/r", tmp_path / "f", send_key=True)
     assert not (tmp_path / "f").exists()
+
+
+# -- what a request carries ------------------------------------------------------------------
+
+
+async def test_a_json_request_asks_for_json_unless_it_names_its_own_accept() -> None:
+    from runner.providers.base import Request
+
+    client, _ = make(reply=Reply(200, {}, b"{}"))
+    await client.send(Request("GET", "/a", "status"))
+    await client.send(Request("GET", "/b", "status", headers={"accept": "text/csv"}))
+    await client.send(Request("GET", "/c", "status", expect="bytes"))
+    sent = [kw["headers"] for _, _, kw in client.transport.calls]  # type: ignore[attr-defined]
+    auth = {"authorization": "Bearer sk-secret"}
+    assert sent == [
+        {**auth, "accept": "application/json"},
+        {**auth, "accept": "text/csv"},
+        auth,
+    ]
+
+
+def test_a_storage_hosts_retry_after_date_is_read_against_our_clock() -> None:
+    import time
+
+    client, _ = make()
+    when = formatdate(time.time() + 120, usegmt=True)
+    error = client._judge_offsite("GET /f", Reply(503, {"retry-after": when}, b""))
+    assert error.retry_after is not None
+    assert 60 < error.retry_after <= 121

@@ -723,8 +723,16 @@ async def test_a_poll_that_reports_failure_ends_the_job_with_the_providers_statu
     from tests.test_engine import status
 
     s = setup(adapter=Answering(status("failed", reason="blocked", payload={"state": "failed"})))
+    sealed: list[Any] = []
+
+    class Sealed(Recording):
+        def transition(self, job: JobRecord, event: Event, previous: State) -> None:
+            sealed.append(s.output.jobs["j0"].outcome)  # the files before the journal
+
+    s.engine.recorders.append(Sealed())
     job = polled(s)
     await s.engine._poll(s.lane, job)
+    assert sealed == [(State.FAILED, None)]
     assert (job.state, job.raw_status, job.reason, job.polls) == (
         State.FAILED,
         "failed",
@@ -1016,3 +1024,16 @@ async def test_a_lane_ends_only_when_every_worker_is_done() -> None:
     with anyio.fail_after(BOUND):
         result = await engine.run()
     assert result.counts == {State.SUCCEEDED: 2}
+
+
+async def test_a_busy_fetch_during_an_outage_backs_off_without_spending_an_error() -> None:
+    from tests.test_engine import done
+
+    s = setup(adapter=Fetching(call_error(ErrorKind.BUSY, status_code=503)))
+    down(s)
+    job = fetching(s)
+    s.engine.retry = RetryPolicy(attempts=5, base=1.0, cap=100.0)
+    expected = retry_delay(s.engine.retry, 1, copy.deepcopy(s.engine.rng))
+    await s.engine._fetch(s.lane, job, done())
+    assert "j0" not in s.engine._poll_errors
+    assert [(at, j) for at, _, j in s.lane.polls] == [(T0 + expected, job)]
