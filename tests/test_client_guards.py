@@ -782,3 +782,88 @@ def test_a_storage_hosts_retry_after_date_is_read_against_our_clock() -> None:
     error = client._judge_offsite("GET /f", Reply(503, {"retry-after": when}, b""))
     assert error.retry_after is not None
     assert 60 < error.retry_after <= 121
+
+
+async def test_a_chain_of_encodings_is_undone_in_reverse_and_identity_is_nothing() -> None:
+    body = _gzip(zlib.compress(b"twice"))
+    assert await decode("deflate, gzip", body) == b"twice"
+    assert await decode("identity", b"plain") == b"plain"
+    assert await decode("gzip,identity", _gzip(b"once")) == b"once"
+
+
+async def test_a_reply_cut_short_says_after_how_many_bytes() -> None:
+    async def cut() -> AsyncIterator[bytes]:
+        yield b"abc"
+        yield b"de"
+        raise ValueError("peer went away")
+
+    with pytest.raises(
+        TransportError, match=r"^the reply was cut short after 5 bytes \(ValueError\)$"
+    ) as e:
+        await _read_reply(200, {}, cut(), None, 100)
+    assert e.value.sent
+
+
+async def test_the_transport_sends_the_query_parameters() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=b"{}")
+
+    reply = await _over(handler).request("GET", "http://h.test/x", headers={}, params={"q": "1"})
+    assert reply.status_code == 200
+    assert dict(seen[0].url.params) == {"q": "1"}
+
+
+async def test_a_request_takes_its_endpoints_budget_and_passes_everything_on() -> None:
+    from runner.providers.base import Request
+
+    limits = Limits(endpoints={"submit": Rate(1000, 1, burst=1000)})
+    client, _ = make(reply=Reply(200, {}, b"{}"), limits=limits)
+    await client.send(Request("POST", "/s", "submit", params={"p": 1}, json={"a": 1}))
+    assert client.gate.endpoints["submit"].pacer.released == 1
+    ((method, url, kw),) = client.transport.calls  # type: ignore[attr-defined]
+    assert (method, url, kw["params"], kw["json"]) == ("POST", f"{BASE}/s", {"p": 1}, {"a": 1})
+
+
+async def test_a_request_waiting_while_the_key_was_refused_says_what_it_was() -> None:
+    from runner.providers.base import Request
+
+    client, _ = make(reply=Reply(200, {}, b"{}"))
+    client.gate.stopped = "the key was refused"
+    with pytest.raises(ProviderCallError, match=r"^spidra job j1: GET /a: the key was refused$"):
+        await client.send(Request("GET", "/a", "status"))
+    assert client.transport.calls == []  # type: ignore[attr-defined]
+
+
+async def test_an_undecodable_reply_keeps_its_cause() -> None:
+    from runner.providers.base import Request
+
+    class Undecodable(Recorder):
+        async def request(self, method: str, url: str, **kw: Any) -> Reply:
+            raise ReplyError("the reply's gzip encoding is corrupt (x)")
+
+    client, _ = make()
+    client.transport = Undecodable(Reply(200, {}, b""))
+    with pytest.raises(ProviderCallError) as e:
+        await client.send(Request("POST", "/s", "submit"))
+    assert isinstance(e.value.__cause__, ReplyError)
+    assert e.value.kind is ErrorKind.OTHER
+
+
+@pytest.mark.parametrize(
+    ("status", "redirected"), [(299, None), (300, True), (399, True), (400, False)]
+)
+async def test_only_a_3xx_reply_to_an_api_request_is_a_redirect(
+    status: int, redirected: bool | None
+) -> None:
+    from runner.providers.base import Request
+
+    client, _ = make(reply=Reply(status, {"location": "/elsewhere"}, b"{}"))
+    if redirected is None:
+        assert (await client.send(Request("GET", "/a", "status"))).status_code == status
+        return
+    with pytest.raises(ProviderCallError) as e:
+        await client.send(Request("GET", "/a", "status"))
+    assert ("redirected to /elsewhere" in str(e.value)) is redirected
