@@ -850,6 +850,8 @@ async def test_an_undecodable_reply_keeps_its_cause() -> None:
         await client.send(Request("POST", "/s", "submit"))
     assert isinstance(e.value.__cause__, ReplyError)
     assert e.value.kind is ErrorKind.OTHER
+    assert not e.value.not_accepted  # an answer came: the POST may have been acted on
+    assert not e.value.offsite
 
 
 @pytest.mark.parametrize(
