@@ -1037,3 +1037,25 @@ async def test_a_busy_fetch_during_an_outage_backs_off_without_spending_an_error
     await s.engine._fetch(s.lane, job, done())
     assert "j0" not in s.engine._poll_errors
     assert [(at, j) for at, _, j in s.lane.polls] == [(T0 + expected, job)]
+
+
+@pytest.mark.parametrize("late", [0.0, 10.0])
+async def test_a_poll_at_or_past_its_deadline_has_all_the_time_its_remote_cancel_needs(
+    late: float,
+) -> None:
+    class SlowCancel(FakeAdapter):
+        async def cancel(self, http: ProviderHttp, job: JobSpec, ref: RemoteRef) -> None:
+            await anyio.sleep(0)  # a real request takes a while
+            self.cancels.append(job.id)
+
+    adapter = SlowCancel()
+    s = setup(make_plan(1, on_timeout="cancel"), adapter=adapter)
+    job = polled(s)
+    s.clock.t = T0 + 30.0 + late
+    with anyio.fail_after(BOUND):
+        await s.engine._within_timeout(s.lane, job, "poll")
+    assert adapter.cancels == ["j0"]
+    assert (job.state, job.error) == (
+        State.TIMED_OUT,
+        "timed out after 30s (cancel requested remotely)",
+    )
