@@ -869,3 +869,41 @@ async def test_only_a_3xx_reply_to_an_api_request_is_a_redirect(
     with pytest.raises(ProviderCallError) as e:
         await client.send(Request("GET", "/a", "status"))
     assert ("redirected to /elsewhere" in str(e.value)) is redirected
+
+
+# -- the product's transport and URLs --------------------------------------------------------
+
+
+def test_the_products_transport_pools_keeps_alive_and_names_itself() -> None:
+    from runner import __version__
+    from runner.http.client import make_transport
+
+    transport = make_transport(4)
+    inner = transport._client  # type: ignore[attr-defined]
+    assert (inner.timeout.read, inner.timeout.connect) == (30.0, 10.0)
+    assert inner.headers["user-agent"] == f"runner/{__version__}"
+    assert inner.headers["accept-encoding"] == "gzip, deflate"
+    limits = inner._transport.limits
+    assert (limits.max_connections, limits.max_keepalive_connections) == (4, 4)
+    assert limits.keepalive_expiry == 30.0
+    assert make_transport(2, timeout=5)._client.timeout.connect == 5  # type: ignore[attr-defined]
+
+
+def test_urls_join_the_base_with_exactly_one_slash() -> None:
+    client, _ = make()
+    client.base_url = "https://h.test/X/"
+    assert client.url("/Xy") == "https://h.test/X/Xy"
+    assert client.url("Xy") == "https://h.test/X/Xy"
+    assert client.url("https://cdn.test/f") == "https://cdn.test/f"
+
+
+def test_the_key_goes_only_under_the_base_path() -> None:
+    client, _ = make()
+    client.base_url = "https://h.test/X/"
+    assert client.is_api_url("https://h.test/X")
+    assert client.is_api_url("https://h.test/X/jobs")
+    assert not client.is_api_url("https://h.test/Xother")
+    assert not client.is_api_url("https://h.test/other")
+    client.base_url = "https://h.test"
+    assert client.is_api_url("https://h.test/anything")
+    assert not client.is_api_url("http://h.test/anything")
