@@ -907,3 +907,12 @@ def test_the_key_goes_only_under_the_base_path() -> None:
     client.base_url = "https://h.test"
     assert client.is_api_url("https://h.test/anything")
     assert not client.is_api_url("http://h.test/anything")
+
+
+def test_a_job_view_without_notes_starts_with_its_own_empty_notes() -> None:
+    client, _ = make()
+    view = client.for_job("j2")
+    assert view.notes == {}
+    view.note("k", 1)
+    assert view.notes == {"k": 1}
+    assert client.for_job("j3").notes == {}  # not shared with another job's view
