@@ -916,3 +916,31 @@ def test_a_job_view_without_notes_starts_with_its_own_empty_notes() -> None:
     view.note("k", 1)
     assert view.notes == {"k": 1}
     assert client.for_job("j3").notes == {}  # not shared with another job's view
+
+
+async def test_a_quota_reset_given_as_unix_time_is_read_against_our_clock() -> None:
+    import time
+
+    from runner.providers.base import Request
+
+    reset = str(int(time.time()) + 120)
+    client, paused = make(
+        reply=Reply(200, {"ratelimit-remaining": "0", "ratelimit-reset": reset}, b"{}")
+    )
+    await client.send(Request("GET", "/a", "status"))
+    assert len(paused) == 1
+    assert 60 < paused[0][0] <= 121
+
+
+@pytest.mark.parametrize(("failures", "ok"), [(2, True), (3, False)])
+async def test_a_redirect_spends_none_of_a_downloads_tries(
+    tmp_path: Path, failures: int, ok: bool
+) -> None:
+    dropped = TransportError("lost", sent=True, reason="connection reset")
+    client = _scripted((302, {"location": "/api/other"}), *[dropped] * failures, (200, {}))
+    if ok:
+        assert await client.download(f"{BASE}/r", tmp_path / "f", send_key=True) == 2
+    else:
+        with pytest.raises(ProviderCallError):
+            await client.download(f"{BASE}/r", tmp_path / "f", send_key=True)
+    assert len(_urls(client)) == 1 + min(failures + 1, 3)
