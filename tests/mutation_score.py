@@ -30,15 +30,15 @@ def score(meta: Path) -> str:
     )
     done = len(verdicts) - seen["not run"]
     share = f"{100 * seen['killed'] / done:.1f} %" if done else "-"
-    module = meta.name.removesuffix(".py.meta")
+    module = meta.relative_to("mutants/runner").as_posix().removesuffix(".py.meta")
     return (
-        f"{module:<10} killed {seen['killed']}/{done} ({share}); survived {seen['survived']}, "
+        f"{module:<18} killed {seen['killed']}/{done} ({share}); survived {seen['survived']}, "
         f"no tests {seen['no tests']}, other {seen['other']}, not run {seen['not run']}"
     )
 
 
 def main() -> int:
-    metas = sorted(Path("mutants/runner").glob("*.py.meta"))
+    metas = sorted(Path("mutants/runner").rglob("*.py.meta"))  # in subpackages too
     if not metas:
         print("no mutation results: run `make mutate` first", file=sys.stderr)
         return 1
