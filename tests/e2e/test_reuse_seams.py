@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from runner.batch.merge import merge_batches
 from runner.batch.reuse import Policy
 from runner.batch.run import run_batch
 from runner.batch.shard import Shard
@@ -23,7 +25,7 @@ from runner.sandbox.server import RunningSandbox
 from runner.store.journal import Journal
 from runner.store.locate import batches_in, is_batch_name
 from tests.conftest import MakeSandbox
-from tests.e2e.helpers import manifest, pulse_jobs, sandbox_books
+from tests.e2e.helpers import lobstr_runs, manifest, pulse_jobs, sandbox_books
 from tests.e2e.test_cron_outputs import Monitor, monitor
 from tests.e2e.test_expect import EMPTY_CRAWLS, crawl, extract
 
@@ -176,17 +178,7 @@ def test_reused_jobs_count_against_no_cap_and_are_never_the_canary(
     # Every Lobstr run collects 2 results and reports 2 credits (credit_used).
     sandbox = make_sandbox(scenario={"providers": {"lobstr": {"results": {"min": 2, "max": 2}}}})
     providers = {"lobstr": {"api_key": "${LOBSTR_API_KEY}", "limits": {"in_flight": 1}}}
-    runs = {
-        "id": "run-{n}",
-        "provider": "lobstr",
-        "type": "run",
-        "each": ["a", "b", "c", "d"],
-        "params": {
-            "crawler": "google-maps-search-export",
-            "params": {"language": "fr"},
-            "tasks": [{"url": "https://maps.example/{item}"}],
-        },
-    }
+    runs = lobstr_runs(["a", "b", "c", "d"])
     path = manifest(tmp_path, [runs], providers=providers)
     code, _, _ = run_once(tmp_path, path, sandbox)
     assert code == 0
@@ -259,3 +251,11 @@ def test_shard_batches_lend_results_and_prune_treats_them_as_batches(
     # Older shards are batches like any other: once nothing kept reuses them, they go.
     assert not again.exists()
     assert not any(old.exists() for old in shard_batches)
+
+    # Merged, the shards' results live on in the merged batch, a source like any other.
+    merged = merge_batches(newest, tmp_path / "results").path
+    for shard_batch in newest:
+        shutil.rmtree(shard_batch)
+    code, stderr, last = run_once(tmp_path, path, sandbox)
+    assert code == 0, stderr
+    assert {job_json(last, j)["reused_from"]["batch"] for j in jobs} == {merged.name}
