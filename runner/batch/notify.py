@@ -1,7 +1,6 @@
-"""Cron outputs of `runner run`, `resume` and `retry`: `--json`, one machine-readable
-summary on stdout, and `--ping URL`, healthchecks-style pings (`URL/start`, then `URL` or
-`URL/fail` with the summary as body). A ping that fails is one warning line: it never
-changes the exit code.
+"""Cron outputs of `runner run`, `resume`, `retry`: `--json`, one summary on stdout, and
+`--ping URL`, healthchecks-style pings (`URL/start`, then `URL` or `URL/fail` with the
+summary as body). A ping that fails is one warning line: it never changes the exit code.
 """
 
 from __future__ import annotations
