@@ -10,6 +10,7 @@ from pathlib import Path
 from runner.cli import main
 from runner.commands.diff import changed_paths
 from runner.commands.prune import Verdict, decide
+from runner.store.locate import batches_in, is_batch_name
 
 
 def names(*ids: str) -> list[Path]:
@@ -72,3 +73,37 @@ def test_prune_leaves_alone_what_runner_did_not_name(tmp_path: Path) -> None:
     assert err.getvalue() == f"runner: {root} holds no batches; give results/<name>\n"
     assert (root / "my-notes" / "manifest.yaml").is_file()
     assert not (tmp_path / "results" / ".x.lock").exists()
+
+
+def test_shard_batches_sort_by_their_start_and_pinned_ones_keep_their_sources(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "x"
+    ids = [
+        "20261203T000000Z",
+        "20261204T000000Z-s1of2",
+        "20261204T000000Z-s2of2",
+        "20261204T000000Z-s2of2-2",
+        "20261205T000000Z",
+        "20261205T000000Z-2",
+    ]
+    for name in ids:
+        (root / name).mkdir(parents=True)
+        (root / name / "manifest.yaml").write_text("version: 1\n")
+    assert all(is_batch_name(name) for name in ids)
+    assert not is_batch_name("20261204T000000Z-sxof2")
+    assert [p.name for p in batches_in(root)] == [
+        "20261205T000000Z-2",
+        "20261205T000000Z",
+        "20261204T000000Z-s2of2-2",
+        "20261204T000000Z-s2of2",
+        "20261204T000000Z-s1of2",
+        "20261203T000000Z",
+    ]
+    c, b, a = names("c", "b-s1of2", "a")
+    verdicts = decide([c, b, a], 1, None, {"b-s1of2": {"a": 2}}, {"b-s1of2": "shard 1/2 running"})
+    assert kept(verdicts) == {
+        "c": ["among the newest 1 (--keep 1)"],
+        "b-s1of2": ["shard 1/2 running"],
+        "a": ["reused by b-s1of2 (2 jobs)"],
+    }

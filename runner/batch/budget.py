@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from runner.batch.reuse import REUSED_FROM
 from runner.engine.budget import Spending, already_sent, cost_of
 from runner.errors import UsageError
 from runner.lifecycle import JobRecord
@@ -114,7 +115,8 @@ def _outcome(batch: BatchDir, job_id: str) -> dict[str, Any]:
 
 def spending_for(plan: Plan, batch: BatchDir, records: Iterable[JobRecord]) -> Spending:
     """The batch's Spending: what its earlier runs submitted (journal) and the cost its
-    finished jobs reported (their job.json)."""
+    finished jobs reported (their job.json). A job reused from an earlier batch was never
+    submitted here and cost nothing here: it counts against no cap."""
     records = list(records)
     fields = {name: info.cost_field for name, info in PROVIDERS.items()}
     spent: dict[str, float] = {}
@@ -122,6 +124,8 @@ def spending_for(plan: Plan, batch: BatchDir, records: Iterable[JobRecord]) -> S
         for record in records:
             if record.state.terminal:
                 outcome = _outcome(batch, record.spec.id)
+                if REUSED_FROM in outcome:  # paid for by the batch it came from
+                    continue
                 cost = cost_of(outcome, fields.get(record.spec.provider))
                 if cost:
                     spent[record.spec.provider] = spent.get(record.spec.provider, 0.0) + cost

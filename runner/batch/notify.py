@@ -1,4 +1,4 @@
-"""Cron outputs of `runner run`: `--json`, one machine-readable summary on stdout, and
+"""Cron outputs of `runner run`, `resume`, `retry`: `--json`, one summary on stdout, and
 `--ping URL`, healthchecks-style pings (`URL/start`, then `URL` or `URL/fail` with the
 summary as body). A ping that fails is one warning line: it never changes the exit code.
 """
@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from runner.batch.reuse import REUSED_FROM
 from runner.errors import LockHeldError, ManifestError, RunnerError, StoreError, UsageError
 from runner.exits import ExitCode
 from runner.lifecycle import State
@@ -51,8 +52,9 @@ def exit_code_of(exc: BaseException) -> int:
 
 
 def summarize(batch_path: Path | None, code: int, *, error: str | None = None) -> dict[str, Any]:
-    """The summary: counts per state, exit code, batch directory, and the jobs that did
-    not succeed with their reasons (read from the journal, whose errors are redacted)."""
+    """The summary: counts per state (reused jobs are among the succeeded; `reused` says
+    how many), exit code, batch directory, and the jobs that did not succeed with their
+    reasons (read from the journal, whose errors are redacted)."""
     document: dict[str, Any] = {
         "version": SUMMARY_VERSION,
         "exit_code": code,
@@ -62,6 +64,7 @@ def summarize(batch_path: Path | None, code: int, *, error: str | None = None) -
         "batch_id": None,
         "counts": {},
         "jobs": 0,
+        "reused": 0,  # of the succeeded: taken from an earlier batch, nothing sent
         "not_succeeded": [],
         "not_succeeded_more": 0,
         "error": error,
@@ -80,6 +83,7 @@ def summarize(batch_path: Path | None, code: int, *, error: str | None = None) -
     finally:
         journal.close()
     document["jobs"] = len(rows)
+    document["reused"] = sum(1 for row in rows if row.notes.get(REUSED_FROM))
     others = [row for row in rows if row.state is not State.SUCCEEDED]
     document["not_succeeded"] = [
         {

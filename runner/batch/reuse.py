@@ -5,10 +5,13 @@ job that ran (was submitted, not itself reused) and succeeded with the same fing
 (runner.fingerprint), against the same kind of endpoint (a sandbox run reuses only sandbox
 results; a real run only results from the same base URL), younger than the job's `max_age`,
 and whose files verify: against SHA256SUMS in a sealed batch; in a batch still running or
-never finished, against its job.json's file list (no checksum was written yet). The newest
-such job wins. Its files are hard-linked into the new batch (copied where the filesystem
-cannot link); job.json says `reused_from`; the journal moves the job planned → succeeded
-by the `reused` event, so nothing is sent for it, now or by `runner resume` / `retry`.
+never finished, against its job.json's file list (no checksum was written yet), and that
+still meets the job's current `expect` (its files judged again: `expect` is not in the
+fingerprint, so a tightened check sends only the jobs whose old result misses it). The
+newest such job wins; a shard's batch (`<id>-sKofN`) is an earlier batch like any other.
+Its files are hard-linked into the new batch (copied where the filesystem cannot link);
+job.json says `reused_from`; the journal moves the job planned → succeeded by the `reused`
+event, so nothing is sent for it, now or by `runner resume` / `retry`.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from runner.batch.expect import check as check_expect
 from runner.durations import format_duration
 from runner.errors import UsageError, store_error
 from runner.fingerprint import job_fingerprint
 from runner.lifecycle import Event, JobRecord, State, advance
 from runner.plan import JobSpec, Plan
+from runner.remote import FetchReport
 from runner.store.journal import Journal
 from runner.store.jsonio import canonical_json, temp_for
 from runner.store.locate import batches_in
@@ -47,6 +52,7 @@ from runner.store.results import (
 )
 
 REUSED_FROM = "reused_from"  # job.json, the journal's notes and batch.json's `reused`
+MISSES_EXPECT = "misses its expectation"  # a source whose files fail the job's current `expect`
 _RUN_ONLY = ("attempt", "previous_attempts")  # job.json fields about the source's own attempts
 
 
@@ -221,6 +227,25 @@ def verify_job(batch: Path, job_id: str, sums: Mapping[str, str] | None) -> str 
     return None
 
 
+def misses_expect(
+    spec: JobSpec, batch: Path, job_id: str, document: Mapping[str, Any]
+) -> str | None:
+    """Why `batch`'s job `job_id` (its job.json `document`) fails `spec`'s current `expect`,
+    or None: its files judged again as a finished job is (runner.batch.expect), so a check
+    tightened since it ran sends the job, and one it still passes reuses it. `expect` is
+    not in the fingerprint: tightening it costs nothing when the old result passes."""
+    if spec.expect is None:
+        return None
+    counts = document.get("counts")
+    items = counts.get("items") if isinstance(counts, dict) else None
+    report = FetchReport(items=items if isinstance(items, int) else 0, outcome=document)
+    try:
+        reason = check_expect(spec.expect, report, batch / JOBS / job_id)
+    except (OSError, ValueError) as exc:
+        reason = f"the results could not be read to check expect: {exc}"
+    return None if reason is None else f"{MISSES_EXPECT} ({reason})"
+
+
 def earlier_batches(root: Path, name: str, *, exclude: Path | None = None) -> list[_Batch]:
     """The batches under `root/name/` newest first (not `exclude`), with their batch.json;
     a batch without one cannot say where it ran and is left out."""
@@ -287,7 +312,7 @@ def choose(
                     key = (batch.path, job_id)
                     if key not in verified:
                         verified[key] = verify_job(batch.path, job_id, batch.sums(job_id))
-                    problem = verified[key]
+                    problem = verified[key] or misses_expect(spec, batch.path, job_id, document)
                     if problem is None:
                         source = Source(batch.path, job_id, started, document)
                         break
@@ -304,7 +329,9 @@ def choose(
         open_jobs = still
     for spec, fingerprint in open_jobs:
         why = "no earlier result of this request"
-        if refused.get(spec.id):
+        if any(MISSES_EXPECT in problem for problem in refused.get(spec.id, ())):
+            why = f"earlier result {MISSES_EXPECT}"
+        elif refused.get(spec.id):
             why = "no earlier result that verifies"
         decided[spec.id] = Choice(spec, fingerprint, None, why, tuple(refused.get(spec.id, ())))
     return [decided[spec.id] for spec in plan.jobs]

@@ -338,6 +338,7 @@ class _Options:
     rate_store: StoreConfig | None = None  # budgets shared through Redis (--rate-store)
     shard: shards.Shard | None = None  # resume: the shard asked for (checked, never changed)
     reuse_log: Sequence[reuse.Logged] = ()  # run: what reuse decided, logged after batch.started
+    on_batch: Callable[[Path, Sequence[str]], None] | None = None  # resume/retry --json, --ping
 
 
 def endpoints_of(plan: Plan, sandbox: str | None) -> Endpoints:
@@ -637,16 +638,20 @@ def resume_batch(
     quiet: bool = False,
     shard: shards.Shard | None = None,
     store: StoreConfig | None = None,
+    on_batch: Callable[[Path, Sequence[str]], None] | None = None,
 ) -> int:
     """`runner resume DIR`: continue a batch from its journal in the same directory, at the
-    endpoints it ran against (`sandbox` / `endpoints` re-point it while no job lives there)."""
+    endpoints it ran against (`sandbox` / `endpoints` re-point it while no job lives there).
+    `on_batch`: told the batch directory once it is open (--json, --ping)."""
     options = _Options(argv, stderr or sys.stderr, quiet, transport_factory, resubmit_unknown)
     return _continue(
         path,
         sandbox,
         endpoints,
         env,
-        dataclasses.replace(options, mode="resume", rate_store=store, shard=shard),
+        dataclasses.replace(
+            options, mode="resume", rate_store=store, shard=shard, on_batch=on_batch
+        ),
     )
 
 
@@ -683,11 +688,18 @@ def retry_batch(
     stderr: TextIO | None = None,
     transport_factory: TransportFactory | None = None,
     quiet: bool = False,
+    on_batch: Callable[[Path, Sequence[str]], None] | None = None,
 ) -> int:
     """`runner retry DIR`: a new attempt, in the same directory, of every job that failed,
     timed out or expired (of those named by `only`), then continue and seal as resume."""
     options = _Options(
-        argv, stderr or sys.stderr, quiet, transport_factory, mode="retry", only=only
+        argv,
+        stderr or sys.stderr,
+        quiet,
+        transport_factory,
+        mode="retry",
+        only=only,
+        on_batch=on_batch,
     )
     return _continue(path, sandbox, endpoints, env, options)
 
@@ -738,6 +750,8 @@ def _continue(
             except BaseException:
                 journal.close()
                 raise
+            if options.on_batch is not None:
+                options.on_batch(batch.path, plan.secrets)
             return _execute(plan, batch, journal, records, started, options, endpoints, hints)
 
 

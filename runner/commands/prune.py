@@ -1,10 +1,13 @@
 """`runner prune results/<name> --keep N [--dry-run]`: remove old batches of a manifest.
 
-Only directories named as batches (`20261122T030000Z`, `-2`...) with a manifest.yaml are
-considered. Kept: the newest N batches, the one `latest` points at, and every batch a kept batch
-reuses files from (job.json `reused_from`), so provenance always resolves. Prune takes the
-manifest's lock, so it never runs beside a run of the same manifest: no running batch, and
-no batch a starting run is about to reuse, is ever removed (a held lock is exit 4).
+Only directories named as batches (`20261122T030000Z`, `-2`..., a shard's `-s2of4`) with a
+manifest.yaml are considered. Kept: the newest N batches, the one `latest` points at, and every
+batch a kept batch reuses files from (job.json `reused_from`), so provenance always resolves.
+Prune takes the manifest's lock, so it never runs beside a run of the same manifest: no running
+batch, and no batch a starting run is about to reuse, is ever removed (a held lock is exit 4).
+A shard's batch is a batch like any other, but a shard still running (its own lock held) and
+a shard of the newest run not yet merged (newer than every other batch, and named by no
+batch's `merged_from`) always stay: `runner merge` still needs them.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from runner.batch import shard as shards
 from runner.batch.reuse import REUSED_FROM
 from runner.errors import UsageError, store_error
 from runner.store import lock
@@ -78,16 +83,58 @@ def sources_of(batch: Path) -> dict[str, int]:
     return found
 
 
+def _info(batch: Path) -> dict[str, Any]:
+    try:
+        document = json.loads((batch / BATCH).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def shards_to_keep(directory: Path, batches: Sequence[Path]) -> dict[str, str]:
+    """Shard batches (newest first in `batches`) that must stay, with why: one still
+    running (its shard's lock is held), and the unmerged shards of the newest run (every
+    shard batch newer than the newest batch that is not a shard, named by no `merged_from`)."""
+    infos = {path.name: _info(path) for path in batches}
+    merged: set[str] = set()
+    for info in infos.values():
+        entries = info.get("merged_from")
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("batch_id"), str):
+                merged.add(entry["batch_id"])
+    keep: dict[str, str] = {}
+    newest_run = True
+    for path in batches:
+        shard = shards.recorded(infos[path.name])
+        if shard is None:
+            newest_run = False  # older shards belong to runs a later batch followed
+            continue
+        holder = lock.probe(directory.parent, shards.lock_name(directory.name, shard))
+        if holder is not None and holder.batch_id == path.name:
+            keep[path.name] = f"shard {shard} running"
+        elif newest_run and path.name not in merged:
+            keep[path.name] = f"shard {shard} of the newest run, not merged yet"
+    return keep
+
+
 def decide(
-    batches: Sequence[Path], keep: int, latest: str | None, sources: Mapping[str, Mapping[str, int]]
+    batches: Sequence[Path],
+    keep: int,
+    latest: str | None,
+    sources: Mapping[str, Mapping[str, int]],
+    pinned: Mapping[str, str] | None = None,
 ) -> list[Verdict]:
     """Pure: which of `batches` (newest first) stay and why. `sources[b]` names the
-    batches `b` reuses from; a kept batch keeps its sources, and theirs in turn."""
+    batches `b` reuses from; a kept batch keeps its sources, and theirs in turn. `pinned`:
+    batches that stay whatever N is, with why (shards_to_keep)."""
     verdicts = {path.name: Verdict(path) for path in batches}
     for path in batches[:keep]:
         verdicts[path.name].reasons.append(f"among the newest {keep} (--keep {keep})")
     if latest in verdicts:
         verdicts[latest].reasons.append(LATEST)
+    for name, why in (pinned or {}).items():
+        if name in verdicts:
+            verdicts[name].reasons.append(why)
     todo = [name for name, verdict in verdicts.items() if verdict.kept]
     while todo:
         user = todo.pop(0)
@@ -133,7 +180,8 @@ def execute(args: argparse.Namespace) -> int:
         if not batches:  # removed by someone else in between
             raise UsageError(f"{directory} holds no batches; give results/<name>")
         sources = {path.name: sources_of(path) for path in batches}
-        verdicts = decide(batches, args.keep, _latest(directory), sources)
+        pinned = shards_to_keep(directory, batches)
+        verdicts = decide(batches, args.keep, _latest(directory), sources, pinned)
         removed = [v for v in verdicts if not v.kept]
         verb = "would remove" if args.dry_run else "removing"
         print(

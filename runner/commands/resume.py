@@ -1,4 +1,5 @@
-"""`runner resume DIR [--resubmit-unknown] [--endpoint P=URL] [--sandbox URL] [--quiet]`:
+"""`runner resume DIR [--resubmit-unknown] [--endpoint P=URL] [--sandbox URL] [--quiet]
+[--json] [--ping URL]`:
 continue a batch where it ran (the endpoints batch.json recorded)."""
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ import sys
 from pathlib import Path
 
 from runner.batch import rate_store, shard
+from runner.batch.notify import OnBatch
 from runner.batch.run import IN_PROCESS, resume_batch
-from runner.commands.run import add_quiet
+from runner.commands.run import add_cron_outputs, add_quiet, reported, without_ping
 
 HELP = "continue a stopped, killed or crashed batch in its directory (from its journal)"
 
@@ -58,16 +60,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     rate_store.add_options(parser, shards=False)
     add_quiet(parser)
+    add_cron_outputs(parser)
 
 
 def execute(args: argparse.Namespace) -> int:
-    return resume_batch(
-        args.dir,
-        resubmit_unknown=args.resubmit_unknown,
-        sandbox=args.sandbox,
-        endpoints=args.endpoint,
-        argv=sys.argv,
-        quiet=args.quiet,
-        shard=shard.from_options(args.shard, None, os.environ),
-        store=rate_store.from_options(args.rate_store, os.environ),
-    )
+    def run(on_batch: OnBatch | None) -> int:
+        return resume_batch(
+            args.dir,
+            resubmit_unknown=args.resubmit_unknown,
+            sandbox=args.sandbox,
+            endpoints=args.endpoint,
+            argv=without_ping(sys.argv),
+            quiet=args.quiet,
+            shard=shard.from_options(args.shard, None, os.environ),
+            store=rate_store.from_options(args.rate_store, os.environ),
+            on_batch=on_batch,
+        )
+
+    return reported(args, run)

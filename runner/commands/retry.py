@@ -1,14 +1,16 @@
-"""`runner retry DIR [--only ID] [--endpoint P=URL] [--sandbox URL] [--quiet]`: a new
-attempt, in place, of the jobs of a batch that failed, timed out or expired."""
+"""`runner retry DIR [--only ID] [--endpoint P=URL] [--sandbox URL] [--quiet] [--json]
+[--ping URL]`: a new attempt, in place, of the jobs of a batch that failed, timed out or
+expired."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from runner.batch.notify import OnBatch
 from runner.batch.run import retry_batch
 from runner.commands.resume import add_dir_and_sandbox
-from runner.commands.run import add_quiet
+from runner.commands.run import add_cron_outputs, add_quiet, reported, without_ping
 
 HELP = "send again, in the same batch directory, the jobs that failed, timed out or expired"
 
@@ -36,14 +38,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="retry only this job, if it failed, timed out or expired (repeatable)",
     )
     add_quiet(parser)
+    add_cron_outputs(parser)
 
 
 def execute(args: argparse.Namespace) -> int:
-    return retry_batch(
-        args.dir,
-        only=args.only,
-        sandbox=args.sandbox,
-        endpoints=args.endpoint,
-        argv=sys.argv,
-        quiet=args.quiet,
-    )
+    def run(on_batch: OnBatch | None) -> int:
+        return retry_batch(
+            args.dir,
+            only=args.only,
+            sandbox=args.sandbox,
+            endpoints=args.endpoint,
+            argv=without_ping(sys.argv),
+            quiet=args.quiet,
+            on_batch=on_batch,
+        )
+
+    return reported(args, run)

@@ -9,7 +9,7 @@ import contextlib
 import os
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from runner.batch import rate_store, shard
@@ -79,6 +79,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run a plan over its budget's job caps: the jobs past a cap are skipped",
     )
+    add_cron_outputs(parser)
+    add_reuse(parser)
+
+
+def add_cron_outputs(parser: argparse.ArgumentParser) -> None:
+    """`--json` and `--ping URL` (runner.batch.notify): run, resume and retry share them."""
     parser.add_argument(
         "--json",
         action="store_true",
@@ -91,7 +97,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="healthchecks-style pings: URL/start, then URL (success) or URL/fail with "
         "the summary; a failed ping never fails the batch",
     )
-    add_reuse(parser)
+
+
+def reported(args: argparse.Namespace, run: Callable[[OnBatch | None], int]) -> int:
+    """`run` as is, or with the summary and pings `--json` / `--ping` ask for."""
+    if not args.json and args.ping is None:
+        return run(None)
+    return run_reported(
+        run, json_out=args.json, ping=args.ping, stdout=sys.stdout, stderr=sys.stderr
+    )
 
 
 def report_after_run(batch: Path, secrets: Sequence[str]) -> None:
@@ -196,8 +210,4 @@ def execute(args: argparse.Namespace) -> int:
             store=rate_store.from_options(args.rate_store, os.environ),
         )
 
-    if not args.json and args.ping is None:
-        return run()
-    return run_reported(
-        run, json_out=args.json, ping=args.ping, stdout=sys.stdout, stderr=sys.stderr
-    )
+    return reported(args, run)

@@ -10,15 +10,18 @@ from pathlib import Path
 from runner.errors import NotABatchDirError
 from runner.store.results import GIVE_DIR, LATEST, MANIFEST
 
-_BATCH_NAME = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d+))?$")
+# `20261122T030000Z`, `...-2` (a second batch that second), a shard's `...-s2of4` (and
+# `...-s2of4-2`): runner.batch.shard names them.
+_BATCH_NAME = re.compile(r"^(\d{8}T\d{6}Z)(-s\d+of\d+)?(?:-(\d+))?$")
 
 
 def _newest_key(path: Path) -> tuple[int, str, int, str]:
-    # `20261122T030000Z-10` is newer than `...-9`: the suffix compares as a number.
+    # `20261122T030000Z-10` is newer than `...-9`: the suffix compares as a number. A
+    # shard's batch sorts by its start like any other (shards of one run: by name).
     match = _BATCH_NAME.match(path.name)
     if match is None:
         return (0, "", 0, path.name)
-    return (1, match.group(1), int(match.group(2) or 1), path.name)
+    return (1, match.group(1), int(match.group(3) or 1), path.name)
 
 
 def resolve_batch_dir(path: Path) -> Path:
@@ -38,7 +41,8 @@ def resolve_batch_dir(path: Path) -> Path:
 
 
 def is_batch_name(name: str) -> bool:
-    """A name runner gives a batch directory: `20261122T030000Z`, `20261122T030000Z-2`."""
+    """A name runner gives a batch directory: `20261122T030000Z`, `20261122T030000Z-2`,
+    a shard's `20261122T030000Z-s2of4`."""
     return _BATCH_NAME.match(name) is not None
 
 

@@ -59,6 +59,20 @@ def pulse_jobs(n: int, prefix: str = "p") -> dict[str, Any]:
     }
 
 
+def lobstr_runs(items: list[str], prefix: str = "run") -> dict[str, Any]:
+    return {
+        "id": f"{prefix}-{{n}}",
+        "provider": "lobstr",
+        "type": "run",
+        "each": items,
+        "params": {
+            "crawler": "google-maps-search-export",
+            "params": {"language": "fr"},
+            "tasks": [{"url": "https://maps.example/{item}"}],
+        },
+    }
+
+
 def manifest(
     tmp: Path,
     jobs: list[dict[str, Any]],

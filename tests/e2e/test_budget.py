@@ -17,7 +17,7 @@ from runner.cli import main
 from runner.errors import UsageError
 from runner.sandbox.server import RunningSandbox
 from tests.conftest import MakeSandbox
-from tests.e2e.helpers import manifest, pulse_jobs, sandbox_books
+from tests.e2e.helpers import lobstr_runs, manifest, pulse_jobs, sandbox_books
 
 pytestmark = pytest.mark.e2e
 
@@ -108,17 +108,7 @@ def test_a_provider_credit_cap_stops_its_submits_once_reported_cost_reaches_it(
         },
         "pulse": {"api_key": "${PULSE_API_KEY}"},  # no cap: goes on regardless
     }
-    runs = {
-        "id": "run-{n}",
-        "provider": "lobstr",
-        "type": "run",
-        "each": ["a", "b", "c", "d"],
-        "params": {
-            "crawler": "google-maps-search-export",
-            "params": {"language": "fr"},
-            "tasks": [{"url": "https://maps.example/{item}"}],
-        },
-    }
+    runs = lobstr_runs(["a", "b", "c", "d"])
     path = manifest(tmp_path, [runs, pulse_jobs(2)], providers=providers)
     env = {"LOBSTR_API_KEY": "lobstr_test", "PULSE_API_KEY": "pulse_test"}
 

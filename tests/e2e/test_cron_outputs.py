@@ -115,6 +115,7 @@ def test_json_prints_one_summary_and_pings_start_then_success(
         "not_succeeded": [],
         "not_succeeded_more": 0,
         "ok": True,
+        "reused": 0,
         "version": 1,
     }
     assert [(m, p) for m, p, _ in monitor.received] == [
