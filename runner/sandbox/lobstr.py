@@ -66,6 +66,12 @@ class LobstrApi(ProviderApi):
     def unauthorized(self) -> Response:
         return self.error(401, "Invalid token.", "NotAuthenticated")
 
+    def busy(self, cap: int) -> Response:
+        # docs/providers/lobstr.md#limits: a per-plan quota, refused with a 400.
+        return self.error(
+            400, "Concurrency limit exceeded for your plan.", "ConcurrencyLimitExceeded"
+        )
+
     def throttled(self, retry_after: float, limit: RateLimit, remaining: int) -> Response:
         seconds = retry_after_header(retry_after)
         response = self.error(
