@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -615,6 +616,32 @@ def commit() -> str:
     return found.stdout.strip() + ("+changes" if dirty else "")
 
 
+README = ROOT / "README.md"
+QUOTE_START = "<!-- scenario-report: tests/bench/bench_report.py; refresh with make bench -->"
+QUOTE_END = "<!-- /scenario-report -->"
+
+
+def quote_in_readme(text: str) -> None:
+    """The report, less its title and method, between the README's markers (headings one
+    level down), so the README quotes the figures of the last `make bench`."""
+    body = text.split("\n## How these figures are made")[0].split("\n", 1)[1].strip()
+    body = body.replace("\n## ", "\n#### ")
+    body += "\n\nMethod and caveats: [tests/bench/REPORT.md](tests/bench/REPORT.md)."
+    readme = README.read_text()
+    start, end = readme.find(QUOTE_START), readme.find(QUOTE_END)
+    if start < 0 or end < start:
+        print("README.md: scenario-report markers not found; not quoted", file=sys.stderr)
+        return
+    start += len(QUOTE_START)
+    README.write_text(readme[:start] + "\n" + body + "\n" + readme[end:])
+
+
+def save(report: dict[str, Any]) -> None:
+    """Written after each part, so a failure late in the run keeps what was measured."""
+    report["scenarios"] = dict(sorted(report["scenarios"].items()))
+    REPORT_JSON.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+
 def main() -> None:
     only = {k for k in os.environ.get("BENCH_ONLY", "").split(",") if k}
     report: dict[str, Any] = {}
@@ -637,7 +664,13 @@ def main() -> None:
             directory = root / spec.key
             directory.mkdir()
             started = time.perf_counter()
-            report["scenarios"][spec.key] = figures(spec, directory)
+            try:
+                report["scenarios"][spec.key] = figures(spec, directory)
+            except Exception:  # one broken scenario must not lose the others' figures
+                traceback.print_exc()
+                report.setdefault("failed", []).append(spec.key)
+                continue
+            save(report)
             print(f"{spec.key}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
         if not only or "scaling" in only:
             report["scaling"] = []
@@ -655,6 +688,7 @@ def main() -> None:
                     continue
                 point = scaling_point(jobs, root)
                 report["scaling"].append(point)
+                save(report)
                 print(f"scaling {jobs}: {point['makespan_s']} s", file=sys.stderr)
             done = [p for p in report["scaling"] if p.get("completed")]
             report["largest_batch"] = (
@@ -665,10 +699,10 @@ def main() -> None:
             )
         if not only or "profile" in only:
             report["profile"] = profile_s1(root)
-    report["scenarios"] = dict(sorted(report["scenarios"].items()))
-    REPORT_JSON.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    save(report)
     text = render(report)
     REPORT_MD.write_text(text)
+    quote_in_readme(text)
     print(text)
 
 

@@ -192,7 +192,14 @@ def specs() -> tuple[Spec, ...]:
             CPU,
         ),
     )
-    lobstr = defaults("lobstr")
+    # Lobstr's documented per-path limits (the sandbox's endpoint_limits), by endpoint class:
+    # a run's 4 submit requests are 2 on /squids (120/min), 1 on /tasks (90/min) and 1 on
+    # /runs (120/min, shared with the polls): one run per second at best; /results 2/s.
+    lobstr_paths = {
+        "submit": Rate(240, 60.0),
+        "status": Rate(60, 60.0),
+        "results": Rate(2, 1.0),
+    }
     s4 = Spec(
         "S4",
         "undocumented limits: 20 Lobstr runs of 20-40 s (no concurrency cap), Bulkgrid "
@@ -202,7 +209,7 @@ def specs() -> tuple[Spec, ...]:
                 "lobstr",
                 20,
                 (20.0, 40.0),
-                Limits(endpoints=lobstr.endpoints, in_flight=None),
+                Limits(endpoints=lobstr_paths, in_flight=None),
                 None,
                 enforce_rate=False,
                 sandbox_extra={"endpoint_limits": True},
