@@ -20,7 +20,6 @@ import datetime
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from runner.plan import Limits, Rate  # noqa: E402
 from runner.providers.registry import PROVIDERS  # noqa: E402
 from tests.bench import scenarios as sc  # noqa: E402
 from tests.bench.ideal import lane_for, lane_ideal, minimum_requests  # noqa: E402
+from tests.bench.processes import pinned, sandbox_process, scratch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPORT_JSON = HERE / "report.json"
@@ -53,15 +53,6 @@ SERIAL_BUDGET = 30.0  # wall seconds of one-at-a-time sampling
 # A scaling point runs only if the previous point's CPU x the size ratio stays below this
 # (CPU seconds): the curve's largest point must not turn `make bench` into an hour.
 SCALE_CPU_BUDGET = float(os.environ.get("BENCH_SCALE_CPU_BUDGET", "600"))
-
-
-def pinned(cpu: int) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if shutil.which("taskset") else []
-
-
-def scratch() -> str | None:
-    """Results in RAM where possible (see bench_engine.py: /tmp file creates cost CPU)."""
-    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 
 
 # -- files the runs read ---------------------------------------------------------------------
@@ -149,16 +140,8 @@ def sandbox_scenario(spec: sc.Spec) -> dict[str, Any]:
 def sandbox(directory: Path, spec: sc.Spec, scale: float, tag: str) -> Iterator[str]:
     scenario = directory / f"scenario-{tag}.yaml"
     scenario.write_text(yaml.safe_dump(sandbox_scenario(spec)))
-    command = [*pinned(1), sys.executable, "-m", "runner", "sandbox", "--port", "0"]
-    command += ["--scenario", str(scenario), "--time-scale", str(scale)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        assert process.stdout is not None
-        urls = dict(process.stdout.readline().split() for _ in range(5))
-        yield urls["pulse"]  # Pulse is mounted at the origin
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with sandbox_process(scenario, "--time-scale", str(scale)) as origin:
+        yield origin
 
 
 @dataclass
