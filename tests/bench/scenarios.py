@@ -144,7 +144,7 @@ def specs() -> tuple[Spec, ...]:
         f"rate-bound mixed batch: {n1:,} jobs over the five providers, published limits",
         _rate_bound_mix(n1),
         scale=15.0,
-        baseline_scale=15.0,
+        baseline_scale=10.0,
         baseline_budget=120.0 if QUICK else 180.0,
         serial_scale=15.0,
         targets=(
