@@ -21,7 +21,11 @@ async def test_a_hidden_in_flight_cap_refuses_submits_until_a_job_ends(
     scenario = {"providers": {"pulse": {"hidden_in_flight": 2, "duration": 10}}}
     sb = make_inprocess(scenario=scenario)
     codes = [
-        (await sb.request("pulse", "POST", "/extract", json={**EXTRACT, "file_url": f"https://f/{n}"}))
+        (
+            await sb.request(
+                "pulse", "POST", "/extract", json={**EXTRACT, "file_url": f"https://f/{n}"}
+            )
+        )
         for n in range(3)
     ]
     assert [r.status_code for r in codes] == [200, 200, 429]
@@ -31,7 +35,11 @@ async def test_a_hidden_in_flight_cap_refuses_submits_until_a_job_ends(
     assert refused.status_code == 429
     sb.clock.advance(0.2)  # both jobs have ended: room for two more
     accepted = [
-        (await sb.request("pulse", "POST", "/extract", json={**EXTRACT, "file_url": f"https://g/{n}"}))
+        (
+            await sb.request(
+                "pulse", "POST", "/extract", json={**EXTRACT, "file_url": f"https://g/{n}"}
+            )
+        )
         for n in range(2)
     ]
     assert [r.status_code for r in accepted] == [200, 200]
@@ -74,7 +82,7 @@ async def test_the_jobs_endpoint_reports_each_drawn_duration(
     drawn = (await sb.request("pulse", "GET", ORIGIN + "/_sandbox/jobs")).json()
     assert drawn["time_scale"] == 4
     (job,) = drawn["providers"]["pulse"]
-    assert job["id"] == job_id and job["kind"] == "extract"
+    assert (job["id"], job["kind"]) == (job_id, "extract")
     assert 8 <= job["duration"] <= 12
     assert job["wall_duration"] == pytest.approx(job["duration"] / 4, abs=1e-5)
     assert job["created"] == sb.clock.now
