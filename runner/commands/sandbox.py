@@ -11,7 +11,7 @@ from pathlib import Path
 
 from runner.errors import RunnerError, UsageError
 from runner.sandbox.app import create_app
-from runner.sandbox.scenario import load_scenario
+from runner.sandbox.scenario import Scenario, load_scenario, speed_up
 from runner.sandbox.server import bind, origin_for, sandbox_base_urls, serve_forever
 
 HELP = "serve the providers' APIs locally (deterministic; free rehearsals and tests)"
@@ -24,12 +24,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scenario", type=Path, metavar="FILE", help="YAML knobs: durations, faults, limits"
     )
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        metavar="K",
+        help="run K times faster: job durations and rate-limit windows divided by K (1)",
+    )
 
 
 def execute(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port}: must be between 0 and 65535")
-    scenario = load_scenario(args.scenario) if args.scenario else None
+    scenario = load_scenario(args.scenario) if args.scenario else Scenario()
+    if args.time_scale != 1.0:
+        scenario = speed_up(scenario, args.time_scale)
     app = create_app(seed=args.seed, scenario=scenario)
     try:
         sock = bind(args.host, args.port)

@@ -55,12 +55,16 @@ def create_app(
     async def stats(request: Request) -> Response:
         return json_response(sandbox.books.snapshot())
 
+    async def jobs(request: Request) -> Response:
+        return json_response(sandbox.drawn())
+
     async def reset(request: Request) -> Response:
         sandbox.books.reset()
         return json_response({"reset": True})
 
     routes: list[BaseRoute] = [
         Route("/_sandbox/stats", stats, methods=["GET"]),
+        Route("/_sandbox/jobs", jobs, methods=["GET"]),
         Route("/_sandbox/reset", reset, methods=["POST"]),
         sandbox.files.route(),
     ]

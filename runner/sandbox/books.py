@@ -19,6 +19,7 @@ DEFAULT_WINDOW = 1.0
 
 class ProviderBooks:
     __slots__ = (
+        "busy",
         "downloads",
         "dropped",
         "dropped_after_accept",
@@ -41,6 +42,7 @@ class ProviderBooks:
         self.limit = limit
         self.requests: dict[str, int] = {}
         self.throttled = 0
+        self.busy = 0  # submits refused by the hidden in-flight cap (scenario hidden_in_flight)
         self.peak = WindowPeak(limit.per if limit else DEFAULT_WINDOW)
         self.submits: dict[str, int] = {}
         self.downloads = 0
@@ -80,6 +82,7 @@ class ProviderBooks:
         data: dict[str, Any] = {
             "requests": dict(sorted(self.requests.items())),
             "throttled": self.throttled,
+            "busy": self.busy,
             "limit": (
                 {"requests": self.limit.requests, "per_seconds": self.limit.per}
                 if self.limit

@@ -7,6 +7,7 @@ subclass ProviderApi with their auth header, error body and routes.
 
 from __future__ import annotations
 
+import heapq
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -202,6 +203,9 @@ class Sandbox:
         self.books = Books({name: scenario.knobs(name).rate_limit for name in names})
         self.files = FileStore(self.books, clock)
         self.jobs: dict[str, dict[str, Job]] = {name: {} for name in names}
+        # Per provider, the clock time each unfinished job ends (a heap): `active` counts
+        # them in O(log n) per ended job, where a scan of every job would be O(n) per submit.
+        self._ends: dict[str, list[float]] = {name: [] for name in names}
         self._occurrences: dict[tuple[str, str, str], int] = {}
         self._wall0, self._clock0 = time.time(), clock()
 
@@ -236,8 +240,40 @@ class Sandbox:
             wall=self.wall(),
         )
         self.jobs[provider][job.id] = job
+        heapq.heappush(self._ends[provider], job.created + job.total_s / job.scale)
         self.books.providers[provider].record_submit(key)
         return job
+
+    def active(self, provider: str) -> int:
+        """How many of `provider`'s jobs have not reached their drawn end (cancels aside)."""
+        ends, now = self._ends[provider], self.clock()
+        while ends and ends[0] <= now:
+            heapq.heappop(ends)
+        return len(ends)
+
+    def drawn(self) -> dict[str, Any]:
+        """Every job's drawn future, for benchmarks computing the ideal a batch allowed:
+        `created` is the sandbox clock (monotonic seconds), `duration` virtual seconds and
+        `wall_duration` the same divided by the time scale."""
+        scale = self.scenario.time_scale
+        return {
+            "time_scale": scale,
+            "providers": {
+                name: [
+                    {
+                        "id": job.id,
+                        "kind": job.kind,
+                        "created": round(job.created, 6),
+                        "duration": round(job.total_s, 6),
+                        "wall_duration": round(job.total_s / scale, 6),
+                        "outcome": job.outcome.value,
+                        "results": job.n_results,
+                    }
+                    for job in jobs.values()
+                ]
+                for name, jobs in self.jobs.items()
+            },
+        }
 
     def labels(self, provider: str, kind: str, body: Any) -> tuple[str, tuple[object, ...]]:
         """(body key, seed labels) for the next occurrence of `body`: ids of non-job objects
@@ -361,6 +397,12 @@ class ProviderApi:
     def server_error(self, status: int) -> Response:
         return self.error(status, "Service temporarily unavailable", "SERVICE_UNAVAILABLE")
 
+    def busy(self, cap: int) -> Response:
+        """The answer to a submit over the hidden in-flight cap: by default the provider's
+        own 429 with a one-second Retry-After; providers with a documented concurrency
+        error answer that instead."""
+        return self.throttled(1.0, RateLimit(cap, 1.0), 0)
+
     def endpoint_limit(self, template: str) -> tuple[str, RateLimit] | None:
         """Per-path limits (Lobstr): (group, limit) for this template, when enabled."""
         return None
@@ -382,6 +424,7 @@ class ProviderApi:
         drop_rate = knobs.drop_connection_rate
         latency = knobs.latency
         keys = frozenset(knobs.keys) if knobs.keys is not None else None
+        hidden_cap = knobs.hidden_in_flight if submit else None
         endpoint_limit = self.endpoint_limit(template)
         endpoint_window = (
             self.sandbox_window(endpoint_limit[0], endpoint_limit[1]) if endpoint_limit else None
@@ -414,6 +457,9 @@ class ProviderApi:
             key = self.api_key(request.headers)
             if not key or (keys is not None and key not in keys):
                 return self.unauthorized()
+            if hidden_cap is not None and sandbox.active(self.name) >= hidden_cap:
+                books.busy += 1
+                return self.busy(hidden_cap)
             n = self._counter
             self._counter += 1
             k = n  # the request's place in the burst cycle

@@ -69,6 +69,12 @@ class LobstrApi(ProviderApi):
     def no_credits(self) -> Response:  # Lobstr sends no 402 (docs/providers/lobstr.md#errors)
         return self.error(400, "Not enough balance to start this run.", "NotEnoughBalance")
 
+    def busy(self, cap: int) -> Response:
+        # docs/providers/lobstr.md#limits: a per-plan quota, refused with a 400.
+        return self.error(
+            400, "Concurrency limit exceeded for your plan.", "ConcurrencyLimitExceeded"
+        )
+
     def throttled(self, retry_after: float, limit: RateLimit, remaining: int) -> Response:
         seconds = retry_after_header(retry_after)
         response = self.error(

@@ -72,6 +72,9 @@ class Knobs:
     endpoint_limits: bool = False  # Lobstr: enforce its documented per-path limits
     pending_limits: Mapping[str, int] | None = None  # Spidra TOO_MANY_PENDING_JOBS caps
     max_active: int | None = None  # Skop: 429 concurrency_limit_exceeded above this
+    # Undeclared concurrency (any provider): a submit while this many of the provider's jobs
+    # are unfinished gets the provider's own "busy" answer (ProviderApi.busy).
+    hidden_in_flight: int | None = None
     error_burst: ErrorBurst | None = None
     latency: float = 0.0  # wall seconds added to every API answer
     drop_connection_rate: float = 0.0
@@ -149,6 +152,26 @@ class Scenario:
 
 
 _DEFAULT_KNOBS = Knobs()
+
+
+def speed_up(scenario: Scenario, factor: float) -> Scenario:
+    """The same scenario `factor` times faster: job durations (time_scale) and every
+    provider's rate-limit window divided by `factor`, so a limit of R per second becomes
+    factor x R. Lobstr's built-in per-path limits (endpoint_limits) stay as documented."""
+    if factor <= 0:
+        raise UsageError(f"time scale {factor:g}: must be positive")
+
+    def faster(knobs: Knobs) -> Knobs:
+        limit = knobs.rate_limit
+        if limit is None:
+            return knobs
+        return replace(knobs, rate_limit=RateLimit(limit.requests, limit.per / factor))
+
+    return Scenario(
+        time_scale=scenario.time_scale * factor,
+        providers={name: faster(k) for name, k in scenario.providers.items()},
+        jobs={key: faster(k) for key, k in scenario.jobs.items()},
+    )
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -318,6 +341,7 @@ _PARSERS: dict[str, Any] = {
     "endpoint_limits": _bool,
     "pending_limits": _pending,
     "max_active": _optional_int,
+    "hidden_in_flight": _optional_int,
     "error_burst": _burst,
     "latency": _seconds,
     "drop_connection_rate": _rate,

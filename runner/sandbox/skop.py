@@ -60,6 +60,13 @@ class SkopApi(ProviderApi):
         response.headers["Retry-After"] = retry_after_header(retry_after)
         return response
 
+    def busy(self, cap: int) -> Response:
+        return self.error(
+            429,
+            f"Too many concurrent jobs (limit {cap}); wait for one to finish.",
+            "concurrency_limit_exceeded",
+        )
+
     def server_error(self, status: int) -> Response:
         if status == 503:
             return self.error(503, "Service temporarily unavailable", "service_unavailable")

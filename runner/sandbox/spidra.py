@@ -82,6 +82,13 @@ class SpidraApi(ProviderApi):
         )
         return response
 
+    def busy(self, cap: int) -> Response:
+        return self.error(
+            429,
+            f"Too many pending jobs (limit {cap}); wait for some to finish.",
+            "TOO_MANY_PENDING_JOBS",
+        )
+
     def server_error(self, status: int) -> Response:
         if status == 503:
             return self.error(503, "Service is busy, retry later", "SERVICE_BUSY", retry_after=1)

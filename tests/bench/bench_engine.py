@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from runner.batch.run import run_batch  # noqa: E402
 from tests.bench.clients import CLIENTS, available, factory  # noqa: E402
+from tests.bench.processes import pinned, sandbox_process, scratch  # noqa: E402
 
 SCENARIO = {
     "defaults": {"duration": {"min": 0.5, "max": 2.0}, "result_bytes": 800},
@@ -70,39 +69,12 @@ def manifest(directory: Path, jobs: int) -> Path:
     return path
 
 
-def pinned(cpu: int) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and os.cpu_count() else []
-
-
 @contextlib.contextmanager
 def sandbox(directory: Path) -> Iterator[str]:
     scenario = directory / "scenario.yaml"
     scenario.write_text(yaml.safe_dump(SCENARIO))
-    command = [
-        *pinned(1),
-        sys.executable,
-        "-m",
-        "runner",
-        "sandbox",
-        "--port",
-        "0",
-        "--scenario",
-        str(scenario),
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        assert process.stdout is not None
-        urls = dict(process.stdout.readline().split() for _ in range(5))
-        yield urls["pulse"]  # Pulse is mounted at the origin
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def scratch() -> str | None:
-    """Results go to RAM when possible: on this VM's /tmp a file create costs ~0.7 ms of CPU
-    (vs 0.025 ms on /work), which would measure the disk, not the runner."""
-    return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    with sandbox_process(scenario) as origin:
+        yield origin
 
 
 def run_once(client: str, jobs: int) -> dict[str, float]:
