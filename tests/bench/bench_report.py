@@ -586,8 +586,43 @@ def render(report: dict[str, Any]) -> str:
         lines += ["", "| file | own s | share |", "|---|---|---|"]
         for row in profile.get("top_files", []):
             lines.append(f"| `{row['where']}` | {fmt(row['seconds'])} | {row['share']:.1%} |")
+    lines += shard_lines(load_shards())
     lines += ["", "## How these figures are made", "", *HOW, ""]
     return "\n".join(lines)
+
+
+SHARDS = Path(__file__).with_name("shards.json")  # written by bench_shards.py, run before
+
+
+def load_shards() -> dict[str, Any] | None:
+    return json.loads(SHARDS.read_text()) if SHARDS.exists() else None
+
+
+def shard_lines(shards: dict[str, Any] | None) -> list[str]:
+    """The makespan of 1, 2 and 4 shards (issue 14), from tests/bench/shards.json."""
+    if not shards:
+        return []
+    lines = [
+        "",
+        "## Shards (tests/bench/bench_shards.py)",
+        "",
+        f"{shards['what']}. `none`: the same shards without the store (a control).",
+        "",
+        "| scenario | shards | store | makespan s | batches' span s | 429s | submit POSTs / jobs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key in ("rate_bound", "in_flight_bound"):
+        entry = shards.get(key)
+        if not entry:
+            continue
+        for run in entry["runs"]:
+            store = "redis" if run["shared_store"] else "none"
+            lines.append(
+                f"| {key.replace('_', '-')} | {run['shards']} | {store} "
+                f"| {fmt(run['makespan_s'])} | {fmt(run['batch_span_s'])} "
+                f"| {fmt(run['throttled_429'])} | {run['submit_posts']} / {entry['jobs']} |"
+            )
+    return lines
 
 
 HOW = [

@@ -14,7 +14,7 @@ from runner.plan import Limits, Rate
 from runner.sandbox.scenario import RateLimit, Scenario, speed_up
 from tests.bench import scenarios as sc
 from tests.bench.baselines import Client, run_sdk, run_serial
-from tests.bench.bench_report import manifest_for, sandbox_scenario
+from tests.bench.bench_report import manifest_for, sandbox_scenario, shard_lines
 from tests.conftest import MakeSandbox
 from tests.e2e.helpers import sandbox_books
 
@@ -78,3 +78,19 @@ def test_the_baselines_finish_a_batch_through_a_hidden_cap(
     serial, found = anyio.run(go, "serial")
     assert (found["complete"], serial.tally.succeeded) == (True, 6)
     assert sandbox_books(sandbox, "pulse")["busy"] == books["busy"]  # one at a time: none
+
+
+def test_the_report_has_a_row_per_shard_run_and_none_without_the_file() -> None:
+    run = {"shards": 2, "shared_store": True, "makespan_s": 14.1, "batch_span_s": 9.8}
+    shards = {
+        "what": "makespan of N shard processes",
+        "rate_bound": {"jobs": 40, "runs": [{**run, "throttled_429": 0, "submit_posts": 40}]},
+        "in_flight_bound": {
+            "jobs": 24,
+            "runs": [{**run, "shared_store": False, "throttled_429": 0, "submit_posts": 48}],
+        },
+    }
+    lines = shard_lines(shards)
+    assert "| rate-bound | 2 | redis | 14.1 | 9.8 | 0 | 40 / 40 |" in lines
+    assert "| in-flight-bound | 2 | none | 14.1 | 9.8 | 0 | 48 / 24 |" in lines
+    assert shard_lines(None) == []
