@@ -17,7 +17,7 @@ from runner.store.journal import JobRow, Journal
 from runner.store.jsonio import canonical_json
 from runner.store.locate import resolve_batch_dir
 from runner.store.lock import Holder, probe
-from runner.store.results import BatchDir
+from runner.store.results import BatchDir, no_journal
 
 HELP = "show a batch's jobs per state (works while it runs)"
 
@@ -61,7 +61,7 @@ def status_document(path: Path) -> dict[str, Any]:
     try:
         journal = Journal.open(batch.journal_path, readonly=True)
     except JournalError as exc:
-        raise UsageError(f"{path} has no readable journal: {exc}") from exc
+        raise UsageError(no_journal(path, exc)) from exc
     try:
         meta = journal.meta()
         counts = journal.counts()

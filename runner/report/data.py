@@ -20,7 +20,7 @@ from typing import Any
 from runner.errors import JournalError, UsageError
 from runner.lifecycle import Event, State
 from runner.store.journal import Journal
-from runner.store.results import BATCH, JOURNAL, LOG, MANIFEST
+from runner.store.results import BATCH, JOURNAL, LOG, MANIFEST, no_journal
 
 # The log lines the report reads, found by regular expression over whole chunks of the file
 # (a 100,000-job log is a million lines). Poll lines, the bulk, are read without parsing
@@ -330,7 +330,7 @@ def read_batch(path: Path, *, now: float | None = None) -> BatchData:
     try:
         journal = Journal.open(path / JOURNAL, readonly=True)
     except JournalError as exc:
-        raise UsageError(f"{path} has no readable journal: {exc}") from exc
+        raise UsageError(no_journal(path, exc)) from exc
     try:
         meta = journal.meta()
         jobs = _jobs(journal)

@@ -454,6 +454,23 @@ class Endpoints:
         return cls(dict(urls), sandbox if isinstance(sandbox, str) else None)
 
 
+def no_journal(path: Path, exc: Exception) -> str:
+    """The line for a batch directory whose journal cannot be read. A merged batch
+    (`runner merge`) has none by design: the line names its shards, which do."""
+    try:
+        info = json.loads((path / BATCH).read_text("utf-8"))
+    except (OSError, ValueError):
+        info = None
+    merged = info.get("merged_from") if isinstance(info, dict) else None
+    if isinstance(merged, list) and merged:
+        shards = ", ".join(str(entry.get("batch")) for entry in merged if isinstance(entry, dict))
+        return (
+            f"{path} is a merged batch (runner merge): it has no journal or log of its own; "
+            f"ask its shards instead: {shards}"
+        )
+    return f"{path} has no readable journal: {exc}"
+
+
 def point_latest(batch_path: Path) -> None:
     """Atomically make `<parent>/latest` a relative symlink to `batch_path`."""
     link = batch_path.parent / LATEST

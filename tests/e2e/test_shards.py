@@ -70,7 +70,9 @@ def run_shards(
 # -- merge ------------------------------------------------------------------------------------
 
 
-def test_merged_shards_equal_an_unsharded_run_on_the_same_seed(tmp_path: Path) -> None:
+def test_merged_shards_equal_an_unsharded_run_on_the_same_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     manifest = write_manifest(tmp_path)  # spidra, pulse (large results in files/), lobstr
     port = free_port()
 
@@ -100,6 +102,12 @@ def test_merged_shards_equal_an_unsharded_run_on_the_same_seed(tmp_path: Path) -
     assert (merged.path / SUMS).read_bytes() == (whole / SUMS).read_bytes()
     assert check(merged.path) == (check(whole)[0], [])
     assert main(["verify", str(merged.path)]) == 0
+    # status and report have no journal to read there: they name the shards, which have one
+    for command in ("status", "report"):
+        assert main([command, str(merged.path)]) == 2
+        line = capsys.readouterr().err
+        assert "is a merged batch (runner merge)" in line, line
+        assert all(str(d) in line for d in dirs), line
 
     # refusals: one line, exit 2, nothing written
     with pytest.raises(UsageError, match=r"shard 2/3 missing: give every shard's batch directory"):
