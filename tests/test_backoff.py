@@ -7,7 +7,6 @@ import pytest
 from runner.http.backoff import (
     RetryPolicy,
     budget_interval,
-    next_poll_delay,
     poll_ceiling,
     poll_delay,
     retry_delay,
@@ -56,15 +55,6 @@ def test_budget_interval_is_jobs_over_rate() -> None:
     assert budget_interval(100, 4.0) == 25.0
     assert budget_interval(0, 4.0) == 0.0
     assert budget_interval(10, None) == 0.0
-
-
-def test_intervals_stretch_so_all_jobs_fit_the_status_budget() -> None:
-    rng = random.Random(3)
-    # 50 jobs on a 1 req/s budget: each may poll at most every 50 s, whatever the policy says
-    assert next_poll_delay(POLICY, 0, rng, in_flight=50, status_rate=1.0) == 50.0
-    # with room to spare the policy's own interval stands
-    delay = next_poll_delay(POLICY, 0, rng, in_flight=2, status_rate=100.0)
-    assert 2.0 / 1.5 <= delay <= 2.0
 
 
 def test_retry_delay_is_full_jitter_capped_and_hint_wins_unclamped() -> None:

@@ -26,7 +26,6 @@ from runner.store.results import BatchDir, files_on_disk
 FAILED_FIELDS = ("failed_results", "failed_items", "failed_pages")
 ITEMS = "results.jsonl"
 RESULT = "result.json"
-MAX_INVALID_SHOWN = 1  # the first invalid item is quoted; the rest are counted
 
 
 def _plural(n: int, word: str) -> str:

@@ -49,18 +49,6 @@ def budget_interval(in_flight: int, status_rate: float | None) -> float:
     return in_flight / status_rate
 
 
-def next_poll_delay(
-    policy: PollPolicy,
-    attempt: int,
-    rng: random.Random,
-    *,
-    in_flight: int = 1,
-    status_rate: float | None = None,
-) -> float:
-    """The policy's jittered interval, stretched so all jobs in flight fit the budget."""
-    return max(poll_delay(policy, attempt, rng), budget_interval(in_flight, status_rate))
-
-
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How often a safe-to-retry request is retried, and how long between tries."""
